@@ -1,0 +1,179 @@
+"""NeuS camera convention (cameras_sphere.npz) and frame helpers shared by every stage.
+
+Conventions (see the official NeuS loader):
+- ``world_mat_i`` = K [R | t] (4x4, world -> pixel), ``scale_mat_i`` (4x4, the same for every view) maps the
+  normalised frame (object inside the unit sphere) to the world: ``x_world = r * x_norm + c``.
+- The loader decomposes ``P = (world_mat @ scale_mat)[:3, :4]`` into K and a camera-to-world pose in the
+  normalised frame. OpenCV axes (x right, y down, z forward); rays through integer pixel coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.linalg import rq
+
+from .errors import StageError
+
+
+@dataclass
+class CameraSet:
+    """Pinhole cameras for views in order: intrinsics ``K`` (N,3,3) and world->camera ``R`` (N,3,3), ``t`` (N,3)."""
+
+    names: list[str]
+    K: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    width: int
+    height: int
+
+    @property
+    def world_mats(self) -> np.ndarray:
+        """(N,4,4) K [R | t] with a last row [0,0,0,1]: world -> pixel, as NeuS stores them."""
+        n = len(self.names)
+        mats = np.tile(np.eye(4), (n, 1, 1))
+        mats[:, :3, :3] = self.K @ self.R
+        mats[:, :3, 3] = np.einsum("nij,nj->ni", self.K, self.t)
+        return mats
+
+    @property
+    def centers(self) -> np.ndarray:
+        """(N,3) camera centres in the world frame."""
+        return -np.einsum("nji,nj->ni", self.R, self.t)
+
+
+def scale_mat_from_sphere(center: np.ndarray, radius: float) -> np.ndarray:
+    """4x4 matrix mapping the normalised frame (unit sphere) to the world: x_world = radius * x + center."""
+    m = np.eye(4)
+    m[:3, :3] *= float(radius)
+    m[:3, 3] = np.asarray(center, dtype=float)
+    return m
+
+
+def write_cameras_sphere(path: Path, world_mats: np.ndarray, scale_mat: np.ndarray) -> None:
+    """Write ``cameras_sphere.npz`` with world_mat_i, scale_mat_i and the optional inverse extras."""
+    arrays: dict[str, np.ndarray] = {}
+    for i, wm in enumerate(world_mats):
+        arrays[f"world_mat_{i}"] = wm.astype(np.float64)
+        arrays[f"world_mat_inv_{i}"] = np.linalg.inv(wm).astype(np.float64)
+        arrays[f"scale_mat_{i}"] = scale_mat.astype(np.float64)
+        arrays[f"scale_mat_inv_{i}"] = np.linalg.inv(scale_mat).astype(np.float64)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def load_cameras_sphere(path: Path, n_views: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read (world_mats (N,4,4), scale_mat (4,4)) from a NeuS ``cameras_sphere.npz``.
+
+    Raises StageError naming the file when keys are missing or inconsistent with ``n_views``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{path}: camera file not found; give a NeuS cameras_sphere.npz (world_mat_i, scale_mat_i)")
+    try:
+        data = np.load(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a user message
+        raise StageError(f"{path}: not a readable .npz file ({exc}); give a NeuS cameras_sphere.npz") from exc
+    indices = sorted(int(k[len("world_mat_") :]) for k in data.files if k.startswith("world_mat_") and "inv" not in k)
+    if not indices:
+        raise StageError(f"{path}: no world_mat_i arrays; this is not a NeuS cameras_sphere.npz")
+    if indices != list(range(len(indices))):
+        raise StageError(f"{path}: world_mat indices are not 0..{len(indices) - 1} without gaps")
+    if n_views is not None and len(indices) != n_views:
+        raise StageError(
+            f"{path}: holds {len(indices)} cameras but the scene has {n_views} photos; "
+            "the camera file must list exactly one world_mat_i per photo, in sorted photo order"
+        )
+    world_mats = np.stack([data[f"world_mat_{i}"].astype(np.float64) for i in indices])
+    scale_key = "scale_mat_0"
+    scale_mat = data[scale_key].astype(np.float64) if scale_key in data.files else np.eye(4)
+    return world_mats, scale_mat
+
+
+def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split a 3x4 projection into intrinsics K (3x3, K[2,2] = 1) and a camera-to-world pose (4x4).
+
+    Same result as the official loader's ``cv2.decomposeProjectionMatrix`` for a valid camera (RQ
+    decomposition with a positive diagonal in K), without needing OpenCV.
+    """
+    P = np.asarray(P, dtype=np.float64)[:3, :4]
+    M = P[:, :3]
+    K, R = rq(M)
+    signs = np.diag(np.sign(np.diag(K)))
+    K, R = K @ signs, signs @ R
+    if np.linalg.det(R) < 0:  # P was scaled by a negative factor
+        R = -R
+    center = -np.linalg.solve(M, P[:, 3])
+    pose = np.eye(4)
+    pose[:3, :3] = R.T
+    pose[:3, 3] = center
+    return K / K[2, 2], pose
+
+
+def neus_cameras(world_mats: np.ndarray, scale_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Intrinsics (N,3,3) and camera-to-world poses (N,4,4) in the normalised frame (the official loader's steps)."""
+    Ks, poses = [], []
+    for wm in world_mats:
+        K, pose = decompose_projection((wm @ scale_mat)[:3, :4])
+        Ks.append(K)
+        poses.append(pose)
+    return np.stack(Ks), np.stack(poses)
+
+
+def camera_centers(world_mats: np.ndarray) -> np.ndarray:
+    """(N,3) camera centres in the world frame of ``world_mats``."""
+    return np.stack([decompose_projection(wm[:3, :4])[1][:3, 3] for wm in world_mats])
+
+
+@dataclass
+class Similarity:
+    """x_dst = scale * R @ x_src + t, with the RMS residual of the fit (in destination units)."""
+
+    scale: float
+    R: np.ndarray
+    t: np.ndarray
+    rms: float
+
+    @property
+    def matrix(self) -> np.ndarray:
+        m = np.eye(4)
+        m[:3, :3] = self.scale * self.R
+        m[:3, 3] = self.t
+        return m
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return self.scale * x @ self.R.T + self.t
+
+    def to_json(self) -> dict:
+        return {"scale": self.scale, "matrix": self.matrix.tolist(), "rms": self.rms}
+
+
+def fit_similarity(src: np.ndarray, dst: np.ndarray) -> Similarity:
+    """Least-squares similarity (Umeyama 1991) mapping points ``src`` (N,3) onto ``dst`` (N,3)."""
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.shape[0] < 3:
+        raise StageError(f"a similarity needs at least 3 matched points, got {src.shape[0]} and {dst.shape[0]}")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var_s = (xs**2).sum() / len(src)
+    cov = xd.T @ xs / len(src)
+    U, D, Vt = np.linalg.svd(cov)
+    S = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        S[2, 2] = -1
+    R = U @ S @ Vt
+    scale = float(np.trace(np.diag(D) @ S) / var_s)
+    t = mu_d - scale * R @ mu_s
+    sim = Similarity(scale, R, t, 0.0)
+    sim.rms = float(np.sqrt(((sim.apply(src) - dst) ** 2).sum(1).mean()))
+    return sim
+
+
+def rotation_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
+    """Angle in degrees of Ra @ Rb^T for stacks of rotations (N,3,3)."""
+    rel = np.einsum("nij,nkj->nik", Ra, Rb)
+    cos = (np.trace(rel, axis1=1, axis2=2) - 1) / 2
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
