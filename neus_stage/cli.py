@@ -26,14 +26,33 @@ def _path(s: str) -> Path:
 def _add_sfm(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sfm", help="pose the photos with COLMAP (pycolmap) and undistort them")
     p.add_argument("--photos", type=_path, required=True, help="folder of photos of one object")
-    p.add_argument("--out", type=_path, required=True, help="output folder (database, sparse model, undistorted images, report.json)")
-    p.add_argument("--matcher", default="auto", choices=["auto", "exhaustive", "sequential", "spatial", "vocabtree"],
-                   help="feature matching; auto = exhaustive up to --exhaustive-max photos, sequential above")
-    p.add_argument("--exhaustive-max", type=int, default=150, help="largest photo count matched exhaustively by --matcher auto")
+    p.add_argument(
+        "--out",
+        type=_path,
+        required=True,
+        help="output folder (database, sparse model, undistorted images, report.json)",
+    )
+    p.add_argument(
+        "--matcher",
+        default="auto",
+        choices=["auto", "exhaustive", "sequential", "spatial", "vocabtree"],
+        help="feature matching; auto = exhaustive up to --exhaustive-max photos, sequential above",
+    )
+    p.add_argument(
+        "--exhaustive-max", type=int, default=150, help="largest photo count matched exhaustively by --matcher auto"
+    )
     p.add_argument("--mapper", default="incremental", choices=["incremental", "global"], help="COLMAP mapper")
-    p.add_argument("--camera-model", default="OPENCV", help="COLMAP camera model shared by all photos (OPENCV recovers f, principal point and distortion)")
-    p.add_argument("--min-registered", type=float, default=0.8, help="stop when fewer than this share of photos register")
-    p.add_argument("--max-image-size", type=int, default=3200, help="photos are downscaled for feature extraction above this size")
+    p.add_argument(
+        "--camera-model",
+        default="OPENCV",
+        help="COLMAP camera model shared by all photos (OPENCV recovers f, principal point and distortion)",
+    )
+    p.add_argument(
+        "--min-registered", type=float, default=0.8, help="stop when fewer than this share of photos register"
+    )
+    p.add_argument(
+        "--max-image-size", type=int, default=3200, help="photos are downscaled for feature extraction above this size"
+    )
     p.add_argument("--threads", type=int, default=-1, help="CPU threads (-1: all)")
     p.set_defaults(func=_run_sfm)
 
@@ -41,9 +60,17 @@ def _add_sfm(sub: argparse._SubParsersAction) -> None:
 def _run_sfm(a: argparse.Namespace) -> None:
     from .sfm import run_sfm
 
-    run_sfm(a.photos, a.out, matcher=a.matcher, exhaustive_max=a.exhaustive_max, mapper=a.mapper,
-            camera_model=a.camera_model, min_registered=a.min_registered, max_image_size=a.max_image_size,
-            threads=a.threads)
+    run_sfm(
+        a.photos,
+        a.out,
+        matcher=a.matcher,
+        exhaustive_max=a.exhaustive_max,
+        mapper=a.mapper,
+        camera_model=a.camera_model,
+        min_registered=a.min_registered,
+        max_image_size=a.max_image_size,
+        threads=a.threads,
+    )
 
 
 # -------------------------------------------------------------------------------------------- masks
@@ -51,9 +78,15 @@ def _add_masks(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("masks", help="foreground masks with rembg (or the user's masks), made consistent across views")
     p.add_argument("--images", type=_path, required=True, help="folder of (undistorted) images to mask")
     p.add_argument("--out", type=_path, required=True, help="output folder for <stem>.png masks and report.json")
-    p.add_argument("--model", default="u2netp", help="rembg model name whose .onnx file is installed (see `neus-stage doctor`)")
-    p.add_argument("--user-masks", type=_path, default=None, help="use these masks instead of rembg (one <stem>.png per photo)")
-    p.add_argument("--sfm", type=_path, default=None, help="sfm folder: cameras used to make masks consistent across views")
+    p.add_argument(
+        "--model", default="u2netp", help="rembg model name whose .onnx file is installed (see `neus-stage doctor`)"
+    )
+    p.add_argument(
+        "--user-masks", type=_path, default=None, help="use these masks instead of rembg (one <stem>.png per photo)"
+    )
+    p.add_argument(
+        "--sfm", type=_path, default=None, help="sfm folder: cameras used to make masks consistent across views"
+    )
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold")
     p.set_defaults(func=_run_masks)
 
@@ -71,9 +104,13 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", type=_path, required=True, help="folder of <stem>.png masks")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--sfm", type=_path, help="sfm folder (poses from COLMAP)")
-    src.add_argument("--reference-cameras", type=_path, help="a NeuS cameras_sphere.npz for --photos (poses = reference)")
+    src.add_argument(
+        "--reference-cameras", type=_path, help="a NeuS cameras_sphere.npz for --photos (poses = reference)"
+    )
     p.add_argument("--photos", type=_path, default=None, help="photo folder, with --reference-cameras")
-    p.add_argument("--margin", type=float, default=0.1, help="extra radius around the object in the unit sphere (share)")
+    p.add_argument(
+        "--margin", type=float, default=0.1, help="extra radius around the object in the unit sphere (share)"
+    )
     p.set_defaults(func=_run_dataset)
 
 
@@ -90,13 +127,19 @@ def _run_dataset(a: argparse.Namespace) -> None:
 
 # --------------------------------------------------------------------------------------------- hull
 def _add_hull(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("visual-hull", help="carve the visual hull: object box (bbox.json) and occupancy grid (hull.npz)")
+    p = sub.add_parser(
+        "visual-hull", help="carve the visual hull: object box (bbox.json) and occupancy grid (hull.npz)"
+    )
     p.add_argument("--dataset", type=_path, required=True, help="NeuS dataset folder")
     p.add_argument("--bbox", type=_path, required=True, help="bbox.json to write")
     p.add_argument("--hull", type=_path, required=True, help="hull.npz to write")
     p.add_argument("--resolution", type=int, default=128, help="voxels per axis of the hull grid")
-    p.add_argument("--max-background-votes", type=int, default=1,
-                   help="a voxel stays occupied while at most this many views that see it call it background")
+    p.add_argument(
+        "--max-background-votes",
+        type=int,
+        default=1,
+        help="a voxel stays occupied while at most this many views that see it call it background",
+    )
     p.set_defaults(func=_run_hull)
 
 
@@ -114,9 +157,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bbox", type=_path, default=None, help="bbox.json: object box in the normalised frame")
     p.add_argument("--out", type=_path, required=True, help="run folder: checkpoint.pt, config.yaml, renders, logs")
     p.add_argument("--preset", default="auto", help="neus | fast | cpu | auto (fast with CUDA, cpu otherwise)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a training config field (repeatable; unknown keys are errors)")
-    p.add_argument("--config-json", default=None, help="overrides as one JSON object (the workflow passes its params this way)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training config field (repeatable; unknown keys are errors)",
+    )
+    p.add_argument(
+        "--config-json", default=None, help="overrides as one JSON object (the workflow passes its params this way)"
+    )
     p.set_defaults(func=_run_train)
 
 
@@ -142,9 +193,15 @@ def _add_mesh(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clean", type=_path, default=None, help="mesh_clean.ply to write (cleaned, mask-culled)")
     p.add_argument("--resolution", type=int, default=512, help="grid samples along the longest box side")
     p.add_argument("--block", type=int, default=128, help="block size for evaluating the SDF")
-    p.add_argument("--dilation", type=int, default=12, help="mask dilation in pixels for culling (recorded in the output)")
-    p.add_argument("--min-component", type=float, default=0.05,
-                   help="drop connected parts with fewer faces than this share of the largest")
+    p.add_argument(
+        "--dilation", type=int, default=12, help="mask dilation in pixels for culling (recorded in the output)"
+    )
+    p.add_argument(
+        "--min-component",
+        type=float,
+        default=0.05,
+        help="drop connected parts with fewer faces than this share of the largest",
+    )
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.set_defaults(func=_run_mesh)
 
@@ -152,9 +209,19 @@ def _add_mesh(sub: argparse._SubParsersAction) -> None:
 def _run_mesh(a: argparse.Namespace) -> None:
     from .mesh import mesh_from_checkpoint
 
-    mesh_from_checkpoint(a.checkpoint, a.dataset, a.bbox, a.out, clean_path=a.clean, hull_path=a.hull,
-                         resolution=a.resolution, block=a.block, dilation=a.dilation,
-                         min_component=a.min_component, device=a.device)
+    mesh_from_checkpoint(
+        a.checkpoint,
+        a.dataset,
+        a.bbox,
+        a.out,
+        clean_path=a.clean,
+        hull_path=a.hull,
+        resolution=a.resolution,
+        block=a.block,
+        dilation=a.dilation,
+        min_component=a.min_component,
+        device=a.device,
+    )
 
 
 # ----------------------------------------------------------------------------------------- evaluate
@@ -166,12 +233,26 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     gt.add_argument("--gt", type=_path, help="ground-truth mesh or point cloud (generic Chamfer and F-score)")
     gt.add_argument("--dtu-root", type=_path, help="DTU evaluation root with ObsMask/ and Points/stl/")
     p.add_argument("--scan", type=int, default=None, help="DTU scan number, with --dtu-root")
-    p.add_argument("--dataset", type=_path, default=None,
-                   help="the scene's NeuS dataset: with --reference-cameras, map the mesh into the reference frame")
-    p.add_argument("--reference-cameras", type=_path, default=None,
-                   help="reference cameras_sphere.npz: fit a similarity from the dataset's camera centres to these")
-    p.add_argument("--thresholds", default="", help="F-score thresholds, comma separated (default: 0.5%%,1%%,2%% of the GT box diagonal)")
-    p.add_argument("--error-cloud", type=_path, default=None, help="write the mesh samples coloured by error to this .ply")
+    p.add_argument(
+        "--dataset",
+        type=_path,
+        default=None,
+        help="the scene's NeuS dataset: with --reference-cameras, map the mesh into the reference frame",
+    )
+    p.add_argument(
+        "--reference-cameras",
+        type=_path,
+        default=None,
+        help="reference cameras_sphere.npz: fit a similarity from the dataset's camera centres to these",
+    )
+    p.add_argument(
+        "--thresholds",
+        default="",
+        help="F-score thresholds, comma separated (default: 0.5%%,1%%,2%% of the GT box diagonal)",
+    )
+    p.add_argument(
+        "--error-cloud", type=_path, default=None, help="write the mesh samples coloured by error to this .ply"
+    )
     p.set_defaults(func=_run_evaluate)
 
 
@@ -196,7 +277,9 @@ def _run_evaluate(a: argparse.Namespace) -> None:
 # -------------------------------------------------------------------------------------------- synth
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="render a test scene with known geometry: photos, masks, cameras, gt mesh")
-    p.add_argument("--out", type=_path, required=True, help="folder to write photos/, masks/, cameras_sphere.npz, gt.ply")
+    p.add_argument(
+        "--out", type=_path, required=True, help="folder to write photos/, masks/, cameras_sphere.npz, gt.ply"
+    )
     p.add_argument("--scene", default="mug", help="which object (see neus_stage.synth.SCENES)")
     p.add_argument("--views", type=int, default=30, help="number of photos")
     p.add_argument("--width", type=int, default=320, help="photo width in pixels")
@@ -227,8 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neus-stage", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_sfm, _add_masks, _add_dataset, _add_hull, _add_train, _add_mesh, _add_evaluate,
-                _add_synth, _add_doctor):
+    for add in (
+        _add_sfm,
+        _add_masks,
+        _add_dataset,
+        _add_hull,
+        _add_train,
+        _add_mesh,
+        _add_evaluate,
+        _add_synth,
+        _add_doctor,
+    ):
         add(sub)
     return parser
 

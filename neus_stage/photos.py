@@ -88,5 +88,5 @@ def check_photos(paths: list[Path]) -> tuple[int, int]:
             f"{paths[0].parent}: photos have different sizes ({parts}); use photos from one camera at one "
             "resolution and orientation (resize or split them into separate scenes)"
         )
-    (w, h), = sizes
+    ((w, h),) = sizes
     return w, h

@@ -1,0 +1,210 @@
+"""The NeuS dataset stage: image/, mask/ and cameras_sphere.npz in the official convention.
+
+Views are keyed by the photo's stem. Only registered views are written, and meta.json records each
+view's index in the sorted photo folder, so a dropped photo never shifts the pairing of images, masks
+and cameras (nor the matching against reference cameras).
+
+The bounding sphere (scale_mat) is found without a manual crop: a first guess from the SfM points that
+project inside the masks, then a coarse visual hull carved around it; the sphere encloses the hull.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .cameras import CameraSet, load_cameras_sphere, scale_mat_from_sphere, write_cameras_sphere
+from .errors import StageError
+from .hull import carve, read_masks
+from .photos import check_photos, list_photos, read_photo
+
+log = logging.getLogger(__name__)
+
+
+def _check_mask_sizes(masks: np.ndarray, folder: Path, w: int, h: int) -> None:
+    if masks.shape[1:] != (h, w):
+        raise StageError(
+            f"{folder}: masks are {masks.shape[2]}x{masks.shape[1]} but images are {w}x{h}; "
+            "masks must have the size of the photos"
+        )
+
+
+def _write_views(out_dir: Path, stems: list[str], images: list[np.ndarray] | list[Path], masks: np.ndarray) -> None:
+    for sub in ("image", "mask"):
+        if (out_dir / sub).exists():
+            shutil.rmtree(out_dir / sub)
+        (out_dir / sub).mkdir(parents=True)
+    for stem, img, m in zip(stems, images, masks):
+        if isinstance(img, Path):
+            if img.suffix.lower() == ".png":
+                shutil.copyfile(img, out_dir / "image" / f"{stem}.png")
+            else:
+                Image.open(img).convert("RGB").save(out_dir / "image" / f"{stem}.png")
+        else:
+            Image.fromarray(img).save(out_dir / "image" / f"{stem}.png")
+        Image.fromarray((m * 255).astype(np.uint8)).save(out_dir / "mask" / f"{stem}.png")
+
+
+def build_dataset_from_reference(photos_dir: Path, cameras: Path, masks_dir: Path, out_dir: Path) -> dict:
+    """poses = reference: the user's photos with a given cameras_sphere.npz (one camera per sorted photo)."""
+    photos = list_photos(photos_dir)
+    w, h = check_photos(photos)
+    world_mats, scale_mat = load_cameras_sphere(cameras, n_views=len(photos))
+    stems = [p.stem for p in photos]
+    masks = read_masks(masks_dir, stems)
+    _check_mask_sizes(masks, Path(masks_dir), w, h)
+    out_dir = Path(out_dir)
+    _write_views(out_dir, stems, [read_photo(p) for p in photos], masks)
+    write_cameras_sphere(out_dir / "cameras_sphere.npz", world_mats, scale_mat)
+    meta = {
+        "source": "reference",
+        "cameras": str(cameras),
+        "image_size": [w, h],
+        "views": [{"name": s, "photo": p.name, "photo_index": i} for i, (s, p) in enumerate(zip(stems, photos))],
+        "scale_mat": scale_mat.tolist(),
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    log.info("dataset: %d views from reference cameras %s", len(stems), cameras)
+    return meta
+
+
+def cameras_from_sfm(sfm_dir: Path) -> tuple[CameraSet, object]:
+    """Pinhole cameras of the registered, undistorted views, sorted by stem (NeuS pixel convention)."""
+    import pycolmap
+
+    model_dir = Path(sfm_dir) / "undistorted" / "sparse"
+    if not model_dir.is_dir():
+        raise StageError(f"{model_dir}: undistorted SfM model not found; run the sfm stage first")
+    rec = pycolmap.Reconstruction(str(model_dir))
+    images = sorted(rec.images.values(), key=lambda im: Path(im.name).stem)
+    Ks, Rs, ts, names, sizes = [], [], [], [], set()
+    for im in images:
+        cam = rec.cameras[im.camera_id]
+        fx, fy, cx, cy = cam.params[:4] if len(cam.params) >= 4 else (cam.params[0], cam.params[0], *cam.params[1:3])
+        # COLMAP puts the centre of the top-left pixel at (0.5, 0.5); NeuS at (0, 0).
+        Ks.append(np.array([[fx, 0, cx - 0.5], [0, fy, cy - 0.5], [0, 0, 1.0]]))
+        pose = im.cam_from_world()
+        Rs.append(np.asarray(pose.rotation.matrix()))
+        ts.append(np.asarray(pose.translation))
+        names.append(Path(im.name).stem)
+        sizes.add((cam.width, cam.height))
+    if len(sizes) != 1:
+        raise StageError(
+            f"{model_dir}: undistorted images have several sizes {sorted(sizes)}; use photos of one camera"
+        )
+    ((w, h),) = sizes
+    return CameraSet(names, np.stack(Ks), np.stack(Rs), np.stack(ts), w, h), rec
+
+
+def object_points(rec, names: list[str], masks: np.ndarray, min_share: float = 0.5) -> np.ndarray:
+    """SfM points observed inside the masks in at least ``min_share`` of their observations."""
+    index = {n: i for i, n in enumerate(names)}
+    h, w = masks.shape[1:]
+    pts = []
+    for p in rec.points3D.values():
+        hits = total = 0
+        for el in p.track.elements:
+            im = rec.images[el.image_id]
+            xy = im.points2D[el.point2D_idx].xy
+            u, v = int(round(xy[0] - 0.5)), int(round(xy[1] - 0.5))
+            i = index.get(Path(im.name).stem)
+            if i is None or not (0 <= u < w and 0 <= v < h):
+                continue
+            total += 1
+            hits += bool(masks[i, v, u])
+        if total >= 2 and hits >= min_share * total:
+            pts.append(p.xyz)
+    return np.array(pts).reshape(-1, 3)
+
+
+def object_sphere(
+    cams: CameraSet, masks: np.ndarray, seed_points: np.ndarray, margin: float
+) -> tuple[np.ndarray, float, dict]:
+    """Centre and radius of a sphere enclosing the masks' visual hull (world frame)."""
+    if len(seed_points) >= 10:
+        c0 = np.median(seed_points, 0)
+        r0 = 1.5 * float(np.percentile(np.linalg.norm(seed_points - c0, axis=1), 99))
+    else:  # no texture on the object: the point closest to every optical axis, a generous radius
+        axes = cams.R[:, 2, :]
+        A = sum(np.eye(3) - np.outer(a, a) for a in axes)
+        b = sum((np.eye(3) - np.outer(a, a)) @ c for a, c in zip(axes, cams.centers))
+        c0 = np.linalg.solve(A, b)
+        r0 = 0.5 * float(np.median(np.linalg.norm(cams.centers - c0, axis=1)))
+    P = cams.world_mats[:, :3, :4]
+    for _ in range(4):
+        lo, hi = c0 - r0, c0 + r0
+        occ, _ = carve(P, masks, lo, hi, 64, max_background_votes=1)
+        if not occ.any():
+            raise StageError(
+                "the masks' visual hull is empty around the SfM points: the masks and the camera "
+                "poses disagree (check masks/report.json and sfm/report.json)"
+            )
+        idx = np.argwhere(occ)
+        if idx.min() > 0 and idx.max() < 63:
+            break
+        r0 *= 2.0  # the hull touches the carving box: it was too small
+    else:
+        raise StageError("the masks' visual hull keeps growing: masks may include the background; check masks/")
+    size = (hi - lo) / 64
+    corners_lo, corners_hi = lo + idx.min(0) * size, lo + (idx.max(0) + 1) * size
+    center = (corners_lo + corners_hi) / 2
+    vox = lo + (idx + 0.5) * size
+    radius = float(np.linalg.norm(vox - center, axis=1).max() + np.linalg.norm(size)) * (1 + margin)
+    return (
+        center,
+        radius,
+        {"hull_box_world": [corners_lo.tolist(), corners_hi.tolist()], "seed_points": len(seed_points)},
+    )
+
+
+def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, margin: float = 0.1) -> dict:
+    """poses = sfm: the registered, undistorted views with COLMAP's cameras and an automatic sphere."""
+    sfm_dir, masks_dir, out_dir = Path(sfm_dir), Path(masks_dir), Path(out_dir)
+    cams, rec = cameras_from_sfm(sfm_dir)
+    masks = read_masks(masks_dir, cams.names)
+    _check_mask_sizes(masks, masks_dir, cams.width, cams.height)
+    seeds = object_points(rec, cams.names, masks)
+    center, radius, info = object_sphere(cams, masks, seeds, margin)
+    scale_mat = scale_mat_from_sphere(center, radius)
+    img_dir = sfm_dir / "undistorted" / "images"
+    images = []
+    for n in cams.names:
+        matches = sorted(img_dir.glob(f"{n}.*"))
+        if not matches:
+            raise StageError(f"{img_dir}: undistorted image for '{n}' missing; re-run the sfm stage")
+        images.append(matches[0])
+    _write_views(out_dir, cams.names, images, masks)
+    write_cameras_sphere(out_dir / "cameras_sphere.npz", cams.world_mats, scale_mat)
+    report = json.loads((sfm_dir / "report.json").read_text()) if (sfm_dir / "report.json").is_file() else {}
+    photo_names = report.get("photos") or []
+    photo_index = {Path(p).stem: i for i, p in enumerate(photo_names)}
+    meta = {
+        "source": "sfm",
+        "image_size": [cams.width, cams.height],
+        "views": [
+            {
+                "name": n,
+                "photo": photo_names[photo_index[n]] if n in photo_index else None,
+                "photo_index": photo_index.get(n),
+            }
+            for n in cams.names
+        ],
+        "dropped": report.get("dropped", []),
+        "scale_mat": scale_mat.tolist(),
+        "sphere": {"center": center.tolist(), "radius": radius, "margin": margin},
+        **info,
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    log.info(
+        "dataset: %d views, sphere centre %s radius %.4g (from %d object points)",
+        len(cams.names),
+        np.round(center, 4),
+        radius,
+        len(seeds),
+    )
+    return meta

@@ -1,0 +1,394 @@
+"""Networks: encodings (hash grid with a tinycudann and a pure-torch backend, positional, spherical
+harmonics), the SDF networks (hash grid + tiny MLP; the paper's 8x256 MLP) and the colour networks.
+
+Every field takes points in NeuS's normalised frame (object inside the unit sphere).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+_PRIMES = (1, 2654435761, 805459861)
+_CORNERS = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=torch.long)
+
+
+def tinycudann_available() -> bool:
+    try:
+        import tinycudann  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing, or built for another GPU: either way not usable
+        return False
+    return torch.cuda.is_available()
+
+
+def grid_levels(n_levels: int, base: int, finest: int, log2_size: int) -> tuple[float, list[dict]]:
+    """Per-level scale, resolution, table size and dense/hashed flag, with tinycudann's formulas
+    (so that both backends read the same flat parameter vector the same way)."""
+    per_level_scale = math.exp(math.log(finest / base) / max(n_levels - 1, 1))
+    table = 1 << log2_size
+    levels, offset = [], 0
+    for lvl in range(n_levels):
+        scale = base * 2 ** (lvl * math.log2(per_level_scale)) - 1.0
+        res = int(math.ceil(scale)) + 1
+        dense_size = res**3
+        size = min(-(-dense_size // 8) * 8, table)
+        levels.append(dict(scale=scale, res=res, size=size, offset=offset, hashed=dense_size > size))
+        offset += size
+    return per_level_scale, levels
+
+
+class _Params(nn.Module):
+    """Holds the flat table under the same state-dict key (``enc.params``) as tinycudann's Encoding."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.params = nn.Parameter(torch.empty(n).uniform_(-1e-4, 1e-4))
+
+
+class TorchHashGrid(nn.Module):
+    """Multiresolution hash encoding in pure torch (any device, double-differentiable)."""
+
+    def __init__(self, n_levels: int, n_features: int, log2_size: int, base: int, finest: int):
+        super().__init__()
+        self.n_levels, self.n_features = n_levels, n_features
+        self.per_level_scale, levels = grid_levels(n_levels, base, finest, log2_size)
+        total = sum(lv["size"] for lv in levels)
+        self.enc = _Params(total * n_features)
+        self.register_buffer(
+            "scales", torch.tensor([lv["scale"] for lv in levels], dtype=torch.float32), persistent=False
+        )
+        self.register_buffer("res", torch.tensor([lv["res"] for lv in levels], dtype=torch.long), persistent=False)
+        self.register_buffer("sizes", torch.tensor([lv["size"] for lv in levels], dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "offsets", torch.tensor([lv["offset"] for lv in levels], dtype=torch.long), persistent=False
+        )
+        self.register_buffer("hashed", torch.tensor([lv["hashed"] for lv in levels]), persistent=False)
+        self.register_buffer("corners", _CORNERS.clone(), persistent=False)
+        self.out_dim = n_levels * n_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N,3) in [0,1] -> (N, levels * features)."""
+        table = self.enc.params.view(-1, self.n_features)
+        pos = x[:, None, :] * self.scales[None, :, None] + 0.5  # (N,L,3)
+        grid = torch.floor(pos)
+        frac = pos - grid
+        cg = grid.long()[:, :, None, :] + self.corners[None, None]  # (N,L,8,3)
+        res = self.res[None, :, None]
+        dense = cg[..., 0] + cg[..., 1] * res + cg[..., 2] * res * res
+        hashed = (
+            (cg[..., 0] * _PRIMES[0])
+            ^ ((cg[..., 1] * _PRIMES[1]) & 0xFFFFFFFF)
+            ^ ((cg[..., 2] * _PRIMES[2]) & 0xFFFFFFFF)
+        )
+        idx = torch.where(self.hashed[None, :, None], hashed, dense) % self.sizes[None, :, None]
+        idx = idx + self.offsets[None, :, None]
+        c = self.corners.to(frac.dtype)  # (8,3)
+        w = (frac[:, :, None, :] * c + (1 - frac[:, :, None, :]) * (1 - c)).prod(-1)  # (N,L,8)
+        feats = table[idx]  # (N,L,8,F)
+        return (w[..., None] * feats).sum(2).reshape(x.shape[0], -1)
+
+
+class TcnnHashGrid(nn.Module):
+    """tinycudann's fused hash grid (CUDA only); same parameter layout as TorchHashGrid."""
+
+    def __init__(self, n_levels: int, n_features: int, log2_size: int, base: int, finest: int):
+        super().__init__()
+        import tinycudann as tcnn
+
+        self.per_level_scale, _ = grid_levels(n_levels, base, finest, log2_size)
+        self.enc = tcnn.Encoding(
+            3,
+            {
+                "otype": "Grid",
+                "type": "Hash",
+                "n_levels": n_levels,
+                "n_features_per_level": n_features,
+                "log2_hashmap_size": log2_size,
+                "base_resolution": base,
+                "per_level_scale": self.per_level_scale,
+                "interpolation": "Linear",
+            },
+        )
+        self.n_levels, self.n_features = n_levels, n_features
+        self.out_dim = n_levels * n_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc(x).float()
+
+
+def make_hash_grid(cfg: TrainConfig, device: torch.device) -> nn.Module:
+    backend = cfg.encoding_backend
+    if backend == "auto":
+        backend = "tcnn" if device.type == "cuda" and tinycudann_available() else "torch"
+    args = (cfg.n_levels, cfg.features_per_level, cfg.log2_hashmap_size, cfg.base_resolution, cfg.finest_resolution)
+    if backend == "tcnn":
+        if not tinycudann_available():
+            from ..errors import StageError
+
+            raise StageError(
+                "encoding_backend=tcnn but tinycudann does not import on this machine "
+                "(see `neus-stage doctor`); use encoding_backend=torch or auto"
+            )
+        log.info("hash grid: tinycudann backend")
+        return TcnnHashGrid(*args)
+    log.info("hash grid: pure-torch backend")
+    return TorchHashGrid(*args)
+
+
+def positional_encoding(x: torch.Tensor, multires: int) -> torch.Tensor:
+    """NeuS's embedder: [x, sin(2^k x), cos(2^k x)] for k < multires."""
+    if multires <= 0:
+        return x
+    freqs = 2.0 ** torch.arange(multires, device=x.device, dtype=x.dtype)
+    xf = x[..., None, :] * freqs[:, None]  # (N,K,3)
+    return torch.cat([x, torch.stack([xf.sin(), xf.cos()], -2).flatten(-3)], -1)
+
+
+def sh_encoding(d: torch.Tensor, degree: int) -> torch.Tensor:
+    """Real spherical harmonics of unit directions (N,3) up to ``degree`` (degree**2 values, at most 16)."""
+    x, y, z = d.unbind(-1)
+    out = [torch.full_like(x, 0.28209479177387814)]
+    if degree > 1:
+        out += [-0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x]
+    if degree > 2:
+        xx, yy, zz = x * x, y * y, z * z
+        out += [
+            1.0925484305920792 * x * y,
+            -1.0925484305920792 * y * z,
+            0.94617469575755997 * zz - 0.31539156525251999,
+            -1.0925484305920792 * x * z,
+            0.54627421529603959 * (xx - yy),
+        ]
+    if degree > 3:
+        out += [
+            0.59004358992664352 * y * (-3.0 * xx + yy),
+            2.8906114426405538 * x * y * z,
+            0.45704579946446572 * y * (1.0 - 5.0 * zz),
+            0.3731763325901154 * z * (5.0 * zz - 3.0),
+            0.45704579946446572 * x * (1.0 - 5.0 * zz),
+            1.4453057213202769 * z * (xx - yy),
+            0.59004358992664352 * x * (-xx + 3.0 * yy),
+        ]
+    return torch.stack(out, -1)
+
+
+def hull_prior_grid(occupancy: np.ndarray, voxel: np.ndarray, smooth: float = 1.0) -> np.ndarray:
+    """Signed distance (negative inside) of the visual hull's occupancy grid, lightly smoothed."""
+    from scipy import ndimage
+
+    occ = occupancy.astype(bool)
+    outside = ndimage.distance_transform_edt(~occ, sampling=voxel)
+    inside = ndimage.distance_transform_edt(occ, sampling=voxel)
+    sdf = np.where(occ, -inside + 0.5 * voxel.min(), outside - 0.5 * voxel.min())
+    if smooth > 0:
+        sdf = ndimage.gaussian_filter(sdf, smooth)
+    return sdf.astype(np.float32)
+
+
+def trilinear_dense(grid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Sample a dense scalar grid (R0,R1,R2) at u (N,3) in [0,1] (voxel-centred), double-differentiable."""
+    shape = torch.tensor(grid.shape, device=u.device, dtype=u.dtype)
+    p = (u * shape - 0.5).clamp(min=torch.zeros_like(shape), max=shape - 1.0001)
+    p0 = torch.floor(p)
+    frac = p - p0
+    i0 = p0.long()
+    out = torch.zeros(u.shape[0], device=u.device, dtype=grid.dtype)
+    for c in _CORNERS.tolist():
+        idx = [i0[:, k] + c[k] for k in range(3)]
+        w = torch.ones_like(frac[:, 0])
+        for k in range(3):
+            w = w * (frac[:, k] if c[k] else 1 - frac[:, k])
+        out = out + w * grid[idx[0], idx[1], idx[2]]
+    return out
+
+
+class HashSDF(nn.Module):
+    """Hash-grid SDF: sdf(x) = prior(x) + MLP([x, grid(x)])[0]; the rest of the output is the geometry feature.
+
+    The prior is the visual hull's signed distance when one is given (training starts from the hull and
+    only has to carve concavities), else NeuS's initial sphere.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        box_min: torch.Tensor,
+        box_max: torch.Tensor,
+        device: torch.device,
+        prior: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.register_buffer("box_min", box_min.float().clone())
+        self.register_buffer("box_max", box_max.float().clone())
+        self.encoding = make_hash_grid(cfg, device)
+        self.n_levels, self.n_features = cfg.n_levels, cfg.features_per_level
+        self.base_res = cfg.base_resolution
+        self.init_radius = cfg.init_radius
+        dims = [3 + self.encoding.out_dim] + [cfg.sdf_hidden] * cfg.sdf_layers + [1 + cfg.feature_dim]
+        layers = []
+        for i in range(len(dims) - 1):
+            lin = nn.Linear(dims[i], dims[i + 1])
+            if i == len(dims) - 2:
+                nn.init.normal_(lin.weight, 0.0, 1e-4)
+                nn.init.zeros_(lin.bias)
+            else:
+                nn.init.kaiming_uniform_(lin.weight, a=0.0, nonlinearity="relu")
+                nn.init.zeros_(lin.bias)
+            layers.append(lin)
+        self.layers = nn.ModuleList(layers)
+        self.act = nn.Softplus(beta=100)
+        self.register_buffer("level_mask", torch.ones(cfg.n_levels))
+        self.register_buffer("prior", prior.float() if prior is not None else torch.zeros(0))
+
+    def set_active_levels(self, n: int) -> None:
+        self.level_mask.copy_((torch.arange(self.n_levels, device=self.level_mask.device) < n).float())
+
+    def fd_step(self) -> float:
+        """Finite-difference step (normalised units): one cell of the finest active level."""
+        n = int(self.level_mask.sum().item())
+        res = self.base_res * self.encoding.per_level_scale ** (n - 1)
+        return float((self.box_max - self.box_min).max().item() / res)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N,3) normalised frame -> sdf (N,), feature (N,F)."""
+        u = ((x - self.box_min) / (self.box_max - self.box_min)).clamp(0.0, 1.0)
+        enc = self.encoding(u).view(-1, self.n_levels, self.n_features) * self.level_mask[None, :, None]
+        h = torch.cat([x, enc.flatten(1)], -1)
+        for i, lin in enumerate(self.layers):
+            h = lin(h)
+            if i < len(self.layers) - 1:
+                h = self.act(h)
+        if self.prior.numel():
+            base = trilinear_dense(self.prior, u)
+        else:
+            base = x.norm(dim=-1) - self.init_radius
+        return base + h[:, 0], h[:, 1:]
+
+
+class MLPSDF(nn.Module):
+    """The paper's SDF network: positional encoding, 8x256 Softplus(100) MLP, skip at layer 4,
+    geometric initialisation to a sphere of radius ``init_radius``, weight normalisation."""
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__()
+        self.multires = cfg.multires
+        d_in = 3 + 6 * cfg.multires if cfg.multires > 0 else 3
+        dims = [d_in] + [cfg.sdf_hidden] * cfg.sdf_layers + [1 + cfg.feature_dim]
+        self.skip = set(cfg.skip_layers)
+        self.n = len(dims)
+        layers = []
+        for i in range(self.n - 1):
+            out_dim = dims[i + 1] - dims[0] if i + 1 in self.skip else dims[i + 1]
+            lin = nn.Linear(dims[i], out_dim)
+            if i == self.n - 2:
+                nn.init.normal_(lin.weight, mean=math.sqrt(math.pi) / math.sqrt(dims[i]), std=1e-4)
+                nn.init.constant_(lin.bias, -cfg.init_radius)
+            elif cfg.multires > 0 and i == 0:
+                nn.init.constant_(lin.bias, 0.0)
+                nn.init.constant_(lin.weight[:, 3:], 0.0)
+                nn.init.normal_(lin.weight[:, :3], 0.0, math.sqrt(2) / math.sqrt(out_dim))
+            elif cfg.multires > 0 and i in self.skip:
+                nn.init.constant_(lin.bias, 0.0)
+                nn.init.normal_(lin.weight, 0.0, math.sqrt(2) / math.sqrt(out_dim))
+                nn.init.constant_(lin.weight[:, -(dims[0] - 3) :], 0.0)
+            else:
+                nn.init.constant_(lin.bias, 0.0)
+                nn.init.normal_(lin.weight, 0.0, math.sqrt(2) / math.sqrt(out_dim))
+            layers.append(nn.utils.parametrizations.weight_norm(lin))
+        self.layers = nn.ModuleList(layers)
+        self.act = nn.Softplus(beta=100)
+
+    def set_active_levels(self, n: int) -> None:  # no levels in the MLP
+        pass
+
+    def fd_step(self) -> float:
+        return 1e-3
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = positional_encoding(x, self.multires)
+        h = inputs
+        for i, lin in enumerate(self.layers):
+            if i in self.skip:
+                h = torch.cat([h, inputs], -1) / math.sqrt(2)
+            h = lin(h)
+            if i < self.n - 2:
+                h = self.act(h)
+        return h[:, 0], h[:, 1:]
+
+
+class ColorNet(nn.Module):
+    """Colour from (point, normal, view direction, geometry feature), NeuS's 'idr' mode.
+
+    The view direction is encoded with spherical harmonics (hash grid) or positional encoding (mlp)."""
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__()
+        self.mlp_mode = cfg.sdf_backend == "mlp"
+        if self.mlp_mode:
+            self.view_dim = 3 + 6 * cfg.multires_view if cfg.multires_view > 0 else 3
+        else:
+            self.view_dim = cfg.sh_degree**2 if cfg.sh_degree > 0 else 0
+        self.cfg = cfg
+        d_in = 3 + 3 + self.view_dim + cfg.feature_dim
+        dims = [d_in] + [cfg.color_hidden] * cfg.color_layers + [3]
+        layers = [nn.Linear(dims[i], dims[i + 1]) for i in range(len(dims) - 1)]
+        if self.mlp_mode:
+            layers = [nn.utils.parametrizations.weight_norm(lin) for lin in layers]
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor, normals: torch.Tensor, dirs: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        if self.mlp_mode:
+            view = positional_encoding(dirs, self.cfg.multires_view)
+        else:
+            view = sh_encoding(dirs, self.cfg.sh_degree) if self.view_dim else dirs[:, :0]
+        h = torch.cat([x, normals, view, feat], -1)
+        for i, lin in enumerate(self.layers):
+            h = lin(h)
+            if i < len(self.layers) - 1:
+                h = F.relu(h)
+        return torch.sigmoid(h)
+
+
+class NeuSModel(nn.Module):
+    """SDF network + colour network + NeuS's learned variance."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        box_min: torch.Tensor,
+        box_max: torch.Tensor,
+        device: torch.device,
+        prior: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.sdf_backend == "mlp":
+            self.sdf_net: nn.Module = MLPSDF(cfg)
+        else:
+            self.sdf_net = HashSDF(cfg, box_min, box_max, device, prior)
+        self.color_net = ColorNet(cfg)
+        self.variance = nn.Parameter(torch.tensor(cfg.init_variance))
+        self.register_buffer("box_min", box_min.float().clone())
+        self.register_buffer("box_max", box_max.float().clone())
+
+    def inv_s(self) -> torch.Tensor:
+        return torch.exp(self.variance * 10.0).clamp(1e-6, 1e6)
+
+    def sdf(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sdf_net(x)[0]
+
+    def sdf_feature(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sdf_net(x)
+
+    def grid_parameters(self) -> list[nn.Parameter]:
+        enc = getattr(self.sdf_net, "encoding", None)
+        return list(enc.parameters()) if enc is not None else []
