@@ -1,0 +1,27 @@
+rule mesh:
+    input:
+        checkpoint="results/{scene}/neus/checkpoint.pt",
+        cameras="results/{scene}/dataset/cameras_sphere.npz",
+        masks="results/{scene}/dataset/mask",
+        bbox="results/{scene}/bbox.json",
+        hull="results/{scene}/hull.npz",
+    output:
+        mesh="results/{scene}/mesh.ply",
+        clean="results/{scene}/mesh_clean.ply",
+        meta="results/{scene}/mesh.json",
+    params:
+        resolution=config["mesh"]["resolution"],
+        dilation=config["mesh"]["dilation"],
+        min_component=config["mesh"]["min_component"],
+    log:
+        "logs/mesh/{scene}.log",
+    benchmark:
+        "benchmarks/mesh/{scene}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+    shell:
+        "neus-stage mesh --checkpoint {input.checkpoint} --dataset results/{wildcards.scene}/dataset"
+        " --bbox {input.bbox} --hull {input.hull} --out {output.mesh} --clean {output.clean}"
+        " --resolution {params.resolution} --dilation {params.dilation}"
+        " --min-component {params.min_component} > {log} 2>&1"

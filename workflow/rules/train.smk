@@ -1,0 +1,25 @@
+rule train:
+    input:
+        cameras="results/{scene}/dataset/cameras_sphere.npz",
+        images="results/{scene}/dataset/image",
+        bbox="results/{scene}/bbox.json",
+        hull="results/{scene}/hull.npz",
+    output:
+        checkpoint="results/{scene}/neus/checkpoint.pt",
+        config="results/{scene}/neus/config.yaml",
+        metrics="results/{scene}/neus/metrics.json",
+    params:
+        settings=train_settings,
+    log:
+        "logs/train/{scene}.log",
+    benchmark:
+        "benchmarks/train/{scene}.tsv"
+    threads: 8
+    resources:
+        mem_mb=16000,
+        gpu=1,
+        runtime=720,
+    shell:
+        "neus-stage train --dataset results/{wildcards.scene}/dataset --hull {input.hull}"
+        " --bbox {input.bbox} --out results/{wildcards.scene}/neus --preset {params.settings[preset]}"
+        " --config-json '{params.settings[overrides]}' --set threads={threads} > {log} 2>&1"
