@@ -123,7 +123,8 @@ def main() -> None:
         if FIXTURE.is_dir():
             import csv
 
-            expected = {r["mesh"]: r for r in csv.DictReader(open(FIXTURE / "expected.csv"))}
+            with open(FIXTURE / "expected.csv") as fh:
+                expected = {r["mesh"]: r for r in csv.DictReader(fh)}
             for name, exp in expected.items():
                 r = _run_case("dtu", FIXTURE / "meshes" / f"{name}.ply", FIXTURE, exp["scan"], tmp / f"{name}.json")
                 rows.append((f"DTU fixture {name}", r, exp))
