@@ -1,0 +1,503 @@
+"""Structure from motion with pycolmap: pose the photos, refine the intrinsics, undistort.
+
+Layout written under ``out_dir``::
+
+    images/<stem>.png          EXIF-upright copies of the photos (what COLMAP reads), named by stem
+    database.db                COLMAP features and matches
+    sparse/0/                  the largest model (cameras, images, points), distorted camera model
+    undistorted/images/<stem>.png, undistorted/sparse/   PINHOLE images and model (what later stages read)
+    report.json                registered / dropped photos, errors, camera, timings
+
+Everything downstream is keyed by photo stem, never by index: a photo COLMAP could not register is
+listed in the report and simply absent from the models, so no list can fall out of step.
+
+Precision: DTU-style calibrated photos have a principal point several pixels away from the image
+centre. COLMAP's mapper keeps the principal point fixed at the centre by default, which tilts every
+camera by a fraction of a degree. After mapping we therefore run global bundle adjustments that also
+refine the principal point (and all distortion terms of the OPENCV model), re-triangulating between
+them; on the DTU scan 65 sample this brings the mean rotation error against the reference calibration
+from ~0.7 deg down to a few hundredths of a degree (see tests/test_sfm.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import photos as photos_mod
+from .errors import StageError
+
+log = logging.getLogger(__name__)
+
+MATCHERS = ("auto", "exhaustive", "sequential", "spatial", "vocabtree")
+MAPPERS = ("incremental", "global")
+# keypoints per photo below which a photo is called "too plain" (SIFT finds thousands on a textured object)
+MIN_KEYPOINTS = 100
+# verified matches a pair needs to count as overlapping (the mapper's own minimum)
+MIN_PAIR_MATCHES = 15
+
+
+def _import_pycolmap():
+    try:
+        import pycolmap
+    except ImportError as exc:  # pragma: no cover - the package depends on it
+        raise StageError("pycolmap is not installed in this environment: run `make setup`") from exc
+    pycolmap.logging.minloglevel = 2  # ERROR and above (some pycolmap calls reset it: see _colmap_logs)
+    return pycolmap
+
+
+_GLOG_LINE = re.compile(r"^\x1b?\[?[0-9;]*m?([IWEF])\d{8} [\d:.]+ +\d+ ([^\]]+)\] ?(.*)$")
+
+
+@contextlib.contextmanager
+def _colmap_logs():
+    """Route COLMAP's C++ log lines (glog, written straight to file descriptor 2) into ``logging``.
+
+    ``pycolmap.logging.minloglevel`` alone does not keep the rule log readable: pycolmap 4.2's
+    bundle_adjustment resets it to INFO. Here INFO lines become DEBUG records (seen with ``-v``),
+    warnings and errors become WARNING records.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (some embedded runners): leave it alone
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+        for line in text.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            m = _GLOG_LINE.match(line)
+            if m is None:
+                log.debug("colmap: %s", line)
+            elif m.group(1) == "I":
+                log.debug("colmap: %s", m.group(3))
+            else:
+                log.warning("colmap (%s): %s", m.group(2), m.group(3).replace("\x1b[m", ""))
+
+
+def _device(pycolmap):
+    return pycolmap.Device.cuda if getattr(pycolmap, "has_cuda", False) else pycolmap.Device.cpu
+
+
+def _write_upright_images(photos: list[Path], images_dir: Path) -> None:
+    """EXIF-normalised PNG copies named ``<stem>.png``: COLMAP ignores EXIF orientation."""
+    if images_dir.exists():
+        shutil.rmtree(images_dir)
+    images_dir.mkdir(parents=True)
+    for i, p in enumerate(photos):
+        Image.fromarray(photos_mod.read_photo(p)).save(images_dir / f"{p.stem}.png", compress_level=1)
+        if (i + 1) % 25 == 0 or i + 1 == len(photos):
+            log.info("prepared %d/%d photos", i + 1, len(photos))
+
+
+def _extract(pycolmap, db_path: Path, images_dir: Path, names: list[str], camera_model: str,
+             max_image_size: int, threads: int) -> None:
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = camera_model
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.max_image_size = int(max_image_size)
+    extraction.num_threads = int(threads)
+    device = _device(pycolmap)
+    extraction.use_gpu = device == pycolmap.Device.cuda
+    with _colmap_logs():
+        pycolmap.extract_features(db_path, images_dir, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
+                                  reader_options=reader, extraction_options=extraction, device=device)
+
+
+def _check_features(pycolmap, db_path: Path, photos_dir: Path) -> dict[str, int]:
+    db = pycolmap.Database.open(db_path)
+    try:
+        counts = {Path(im.name).stem: db.num_keypoints_for_image(im.image_id) for im in db.read_all_images()}
+    finally:
+        db.close()
+    plain = sorted(s for s, n in counts.items() if n < MIN_KEYPOINTS)
+    if len(plain) > len(counts) / 2:
+        raise StageError(
+            f"{photos_dir}: photos too plain for features: {len(plain)} of {len(counts)} photos have fewer than "
+            f"{MIN_KEYPOINTS} keypoints ({', '.join(plain[:8])}{' ...' if len(plain) > 8 else ''}); photograph a "
+            "textured object, or add texture around it (newspaper, patterned cloth), in sharp, well-lit photos"
+        )
+    if plain:
+        log.warning("few keypoints (<%d) in %s: these photos may not register", MIN_KEYPOINTS, ", ".join(plain))
+    return counts
+
+
+def _choose_matcher(matcher: str, n: int, exhaustive_max: int) -> str:
+    if matcher not in MATCHERS:
+        raise StageError(f"unknown matcher '{matcher}'; choose one of {', '.join(MATCHERS)}")
+    if matcher == "auto":
+        return "exhaustive" if n <= exhaustive_max else "sequential"
+    return matcher
+
+
+def _match(pycolmap, db_path: Path, matcher: str, threads: int) -> None:
+    device = _device(pycolmap)
+    options = pycolmap.FeatureMatchingOptions()
+    options.num_threads = int(threads)
+    options.use_gpu = device == pycolmap.Device.cuda
+    if matcher == "vocabtree":
+        pairing = pycolmap.VocabTreePairingOptions()
+        if not Path(str(pairing.vocab_tree_path)).is_file():
+            raise StageError(
+                "matcher 'vocabtree' needs a vocabulary tree file, which is not installed (no downloads at run "
+                "time); use --matcher sequential or exhaustive"
+            )
+    with _colmap_logs():
+        if matcher == "exhaustive":
+            pycolmap.match_exhaustive(db_path, matching_options=options, device=device)
+        elif matcher == "sequential":
+            pairing = pycolmap.SequentialPairingOptions()
+            pairing.loop_detection = False  # needs a vocabulary tree file, which would be a download
+            pycolmap.match_sequential(db_path, matching_options=options, pairing_options=pairing, device=device)
+        elif matcher == "spatial":
+            pycolmap.match_spatial(db_path, matching_options=options, device=device)
+        else:
+            pycolmap.match_vocabtree(db_path, matching_options=options, pairing_options=pairing, device=device)
+
+
+def _check_matches(pycolmap, db_path: Path, photos_dir: Path) -> dict[str, int]:
+    """Verified-match partners per photo stem; a StageError when no two photos overlap."""
+    db = pycolmap.Database.open(db_path)
+    try:
+        names = {im.image_id: Path(im.name).stem for im in db.read_all_images()}
+        partners = dict.fromkeys(names.values(), 0)
+        pair_ids, geometries = db.read_two_view_geometries()
+        n_pairs = 0
+        for pair_id, geom in zip(pair_ids, geometries, strict=True):
+            if len(geom.inlier_matches) < MIN_PAIR_MATCHES:
+                continue
+            a, b = pycolmap.pair_id_to_image_pair(pair_id)
+            partners[names[a]] += 1
+            partners[names[b]] += 1
+            n_pairs += 1
+    finally:
+        db.close()
+    if n_pairs == 0:
+        raise StageError(
+            f"{photos_dir}: no overlap: no two photos share enough matched features ({MIN_PAIR_MATCHES}+). Take "
+            "the photos from positions close enough that neighbours overlap by more than half, all around the object"
+        )
+    alone = sorted(s for s, k in partners.items() if k == 0)
+    if alone:
+        log.warning("no overlapping photo found for %s: they cannot register", ", ".join(alone))
+    return partners
+
+
+def _map(pycolmap, db_path: Path, images_dir: Path, work: Path, mapper: str, threads: int) -> dict:
+    if mapper not in MAPPERS:
+        raise StageError(f"unknown mapper '{mapper}'; choose one of {', '.join(MAPPERS)}")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    try:
+        with _colmap_logs():
+            if mapper == "incremental":
+                options = pycolmap.IncrementalPipelineOptions()
+                options.num_threads = int(threads)
+                options.random_seed = 0
+                return pycolmap.incremental_mapping(db_path, images_dir, work, options=options)
+            options = pycolmap.GlobalPipelineOptions()
+            options.num_threads = int(threads)
+            options.random_seed = 0
+            return pycolmap.global_mapping(db_path, images_dir, work, options=options)
+    except (RuntimeError, ValueError) as exc:
+        raise StageError(f"COLMAP's {mapper} mapper failed ({exc}); check that the photos overlap") from exc
+
+
+# Camera models whose tangential terms (p1, p2) are refined only after the principal point is found with a
+# radial-only model: for object-centred captures with a narrow field of view the principal point and the
+# tangential distortion are nearly degenerate, and refining both at once lets the principal point drift by
+# several pixels (0.4 deg mean rotation error on dtu_scan65 instead of 0.15 deg).
+_TANGENTIAL_MODELS = {"OPENCV", "FULL_OPENCV"}
+
+
+def _bundle_adjust(pycolmap, rec, *, principal_point: bool) -> None:
+    options = pycolmap.BundleAdjustmentOptions()
+    options.refine_focal_length = True
+    options.refine_principal_point = principal_point
+    options.refine_extra_params = True
+    options.print_summary = False
+    options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY  # stray matches must not pull intrinsics
+    options.ceres.solver_options.max_num_iterations = 100
+    with _colmap_logs():
+        pycolmap.bundle_adjustment(rec, options)
+
+
+def refine_intrinsics(pycolmap, rec, *, max_reproj_error: float = 2.0) -> dict:
+    """Global bundle adjustment of poses, points, focal length, principal point and distortion.
+
+    COLMAP's mapper keeps the principal point at the image centre; here it is freed. For the OPENCV
+    models the principal point is first estimated with the radial-only model (RADIAL: f, cx, cy, k1, k2),
+    then the requested model refines focal length and every distortion term with the principal point
+    held. Between rounds, observations whose reprojection error exceeds
+    ``max(max_reproj_error, 3 x mean error)`` px are removed. Returns a small log of the rounds.
+    """
+    (camera_id,) = list(rec.cameras)  # one camera shared by all photos (CameraMode.SINGLE)
+    camera = rec.camera(camera_id)
+    requested = camera.model_name
+    rounds = []
+
+    def record(stage: str) -> None:
+        rec.update_point_3d_errors()
+        rounds.append({"stage": stage, "model": camera.model_name,
+                       "mean_reprojection_error_px": round(float(rec.compute_mean_reprojection_error()), 4),
+                       "params": [round(float(x), 6) for x in camera.params]})
+        log.info("%s: %s %s, reprojection error %.3f px", stage, camera.model_name,
+                 np.round(camera.params, 3).tolist(), rounds[-1]["mean_reprojection_error_px"])
+
+    if requested in _TANGENTIAL_MODELS:
+        fx, fy, cx, cy, k1, k2 = (float(x) for x in camera.params[:6])
+        camera.model = pycolmap.CameraModelId.RADIAL
+        camera.params = [0.5 * (fx + fy), cx, cy, k1, k2]
+    _bundle_adjust(pycolmap, rec, principal_point=True)
+    record("principal point")
+    threshold = max(max_reproj_error, 3.0 * float(rec.compute_mean_reprojection_error()))
+    n_removed = _filter_observations(rec, threshold)
+    log.info("removed %d observations with reprojection error > %.2f px", n_removed, threshold)
+    _bundle_adjust(pycolmap, rec, principal_point=True)
+    record("principal point, filtered")
+    if requested in _TANGENTIAL_MODELS:
+        f, cx, cy, k1, k2 = (float(x) for x in camera.params)
+        n_params = len(pycolmap.Camera.create_from_model_name(0, requested, f, camera.width, camera.height).params)
+        camera.model = getattr(pycolmap.CameraModelId, requested)
+        params = np.zeros(n_params)  # identity distortion for the terms RADIAL lacks
+        params[:6] = [f, f, cx, cy, k1, k2]
+        camera.params = params
+        _bundle_adjust(pycolmap, rec, principal_point=False)
+        record("full model, principal point held")
+    return {"observations_removed": n_removed, "filter_threshold_px": round(threshold, 3), "rounds": rounds}
+
+
+def _filter_observations(rec, max_error: float) -> int:
+    """Drop track elements whose reprojection error exceeds ``max_error`` px (and points left with <2 views)."""
+    removed = 0
+    for pid in list(rec.point3D_ids()):
+        pt = rec.point3D(pid)
+        xyz = pt.xyz
+        bad = []
+        for el in pt.track.elements:
+            image = rec.image(el.image_id)
+            uv = image.project_point(xyz)
+            if uv is None or np.linalg.norm(uv - image.point2D(el.point2D_idx).xy) > max_error:
+                bad.append((el.image_id, el.point2D_idx))
+        if not bad:
+            continue
+        if pt.track.length() - len(bad) < 2:
+            rec.delete_point3D(pid)
+        else:
+            for image_id, idx in bad:
+                rec.delete_observation(image_id, idx)
+        removed += len(bad)
+    return removed
+
+
+def _camera_json(camera) -> dict:
+    return {
+        "model": camera.model_name,
+        "width": int(camera.width),
+        "height": int(camera.height),
+        "params": [float(x) for x in camera.params],
+        "params_info": camera.params_info,
+    }
+
+
+def run_sfm(
+    photos_dir: Path,
+    out_dir: Path,
+    *,
+    matcher: str = "auto",
+    exhaustive_max: int = 150,
+    mapper: str = "incremental",
+    camera_model: str = "OPENCV",
+    min_registered: float = 0.8,
+    max_image_size: int = 3200,
+    threads: int = -1,
+) -> dict:
+    """Pose the photos of ``photos_dir`` and write models, undistorted images and ``report.json`` to ``out_dir``.
+
+    Returns the report dictionary. Raises StageError for anything the user can fix (bad photos,
+    photos without texture or overlap, too few registered photos).
+    """
+    photos_dir, out_dir = Path(photos_dir), Path(out_dir)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(key: str, start: float) -> float:
+        now = time.perf_counter()
+        timings[key] = round(now - start, 2)
+        return now
+
+    photos = photos_mod.list_photos(photos_dir)
+    width, height = photos_mod.check_photos(photos)
+    pycolmap = _import_pycolmap()
+    if camera_model not in pycolmap.CameraModelId.__members__ or camera_model == "INVALID":
+        models = ", ".join(m for m in pycolmap.CameraModelId.__members__ if m != "INVALID")
+        raise StageError(f"unknown camera model '{camera_model}'; choose one of {models}")
+    if not 0.0 <= min_registered <= 1.0:
+        raise StageError(f"min_registered must be a share between 0 and 1, got {min_registered}")
+    stems = [p.stem for p in photos]
+    matcher_used = _choose_matcher(matcher, len(photos), exhaustive_max)
+    log.info("%d photos %dx%d from %s; camera model %s, %s matching, %s mapper, %s",
+             len(photos), width, height, photos_dir, camera_model, matcher_used, mapper,
+             "CUDA" if pycolmap.has_cuda else "CPU")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("sparse", "undistorted", "mapper", "report.json", "database.db"):
+        target = out_dir / stale
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    images_dir = out_dir / "images"
+    db_path = out_dir / "database.db"
+    t = time.perf_counter()
+    _write_upright_images(photos, images_dir)
+    names = [f"{s}.png" for s in stems]
+    t = lap("prepare_s", t)
+
+    log.info("[1/4] extracting SIFT features")
+    _extract(pycolmap, db_path, images_dir, names, camera_model, max_image_size, threads)
+    keypoints = _check_features(pycolmap, db_path, photos_dir)
+    t = lap("features_s", t)
+
+    log.info("[2/4] matching features (%s)", matcher_used)
+    _match(pycolmap, db_path, matcher_used, threads)
+    partners = _check_matches(pycolmap, db_path, photos_dir)
+    t = lap("matching_s", t)
+
+    log.info("[3/4] mapping (%s)", mapper)
+    models = _map(pycolmap, db_path, images_dir, out_dir / "mapper", mapper, threads)
+    shutil.rmtree(out_dir / "mapper", ignore_errors=True)
+    if not models:
+        raise StageError(
+            f"{photos_dir}: COLMAP could not build any model from these photos (no pair of photos gave a reliable "
+            "initial pose). Take more photos with more overlap and a textured, static object; avoid pure rotation "
+            "about the camera"
+        )
+    rec = max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
+    log.info("%d model(s); keeping the largest: %d of %d photos, %d points", len(models), rec.num_reg_images(),
+             len(photos), rec.num_points3D())
+    t = lap("mapping_s", t)
+
+    refinement = refine_intrinsics(pycolmap, rec)
+    t = lap("refine_s", t)
+
+    registered = sorted(Path(im.name).stem for im in rec.images.values() if im.has_pose)
+    dropped = sorted(set(stems) - set(registered))
+    share = len(registered) / len(stems)
+    camera = next(iter(rec.cameras.values()))
+    report = {
+        "photos_dir": str(photos_dir),
+        "n_photos": len(stems),
+        "image_size": [width, height],
+        "n_registered": len(registered),
+        "registered": registered,
+        "dropped": dropped,
+        "n_models": len(models),
+        "matcher": matcher_used,
+        "mapper": mapper,
+        "device": "cuda" if pycolmap.has_cuda else "cpu",
+        "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
+        "mean_track_length": float(rec.compute_mean_track_length()),
+        "n_points": int(rec.num_points3D()),
+        "camera": _camera_json(camera),
+        "refinement": refinement,
+        "keypoints_per_photo": keypoints,
+        "overlapping_photos_per_photo": partners,
+        "timings": timings,
+    }
+    if share < min_registered:
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+        raise StageError(
+            f"{photos_dir}: only {len(registered)} of {len(stems)} photos registered ({share:.0%} < "
+            f"{min_registered:.0%}); dropped: {', '.join(dropped[:20])}{' ...' if len(dropped) > 20 else ''}. "
+            "Remove blurry or unrelated photos, add photos between the dropped ones and their neighbours, or lower "
+            "min_registered to go on without them (see sfm/report.json)"
+        )
+    if dropped:
+        log.warning("%d photo(s) not registered and left out of every later stage: %s", len(dropped),
+                    ", ".join(dropped))
+
+    log.info("[4/4] writing the model and undistorting the images")
+    sparse = out_dir / "sparse" / "0"
+    sparse.mkdir(parents=True)
+    rec.write(sparse)
+    undistorted = out_dir / "undistorted"
+    with _colmap_logs():
+        pycolmap.undistort_images(undistorted, sparse, images_dir, image_names=[f"{s}.png" for s in registered],
+                                  output_type="COLMAP", num_threads=int(threads))
+    und = pycolmap.Reconstruction(undistorted / "sparse")
+    und_camera = next(iter(und.cameras.values()))
+    report["undistorted_camera"] = _camera_json(und_camera)
+    lap("undistort_s", t)
+    timings["total_s"] = round(time.perf_counter() - t0, 2)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    log.info("sfm done in %.1f s: %d/%d registered, %.3f px reprojection error, camera %s %s",
+             timings["total_s"], len(registered), len(stems), report["mean_reprojection_error_px"],
+             camera.model_name, np.round(camera.params, 2).tolist())
+    return report
+
+
+def pose_accuracy(sparse_dir: Path, reference_npz: Path, stems: list[str], object_radius: float | None = None) -> dict:
+    """Compare a model's poses with reference cameras (NeuS ``cameras_sphere.npz``, view i = ``stems[i]``).
+
+    A similarity is fitted from the model's camera centres to the reference centres (matched by stem);
+    returns mean / max rotation error (deg) and centre error (reference units, and % of ``object_radius``,
+    by default the scale_mat radius), plus the registered intrinsics next to the reference ones.
+    """
+    import pycolmap
+
+    from .cameras import camera_centers, decompose_projection, fit_similarity, load_cameras_sphere, rotation_angle_deg
+
+    world_mats, scale_mat = load_cameras_sphere(reference_npz, n_views=len(stems))
+    radius = float(object_radius if object_radius is not None else scale_mat[0, 0])
+    rec = pycolmap.Reconstruction(Path(sparse_dir))
+    index = {s: i for i, s in enumerate(stems)}
+    src_c, dst_c, src_R, dst_R = [], [], [], []
+    ref_centres = camera_centers(world_mats)
+    for im in rec.images.values():
+        if not im.has_pose:
+            continue
+        i = index[Path(im.name).stem]
+        pose = im.cam_from_world()
+        src_R.append(pose.rotation.matrix())
+        src_c.append(im.projection_center())
+        dst_c.append(ref_centres[i])
+        dst_R.append(decompose_projection(world_mats[i][:3, :4])[1][:3, :3].T)
+    sim = fit_similarity(np.array(src_c), np.array(dst_c))
+    rot = rotation_angle_deg(np.array(src_R) @ sim.R.T, np.array(dst_R))
+    cerr = np.linalg.norm(sim.apply(np.array(src_c)) - np.array(dst_c), axis=1)
+    K_ref = decompose_projection(world_mats[0][:3, :4])[0]
+    return {
+        "n": len(src_c),
+        "rotation_error_deg_mean": float(rot.mean()),
+        "rotation_error_deg_max": float(rot.max()),
+        "centre_error_mean": float(cerr.mean()),
+        "centre_error_pct_radius_mean": float(100 * cerr.mean() / radius),
+        "centre_error_pct_radius_max": float(100 * cerr.max() / radius),
+        "similarity_scale": sim.scale,
+        "reference_fx_fy_cx_cy": [K_ref[0, 0], K_ref[1, 1], K_ref[0, 2], K_ref[1, 2]],
+    }

@@ -1,0 +1,176 @@
+"""SfM stage on real photos (dtu_scan65) and on bad inputs: every failure is a StageError with advice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from neus_stage.errors import StageError
+from neus_stage.sfm import pose_accuracy, run_sfm
+
+pycolmap = pytest.importorskip("pycolmap")
+
+SUBSET = [f"{i:03d}" for i in range(20, 32)]  # 12 neighbouring views of the middle ring
+
+
+def _all_stems(dtu: Path) -> list[str]:
+    return [p.stem for p in sorted((dtu / "photos").glob("*.jpg"))]
+
+
+@pytest.fixture(scope="module")
+def subset_sfm(dtu_scan65: Path, tmp_path_factory) -> tuple[Path, dict]:
+    """12 dtu_scan65 photos plus one unrelated photo (random texture) that must be dropped, not shift indices."""
+    photos = tmp_path_factory.mktemp("photos")
+    for s in SUBSET:
+        shutil.copy(dtu_scan65 / "photos" / f"{s}.jpg", photos)
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((600, 800, 3)) * 255).astype(np.uint8)).save(photos / "zz_unrelated.png")
+    out = tmp_path_factory.mktemp("sfm")
+    report = run_sfm(photos, out, min_registered=0.8)
+    return out, report
+
+
+def test_subset_registers_and_reports(subset_sfm):
+    out, report = subset_sfm
+    assert report["n_photos"] == 13
+    assert report["registered"] == SUBSET
+    assert report["dropped"] == ["zz_unrelated"]
+    assert report["camera"]["model"] == "OPENCV" and len(report["camera"]["params"]) == 8
+    assert 0 < report["mean_reprojection_error_px"] < 1.0
+    assert report["mean_track_length"] > 2 and report["n_points"] > 500
+    assert set(report["timings"]) >= {"features_s", "matching_s", "mapping_s", "refine_s", "undistort_s", "total_s"}
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
+
+
+def test_outputs_keyed_by_stem(subset_sfm):
+    out, report = subset_sfm
+    assert sorted(p.stem for p in (out / "images").glob("*.png")) == SUBSET + ["zz_unrelated"]
+    und = sorted(p.stem for p in (out / "undistorted" / "images").glob("*.png"))
+    assert und == SUBSET  # the dropped photo is absent, nothing is renumbered
+    rec = pycolmap.Reconstruction(out / "undistorted" / "sparse")
+    assert sorted(Path(im.name).stem for im in rec.images.values()) == SUBSET
+    (cam,) = rec.cameras.values()
+    assert cam.model_name == "PINHOLE"
+    w, h = Image.open(out / "undistorted" / "images" / "020.png").size
+    assert (w, h) == (cam.width, cam.height)
+    assert pycolmap.Reconstruction(out / "sparse" / "0").num_reg_images() == 12
+
+
+def test_subset_pose_accuracy(subset_sfm, dtu_scan65):
+    out, _ = subset_sfm
+    acc = pose_accuracy(out / "undistorted" / "sparse", dtu_scan65 / "reference" / "cameras_sphere.npz",
+                        _all_stems(dtu_scan65))
+    assert acc["n"] == 12
+    assert acc["rotation_error_deg_mean"] < 0.5
+    assert acc["centre_error_pct_radius_mean"] < 1.0
+
+
+def test_principal_point_is_refined(subset_sfm):
+    _, report = subset_sfm
+    fx, fy, cx, cy = report["camera"]["params"][:4]
+    assert abs(fx - 1446) < 15 and abs(fy - 1442) < 15
+    # reference (411.4, 309.3) in OpenCV pixels = (411.9, 309.8) in COLMAP's; the mapper alone keeps (400, 300)
+    assert abs(cx - 400.0) > 3 and abs(cx - 411.9) < 6
+
+
+def test_too_few_registered_names_dropped(dtu_scan65, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for s in SUBSET[:10]:
+        shutil.copy(dtu_scan65 / "photos" / f"{s}.jpg", photos)
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((600, 800, 3)) * 255).astype(np.uint8)).save(photos / "noise.png")
+    with pytest.raises(StageError, match=r"10 of 11 photos registered.*dropped: noise"):
+        run_sfm(photos, tmp_path / "sfm", min_registered=1.0)
+    report = json.loads((tmp_path / "sfm" / "report.json").read_text())
+    assert report["dropped"] == ["noise"]
+
+
+@pytest.mark.slow
+def test_full_scan_pose_accuracy(dtu_scan65, tmp_path):
+    report = run_sfm(dtu_scan65 / "photos", tmp_path / "sfm")
+    assert report["n_registered"] == 49
+    acc = pose_accuracy(tmp_path / "sfm" / "undistorted" / "sparse",
+                        dtu_scan65 / "reference" / "cameras_sphere.npz", _all_stems(dtu_scan65))
+    # measured: ~0.15 deg, ~0.57 % of the radius; with the reference intrinsics held fixed the same
+    # photos give 0.146 deg / 0.49 %, the floor set by the reference calibration itself
+    assert acc["rotation_error_deg_mean"] < 0.2
+    assert acc["centre_error_pct_radius_mean"] < 0.8
+
+
+# ------------------------------------------------------------------------------------------ bad inputs
+def _save(path: Path, arr: np.ndarray) -> None:
+    Image.fromarray(arr.astype(np.uint8)).save(path)
+
+
+def test_two_photos(tmp_path):
+    d = tmp_path / "p"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        _save(d / f"{i}.png", rng.random((60, 80, 3)) * 255)
+    with pytest.raises(StageError, match="only 2 photo"):
+        run_sfm(d, tmp_path / "out")
+
+
+def test_corrupt_jpg(dtu_scan65, tmp_path):
+    d = tmp_path / "p"
+    d.mkdir()
+    for s in SUBSET[:3]:
+        shutil.copy(dtu_scan65 / "photos" / f"{s}.jpg", d)
+    (d / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(StageError, match=r"bad\.jpg: cannot read"):
+        run_sfm(d, tmp_path / "out")
+    assert not (tmp_path / "out" / "database.db").exists()  # refused before any long work
+
+
+def test_differing_sizes(dtu_scan65, tmp_path):
+    d = tmp_path / "p"
+    d.mkdir()
+    for s in SUBSET[:3]:
+        shutil.copy(dtu_scan65 / "photos" / f"{s}.jpg", d)
+    Image.open(dtu_scan65 / "photos" / "030.jpg").resize((400, 300)).save(d / "small.jpg")
+    with pytest.raises(StageError, match="different sizes"):
+        run_sfm(d, tmp_path / "out")
+
+
+def test_plain_photos(tmp_path):
+    d = tmp_path / "p"
+    d.mkdir()
+    for i in range(5):  # smooth gradients: distinct photos without texture
+        ramp = np.linspace(0, 60 + 20 * i, 320)[None, :, None]
+        _save(d / f"{i}.png", np.broadcast_to(ramp, (240, 320, 3)) + 40)
+    with pytest.raises(StageError, match="too plain for features"):
+        run_sfm(d, tmp_path / "out")
+
+
+def test_no_overlap(tmp_path):
+    d = tmp_path / "p"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(4):  # textured, but every photo shows different content
+        _save(d / f"{i}.png", ndimage_smooth(rng.random((240, 320))) * 255)
+    with pytest.raises(StageError, match="no overlap|could not build any model|photos registered"):
+        run_sfm(d, tmp_path / "out")
+
+
+def ndimage_smooth(a: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    a = ndimage.gaussian_filter(a, 2.0)
+    a = (a - a.min()) / (a.max() - a.min())
+    return np.repeat(a[..., None], 3, axis=2)
+
+
+def test_unknown_camera_model(dtu_scan65, tmp_path):
+    d = tmp_path / "p"
+    d.mkdir()
+    for s in SUBSET[:3]:
+        shutil.copy(dtu_scan65 / "photos" / f"{s}.jpg", d)
+    with pytest.raises(StageError, match="unknown camera model 'FISHEYEZ'"):
+        run_sfm(d, tmp_path / "out", camera_model="FISHEYEZ")
