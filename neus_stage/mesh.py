@@ -88,7 +88,7 @@ def _block_occupied(occ: np.ndarray, occ_min: np.ndarray, occ_voxel: np.ndarray,
 def sample_sdf_grid(sdf_func: SdfFunc, bounds_min: Sequence[float], bounds_max: Sequence[float],
                     resolution: int, *, block: int = 128, occupancy: np.ndarray | None = None,
                     occupancy_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
-                    chunk: int = 2**18, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, float, dict]:
+                    chunk: int = 2**15, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, float, dict]:
     """Sample ``sdf_func`` on the grid of ``grid_layout``: (grid float32 [ix,iy,iz], origin, spacing, stats).
 
     Blocks of ``block``^3 samples whose region meets no voxel of ``occupancy`` (dilated by one voxel)
@@ -185,7 +185,7 @@ def marching_cubes_grid(grid: np.ndarray, origin: np.ndarray, spacing: float
 def extract_mesh(sdf_func: SdfFunc, bounds_min: Sequence[float], bounds_max: Sequence[float], resolution: int,
                  *, block: int = 128, occupancy: np.ndarray | None = None,
                  occupancy_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
-                 chunk: int = 2**18, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                 chunk: int = 2**15, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Triangle mesh of the zero level set of ``sdf_func`` inside [bounds_min, bounds_max].
 
     ``resolution`` samples span the longest side of the box (the others proportional, same spacing).

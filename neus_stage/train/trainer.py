@@ -258,7 +258,7 @@ def train(
             factor = lr_factor(step, cfg)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
-            if occupancy is not None and step % cfg.occupancy_every == 0 and step > 0:
+            if occupancy is not None and step % cfg.occupancy_every == 0 and step >= cfg.level_every:
                 occupancy.update(model, gen)
             cos_anneal = 1.0 if cfg.anneal_end == 0 else min(1.0, step / cfg.anneal_end)
             batch = {k: v.to(device) for k, v in scene.sample(n_rays, cfg.foreground_share, gen).items()}
@@ -288,6 +288,11 @@ def train(
                 + cfg.eikonal_weight * out["eikonal"]
                 + curv_w * out["curvature"]
             )
+            if int(out["n_eval"]) == 0:  # every sample fell in empty cells: nothing to learn from
+                log.warning("step %d: no samples in occupied cells; refreshing the occupancy grid", step)
+                if occupancy is not None:
+                    occupancy.grid = occupancy.base.clone()
+                continue
             if not torch.isfinite(loss):
                 raise StageError(
                     f"training diverged at step {step} (loss is {float(loss)}); lower lr/lr_mlp "
