@@ -138,7 +138,8 @@ def object_sphere(
     P = cams.world_mats[:, :3, :4]
     for _ in range(4):
         lo, hi = c0 - r0, c0 + r0
-        occ, _ = carve(P, masks, lo, hi, 64, max_background_votes=1)
+        # only voxels that most views see: a voxel seen by a few views at their image edges is barely constrained
+        occ, _ = carve(P, masks, lo, hi, 64, max_background_votes=1, min_views=max(3, len(masks) // 2))
         if not occ.any():
             raise StageError(
                 "the masks' visual hull is empty around the SfM points: the masks and the camera "
@@ -182,6 +183,8 @@ def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, mar
     write_cameras_sphere(out_dir / "cameras_sphere.npz", cams.world_mats, scale_mat)
     report = json.loads((sfm_dir / "report.json").read_text()) if (sfm_dir / "report.json").is_file() else {}
     photo_names = report.get("photos") or []
+    if not photo_names and report.get("photos_dir"):
+        photo_names = [p.name for p in list_photos(Path(report["photos_dir"]))]
     photo_index = {Path(p).stem: i for i, p in enumerate(photo_names)}
     meta = {
         "source": "sfm",

@@ -102,7 +102,9 @@ def carve_visual_hull(
     P = np.stack([(wm @ scale_mat)[:3, :4] for wm in world_mats])
     # coarse pass over the whole normalised cube, then a fine pass over the occupied part
     lo, hi = -np.ones(3), np.ones(3)
-    coarse, _ = carve(P, masks, lo, hi, 64, max_background_votes)
+    # a voxel must be seen by a quarter of the views: voxels at the edge of a few frusta are barely constrained
+    min_views = max(3, len(stems) // 4)
+    coarse, _ = carve(P, masks, lo, hi, 64, max_background_votes, min_views)
     if not coarse.any():
         raise StageError(
             f"{dataset_dir}: the visual hull is empty: no region is foreground in enough views. The masks "
@@ -114,7 +116,7 @@ def carve_visual_hull(
         log.warning("the hull touches the normalised cube's boundary: the object may extend beyond the unit sphere")
     pad = 2 * (hi - lo) / 64
     f_lo, f_hi = np.maximum(c_lo - pad, -1.0), np.minimum(c_hi + pad, 1.0)
-    occ, votes = carve(P, masks, f_lo, f_hi, resolution, max_background_votes)
+    occ, votes = carve(P, masks, f_lo, f_hi, resolution, max_background_votes, min_views)
     if not occ.any():
         raise StageError(f"{dataset_dir}: the fine visual hull is empty; check the masks")
     o_lo, o_hi = _occupied_box(occ, f_lo, f_hi)

@@ -440,6 +440,7 @@ def run_sfm(
     camera = next(iter(rec.cameras.values()))
     report = {
         "photos_dir": str(photos_dir),
+        "photos": [p.name for p in photos],  # sorted: a view's index here is its index in reference cameras
         "n_photos": len(stems),
         "image_size": [width, height],
         "n_registered": len(registered),

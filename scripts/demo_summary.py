@@ -18,7 +18,7 @@ def main(scene: str) -> None:
         e = json.loads(ev.read_text())
         print(f"evaluation:                {ev}")
         if "chamfer_pct_diag" in e:
-            print(f"  Chamfer: {e['chamfer_pct_diag']:.3f}% of the ground truth's bounding-box diagonal")
+            print(f"  Chamfer: {e['chamfer_pct_diag']['overall']:.3f}% of the ground truth's bounding-box diagonal")
         print(f"  accuracy {e['accuracy']:.4g}, completeness {e['completeness']:.4g}, overall {e['overall']:.4g}")
     rows = []
     for tsv in sorted(Path("benchmarks").glob(f"*/{scene}.tsv")):
