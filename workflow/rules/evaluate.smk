@@ -3,15 +3,17 @@ rule evaluate:
         unpack(evaluate_inputs),
     output:
         "results/{scene}/eval.json",
-    params:
-        args=evaluate_args,
     log:
         "logs/evaluate/{scene}.log",
     benchmark:
         "benchmarks/evaluate/{scene}.tsv"
+    conda:
+        "../../environment.yml"
     threads: 2
     resources:
         mem_mb=8000,
+    params:
+        args=evaluate_args,
     shell:
         "neus-stage evaluate --mesh {input.mesh} --out {output} {params.args}"
         " --error-cloud results/{wildcards.scene}/eval_errors.ply > {log} 2>&1"

@@ -9,17 +9,19 @@ rule mesh:
         mesh="results/{scene}/mesh.ply",
         clean="results/{scene}/mesh_clean.ply",
         meta="results/{scene}/mesh.json",
-    params:
-        resolution=config["mesh"]["resolution"],
-        dilation=config["mesh"]["dilation"],
-        min_component=config["mesh"]["min_component"],
     log:
         "logs/mesh/{scene}.log",
     benchmark:
         "benchmarks/mesh/{scene}.tsv"
+    conda:
+        "../../environment.yml"
     threads: 2
     resources:
         mem_mb=8000,
+    params:
+        resolution=config["mesh"]["resolution"],
+        dilation=config["mesh"]["dilation"],
+        min_component=config["mesh"]["min_component"],
     shell:
         "neus-stage mesh --checkpoint {input.checkpoint} --dataset results/{wildcards.scene}/dataset"
         " --bbox {input.bbox} --hull {input.hull} --out {output.mesh} --clean {output.clean}"

@@ -4,6 +4,15 @@ rule sfm:
     output:
         report="results/{scene}/sfm/report.json",
         undistorted=directory("results/{scene}/sfm/undistorted"),
+    log:
+        "logs/sfm/{scene}.log",
+    benchmark:
+        "benchmarks/sfm/{scene}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 8
+    resources:
+        mem_mb=8000,
     params:
         photos=lambda wc: scene_row(wc).photos,
         matcher=config["sfm"]["matcher"],
@@ -11,13 +20,6 @@ rule sfm:
         camera_model=config["sfm"]["camera_model"],
         min_registered=config["sfm"]["min_registered"],
         max_image_size=config["sfm"]["max_image_size"],
-    log:
-        "logs/sfm/{scene}.log",
-    benchmark:
-        "benchmarks/sfm/{scene}.tsv"
-    threads: 8
-    resources:
-        mem_mb=8000,
     shell:
         "neus-stage sfm --photos {params.photos} --out results/{wildcards.scene}/sfm"
         " --matcher {params.matcher} --mapper {params.mapper} --camera-model {params.camera_model}"

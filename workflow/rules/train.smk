@@ -8,17 +8,19 @@ rule train:
         checkpoint="results/{scene}/neus/checkpoint.pt",
         config="results/{scene}/neus/config.yaml",
         metrics="results/{scene}/neus/metrics.json",
-    params:
-        settings=train_settings,
     log:
         "logs/train/{scene}.log",
     benchmark:
         "benchmarks/train/{scene}.tsv"
+    conda:
+        "../../environment.yml"
     threads: 8
     resources:
         mem_mb=16000,
         gpu=1,
         runtime=720,
+    params:
+        settings=train_settings,
     shell:
         "neus-stage train --dataset results/{wildcards.scene}/dataset --hull {input.hull}"
         " --bbox {input.bbox} --out results/{wildcards.scene}/neus --preset {params.settings[preset]}"

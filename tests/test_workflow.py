@@ -1,0 +1,115 @@
+"""The Snakemake workflow end to end on a tiny rendered scene: real COLMAP, rembg, training, mesh, Chamfer."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--workflow-profile", "none"]
+pytestmark = pytest.mark.workflow
+
+CONFIG = """\
+scenes: config/scenes.tsv
+sfm: {camera_model: OPENCV, min_registered: 0.8}
+visual_hull: {resolution: 64}
+train:
+  preset: cpu
+  overrides: {steps: 150, n_rays: 128, validate_every: 0, image_downscale: 2}
+mesh: {resolution: 64, dilation: 2}
+"""
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*SNAKEMAKE, "-d", str(workdir), *args], capture_output=True, text=True, timeout=1200)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run as {rule: count}."""
+    table = output.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory) -> Path:
+    # the committed demo: a rendered mug, 36 views at 400x300 (COLMAP needs that many on this object)
+    work = tmp_path_factory.mktemp("workflow")
+    (work / "scene").symlink_to(ROOT / "resources" / "demo")
+    (work / "config").mkdir()
+    (work / "config" / "config.yaml").write_text(CONFIG)
+    (work / "config" / "scenes.tsv").write_text(
+        "scene\tphotos\tcameras\tgt\nmug\tscene/photos\tscene/cameras_sphere.npz\tscene/gt.ply\n"
+    )
+    return work
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([*SNAKEMAKE[:-2], "--lint"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dry_run_of_the_demo_lists_every_stage():
+    proc = subprocess.run([*SNAKEMAKE, "-n", "--forceall"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert set(job_counts(proc.stdout)) == {
+        "sfm", "masks", "neus_dataset", "visual_hull", "train", "mesh", "evaluate", "all"
+    }
+
+
+def test_workflow_end_to_end(tiny_project: Path):
+    snakemake(tiny_project, "--cores", "2")
+    res = tiny_project / "results" / "mug"
+    for rel in ("sfm/report.json", "dataset/cameras_sphere.npz", "dataset/meta.json", "bbox.json", "hull.npz",
+                "neus/checkpoint.pt", "neus/config.yaml", "mesh.ply", "mesh_clean.ply", "eval.json"):
+        assert (res / rel).is_file(), rel
+    report = json.loads((res / "sfm" / "report.json").read_text())
+    stems = sorted(p.stem for p in (tiny_project / "scene" / "photos").iterdir())
+    assert sorted(report["registered"]) == [s for s in stems if s not in report["dropped"]]
+    assert sorted(p.stem for p in (res / "dataset" / "image").glob("*.png")) == sorted(report["registered"])
+    assert sorted(p.stem for p in (res / "masks").glob("*.png")) == sorted(report["registered"])
+    for rule in ("sfm", "masks", "neus_dataset", "visual_hull", "train", "mesh", "evaluate"):
+        assert (tiny_project / "logs" / rule / "mug.log").is_file(), rule
+        assert (tiny_project / "benchmarks" / rule / "mug.tsv").is_file(), rule
+    ev = json.loads((res / "eval.json").read_text())
+    # a frame or scale mistake puts the mesh tens of percent away; a short training stays within a few percent
+    assert ev["chamfer_pct_diag"]["overall"] < 8.0, ev["chamfer_pct_diag"]
+    assert ev["alignment"]["rms"] < 0.05
+
+
+def test_rerun_has_nothing_to_do(tiny_project: Path):
+    proc = snakemake(tiny_project, "-n", "--cores", "2")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changing_a_training_parameter_reruns_only_training_and_after(tiny_project: Path):
+    override = "train={preset: cpu, overrides: {steps: 151, n_rays: 128, validate_every: 0, image_downscale: 2}}"
+    proc = snakemake(tiny_project, "-n", "--cores", "2", "--config", override)
+    assert job_counts(proc.stdout) == {"train": 1, "mesh": 1, "evaluate": 1, "all": 1}
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ("scene\tphotos\nmug\tscene/photos\nmug\tscene/photos\n", "duplicate scene"),
+        ("scene\nmug\n", "missing column"),
+        ("scene\tphotos\nmug\tnowhere/photos\n", "photo folder not found"),
+        ("scene\tphotos\tposes\nmug\tscene/photos\treference\n", "needs a 'cameras' file"),
+    ],
+)
+def test_bad_scene_tables_stop_before_any_work(tiny_project: Path, tmp_path: Path, table: str, message: str):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(CONFIG)
+    (tmp_path / "config" / "scenes.tsv").write_text(table)
+    (tmp_path / "scene").symlink_to(tiny_project / "scene")
+    proc = snakemake(tmp_path, "-n", "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
