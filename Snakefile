@@ -18,9 +18,10 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/mesh.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/benchmark.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_targets(),
-    default_target: True

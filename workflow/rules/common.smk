@@ -2,10 +2,44 @@
 import json
 from pathlib import Path
 
+import pandas as pd
+
+from neus_stage.benchmark import dtu_scene_table, missing_dtu_data
 from neus_stage.scenes import read_scene_table
 from neus_stage.train.config import resolve_config
 
-SCENES = read_scene_table(config["scenes"])
+# The scene table, plus one row per DTU scan of benchmark.scans (data under dtu_root). Missing DTU data is
+# a warning here, so that a dry run lists the jobs without the data; a real run stops before its first job
+# (onstart in benchmark.smk) with the list of missing files.
+_tables = [read_scene_table(config["scenes"])] if config["scenes"] else []
+if config["benchmark"]["scans"]:
+    _tables.append(
+        dtu_scene_table(
+            config["dtu_root"],
+            config["benchmark"]["scans"],
+            poses=config["benchmark"]["poses"],
+            strict=False,
+        )
+    )
+    DTU_MISSING = missing_dtu_data(
+        Path(config["dtu_root"]), config["benchmark"]["scans"]
+    )
+    if DTU_MISSING:
+        logger.warning(
+            f"DTU data: {len(DTU_MISSING)} path(s) missing under '{config['dtu_root']}' (first: {DTU_MISSING[0]}); "
+            "a dry run lists the jobs, a real run stops before starting"
+        )
+else:
+    DTU_MISSING = []
+if not _tables:
+    raise ValueError(
+        "no scenes: set 'scenes' (a scene table) or 'benchmark.scans' (DTU scans) in the config"
+    )
+SCENES = pd.concat(_tables)
+if SCENES.index.duplicated().any():
+    raise ValueError(
+        f"scene(s) {sorted(set(SCENES.index[SCENES.index.duplicated()]))} defined twice"
+    )
 
 
 wildcard_constraints:
@@ -18,7 +52,17 @@ def scene_row(wildcards):
 
 def photo_files(wildcards):
     folder = Path(scene_row(wildcards)["photos"])
-    return sorted(str(p) for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    # absent only in a dry run of the DTU benchmark without its data (see DTU_MISSING)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        str(p) for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+    )
+
+
+def _existing(path):
+    """``path``, or no input where it is absent: only DTU rows in a dry run without data (see DTU_MISSING)."""
+    return path if Path(path).exists() or not DTU_MISSING else []
 
 
 def uses_sfm(wildcards):
@@ -27,8 +71,13 @@ def uses_sfm(wildcards):
 
 def masks_inputs(wildcards):
     if uses_sfm(wildcards):
-        return {"sfm": f"results/{wildcards.scene}/sfm/report.json"}
-    return {"photos": photo_files(wildcards)}
+        inputs = {"sfm": f"results/{wildcards.scene}/sfm/report.json"}
+    else:
+        inputs = {"photos": photo_files(wildcards)}
+    # user masks that the workflow makes (dtu_masks links a DTU release's masks under its photo names)
+    if scene_row(wildcards)["masks"].startswith("results/"):
+        inputs["user_masks"] = scene_row(wildcards)["masks"]
+    return inputs
 
 
 def masks_args(wildcards, input):
@@ -53,7 +102,7 @@ def dataset_inputs(wildcards):
         inputs["sfm"] = f"results/{wildcards.scene}/sfm/report.json"
     else:
         inputs["photos"] = photo_files(wildcards)
-        inputs["cameras"] = scene_row(wildcards)["cameras"]
+        inputs["cameras"] = _existing(scene_row(wildcards)["cameras"])
     return inputs
 
 
@@ -67,9 +116,13 @@ def dataset_args(wildcards, input):
 def train_settings(wildcards):
     """Preset and field overrides for one scene: config train.overrides, then scene_overrides."""
     overrides = dict(config["train"].get("overrides") or {})
-    overrides.update((config.get("scene_overrides") or {}).get(wildcards.scene, {}).get("train", {}))
+    overrides.update(
+        (config.get("scene_overrides") or {}).get(wildcards.scene, {}).get("train", {})
+    )
     preset = config["train"]["preset"]
-    resolve_config(preset, overrides)  # unknown keys fail here, at DAG time, not after hours
+    resolve_config(
+        preset, overrides
+    )  # unknown keys fail here, at DAG time, not after hours
     return {"preset": preset, "overrides": json.dumps(overrides, sort_keys=True)}
 
 
@@ -79,19 +132,33 @@ def evaluate_inputs(wildcards):
     if row["gt"]:
         inputs["gt"] = row["gt"]
     if row["cameras"] and uses_sfm(wildcards):
-        inputs["cameras"] = row["cameras"]
+        inputs["cameras"] = _existing(row["cameras"])
         inputs["dataset"] = f"results/{wildcards.scene}/dataset/meta.json"
     return inputs
 
 
 def evaluate_args(wildcards, input):
     row = scene_row(wildcards)
-    args = f"--gt {input.gt}" if row["gt"] else f"--dtu-root {config['dtu_root']} --scan {row['dtu_scan']}"
+    args = (
+        f"--gt {input.gt}"
+        if row["gt"]
+        else f"--dtu-root {config['dtu_root']} --scan {row['dtu_scan']}"
+    )
     if "cameras" in input.keys():
         args += f" --dataset {Path(input.dataset).parent} --reference-cameras {input.cameras}"
     if config["evaluate"]["thresholds"]:
         args += f" --thresholds {config['evaluate']['thresholds']}"
     return args
+
+
+def dtu_scenes():
+    """Scenes with a DTU scan number (the benchmark's rows)."""
+    return [s for s, row in SCENES.iterrows() if row["dtu_scan"]]
+
+
+def dtu_masks_input(wildcards):
+    folder = Path(config["dtu_root"]) / wildcards.scene / "mask"
+    return str(folder) if folder.is_dir() else []
 
 
 def final_targets():

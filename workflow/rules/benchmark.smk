@@ -1,0 +1,45 @@
+onstart:
+    if DTU_MISSING:
+        raise WorkflowError(
+            f"DTU data missing under {config['dtu_root']} ({len(DTU_MISSING)} path(s), e.g. {DTU_MISSING[0]}); "
+            "see config/dtu.yaml for the expected layout"
+        )
+
+
+rule dtu_masks:
+    input:
+        masks=dtu_masks_input,
+    output:
+        directory("results/{scene}/dtu_masks"),
+    log:
+        "logs/dtu_masks/{scene}.log",
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        photos=lambda wc: scene_row(wc)["photos"],
+        masks=lambda wc: Path(config["dtu_root"]) / wc.scene / "mask",
+    shell:
+        "python -m neus_stage.benchmark link-masks --photos {params.photos} --masks {params.masks}"
+        " --out {output} > {log} 2>&1"
+
+
+rule benchmark:
+    input:
+        evals=expand("results/{scene}/eval.json", scene=dtu_scenes()),
+    output:
+        csv="results/benchmark/benchmark.csv",
+        md="results/benchmark/benchmark.md",
+        png="results/benchmark/benchmark.png",
+    log:
+        "logs/benchmark/benchmark.log",
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "python -m neus_stage.benchmark aggregate {input.evals} --out results/benchmark"
+        " --benchmarks benchmarks > {log} 2>&1"
