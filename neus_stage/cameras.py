@@ -135,6 +135,7 @@ class Similarity:
     R: np.ndarray
     t: np.ndarray
     rms: float
+    details: dict | None = None
 
     @property
     def matrix(self) -> np.ndarray:
@@ -147,7 +148,12 @@ class Similarity:
         return self.scale * x @ self.R.T + self.t
 
     def to_json(self) -> dict:
-        return {"scale": self.scale, "matrix": self.matrix.tolist(), "rms": self.rms}
+        return {"scale": self.scale, "matrix": self.matrix.tolist(), "rms": self.rms, **(self.details or {})}
+
+    def then(self, other: Similarity) -> Similarity:
+        """The similarity that applies ``self`` first, then ``other``."""
+        return Similarity(self.scale * other.scale, other.R @ self.R, other.scale * other.R @ self.t + other.t,
+                          self.rms, {**(self.details or {}), **(other.details or {})})
 
 
 def fit_similarity(src: np.ndarray, dst: np.ndarray) -> Similarity:

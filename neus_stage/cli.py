@@ -246,6 +246,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="reference cameras_sphere.npz: fit a similarity from the dataset's camera centres to these",
     )
     p.add_argument(
+        "--icp",
+        action="store_true",
+        help="after the camera-centre similarity, refine the alignment by ICP with scaling against --gt",
+    )
+    p.add_argument(
         "--thresholds",
         default="",
         help="F-score thresholds, comma separated (default: 0.5%%,1%%,2%% of the GT box diagonal)",
@@ -258,13 +263,18 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(a: argparse.Namespace) -> None:
     from .evaluate import evaluate_dtu, evaluate_generic
-    from .frames import reference_alignment
+    from .frames import reference_alignment, refine_with_icp
 
     alignment = None
     if a.reference_cameras is not None:
         if a.dataset is None:
             raise StageError("--reference-cameras needs --dataset (the scene whose cameras are aligned)")
         alignment = reference_alignment(a.dataset, a.reference_cameras)
+        alignment.details = {"method": "camera centres"}
+        if a.icp:
+            if a.gt is None:
+                raise StageError("--icp needs --gt (a ground-truth surface to register against)")
+            alignment = refine_with_icp(a.mesh, a.gt, alignment)
     thresholds = [float(x) for x in a.thresholds.split(",") if x.strip()] or None
     if a.dtu_root is not None:
         if a.scan is None:

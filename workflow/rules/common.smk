@@ -146,6 +146,8 @@ def evaluate_args(wildcards, input):
     )
     if "cameras" in input.keys():
         args += f" --dataset {Path(input.dataset).parent} --reference-cameras {input.cameras}"
+    if "cameras" in input.keys() and row["gt"] and config["evaluate"]["icp"]:
+        args += " --icp"
     if config["evaluate"]["thresholds"]:
         args += f" --thresholds {config['evaluate']['thresholds']}"
     return args
