@@ -225,7 +225,7 @@ def _coerce(name: str, current: object, value: object) -> object:
     if isinstance(current, int) and not isinstance(current, bool):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, int):
             raise StageError(f"training option {name}: expected an integer, got {value!r}")
         return value
     if isinstance(current, float):
@@ -251,7 +251,7 @@ def resolve_config(preset: str = "auto", overrides: dict | None = None, cuda: bo
     known = {f.name for f in fields(TrainConfig)} - {"preset"}
     for key, value in (overrides or {}).items():
         if key not in known:
-            close = [k for k in known if key.split("_")[0] in k][:5]
+            close = sorted(k for k in known if key.split("_")[0] in k)[:5]
             hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
             raise StageError(
                 f"unknown training option '{key}'{hint}; see `neus-stage train --help` and config/README.md"

@@ -273,6 +273,11 @@ def train(
                     train=True,
                     gen=gen,
                 )
+            if not (torch.isfinite(out["opacity"]).all() and torch.isfinite(out["rgb"]).all()):
+                raise StageError(
+                    f"training diverged at step {step} (the render holds NaN or inf); lower lr/lr_mlp "
+                    f"(now {cfg.lr}/{cfg.lr_mlp}) or check the dataset's masks and cameras"
+                )
             mask = batch["mask"] if cfg.use_mask else torch.ones_like(batch["mask"])
             if cfg.use_mask:
                 color_loss = ((out["rgb"] - batch["rgb"]).abs().sum(-1) * mask).sum() / (3 * mask.sum() + 1e-5)
@@ -295,7 +300,7 @@ def train(
                 continue
             if not torch.isfinite(loss):
                 raise StageError(
-                    f"training diverged at step {step} (loss is {float(loss)}); lower lr/lr_mlp "
+                    f"training diverged at step {step} (loss is {loss.item()}); lower lr/lr_mlp "
                     f"(now {cfg.lr}/{cfg.lr_mlp}) or check the dataset's masks and cameras"
                 )
             opt.zero_grad(set_to_none=True)
@@ -313,7 +318,7 @@ def train(
                 inv_s = float(model.inv_s().detach())
                 row = [
                     step,
-                    float(loss),
+                    loss.item(),
                     float(color_loss),
                     p,
                     float(mask_loss),
@@ -329,12 +334,12 @@ def train(
                     ("loss", "color_loss", "psnr", "mask_loss", "eikonal", "inv_s", "n_rays", "samples"), row[1:9]
                 ):
                     writer.add_scalar(f"train/{name}", value, step)
-                bar.set_postfix(loss=f"{float(loss):.4f}", psnr=f"{p:.2f}", inv_s=f"{inv_s:.0f}", rays=n_rays)
+                bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{p:.2f}", inv_s=f"{inv_s:.0f}", rays=n_rays)
                 if bar.disable:  # no terminal (a rule's log file): plain log lines instead of a bar
                     log.info(
                         "step %d loss %.4f psnr %.2f inv_s %.0f rays %d samples %d",
                         step,
-                        float(loss),
+                        loss.item(),
                         p,
                         inv_s,
                         n_rays,
