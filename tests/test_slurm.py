@@ -156,14 +156,18 @@ def test_workflow_on_slurm(slurm_cluster, tmp_path):
         rule = re.sub(r"^rule_([A-Za-z_]+?)_wildcards.*$", r"\1", rec.get("Comment", "?"))
         rows.append((jid, rule, rec.get("Partition"), rec.get("JobState"), rec.get("TresPerJob", ""),
                      rec.get("JOB_GRES", "")))
-    print("\nSLURM records (scontrol show job -d):")
-    print(f"{'jobid':>6} {'rule':<13} {'partition':<9} {'state':<10} {'TresPerJob':<12} JOB_GRES (allocated)")
+    report = ["SLURM records (scontrol show job -d):",
+              f"{'jobid':>6} {'rule':<13} {'partition':<9} {'state':<10} {'TresPerJob':<12} JOB_GRES (allocated)"]
     for jid, rule, part, state, tres, gres in rows:
-        print(f"{jid:>6} {rule:<13} {part:<9} {state:<10} {tres or '-':<12} {gres or '-'}")
+        report.append(f"{jid:>6} {rule:<13} {part:<9} {state:<10} {tres or '-':<12} {gres or '-'}")
     jobcomp = BASE / "log" / "jobcomp.log"
     if jobcomp.is_file():
         lines = [ln for ln in jobcomp.read_text().splitlines() if any(f"JobId={j} " in ln for j in job_ids)]
-        print("jobcomp.log:\n" + "\n".join(lines))
+        report.append("jobcomp.log:\n" + "\n".join(lines))
+    print("\n" + "\n".join(report))
+    # kept for the CI log (.ci/run prints it after the suite): which jobs SLURM ran where
+    (ROOT / "logs").mkdir(exist_ok=True)
+    (ROOT / "logs" / "slurm_test.txt").write_text("\n".join(report) + "\n")
 
     rules = {row[1] for row in rows}
     assert rules == GPU_RULES | CPU_RULES, rows
