@@ -319,10 +319,10 @@ def train(
                 row = [
                     step,
                     loss.item(),
-                    float(color_loss),
+                    color_loss.item(),
                     p,
-                    float(mask_loss),
-                    float(out["eikonal"]),
+                    mask_loss.item(),
+                    out["eikonal"].item(),
                     inv_s,
                     n_rays,
                     n_eval,
