@@ -33,6 +33,7 @@ from scipy.spatial import cKDTree
 
 from .cameras import Similarity
 from .errors import StageError
+from .timing import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -321,13 +322,8 @@ def _load_mat(path: Path, keys: list[str], dtu_root: Path, scan: int) -> dict:
 def evaluate_dtu(mesh_path: Path, dtu_root: Path, scan: int, out_json: Path, *, alignment: Similarity | None = None,
                  downsample: float = 0.2, patch: float = 60.0, max_dist: float = 20.0, seed: int = 0) -> dict:
     """DTU Chamfer (mm) of a mesh in DTU world coordinates; writes ``out_json`` and returns the same dict."""
-    t_all = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str, t0: float) -> float:
-        t = time.perf_counter()
-        timings[name] = round(t - t0, 4)
-        return t
+    timer = StageTimer()
+    timings, lap = timer.timings, timer.lap
 
     mesh_path, dtu_root = Path(mesh_path), Path(dtu_root)
     rng = np.random.default_rng(seed)
@@ -424,7 +420,7 @@ def evaluate_dtu(mesh_path: Path, dtu_root: Path, scan: int, out_json: Path, *, 
         raise StageError(f"{mesh_path}: no point within {max_dist} mm of the ground truth of scan {scan}; "
                          "the mesh is probably in the wrong frame or belongs to another scan")
     acc, comp = float(acc_in.mean()), float(comp_in.mean())
-    timings["total"] = round(time.perf_counter() - t_all, 4)
+    timer.total()
     result = {
         "protocol": "DTU (DTUeval-python eval.py)",
         "mesh": str(mesh_path),
@@ -531,13 +527,8 @@ def evaluate_generic(mesh_path: Path, gt_path: Path, out_json: Path, *, alignmen
     ``n_samples`` when it has more) -> mesh surface (exact point-to-triangle distance).
     F-score thresholds default to 0.5 %, 1 % and 2 % of the GT bounding-box diagonal.
     """
-    t_all = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str, t0: float) -> float:
-        t = time.perf_counter()
-        timings[name] = round(t - t0, 4)
-        return t
+    timer = StageTimer()
+    timings, lap = timer.timings, timer.lap
 
     mesh_path, gt_path = Path(mesh_path), Path(gt_path)
     if n_samples < 1:
@@ -634,7 +625,7 @@ def evaluate_generic(mesh_path: Path, gt_path: Path, out_json: Path, *, alignmen
         _write_error_cloud(error_cloud, pred_s + center, acc_d, thresholds[-1])
         result["error_cloud"] = {"path": str(error_cloud), "colormap": "viridis", "vmax": thresholds[-1]}
         t = lap("error_cloud", t)
-    timings["total"] = round(time.perf_counter() - t_all, 4)
+    timer.total()
     _write_json(out_json, result)
     log.info("Chamfer vs %s: accuracy %.4g, completeness %.4g, overall %.4g (%.3f%% of the GT diagonal), "
              "F@%.3g = %.3f (%.1f s)", gt_path.name, acc, comp, result["overall"],

@@ -37,6 +37,7 @@ from PIL import Image
 
 from . import photos as photos_mod
 from .errors import StageError
+from .timing import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -371,13 +372,8 @@ def run_sfm(
     photos without texture or overlap, too few registered photos).
     """
     photos_dir, out_dir = Path(photos_dir), Path(out_dir)
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(key: str, start: float) -> float:
-        now = time.perf_counter()
-        timings[key] = round(now - start, 2)
-        return now
+    timer = StageTimer(digits=2)
+    timings, lap = timer.timings, timer.lap
 
     photos = photos_mod.list_photos(photos_dir)
     width, height = photos_mod.check_photos(photos)
@@ -483,7 +479,7 @@ def run_sfm(
     und_camera = next(iter(und.cameras.values()))
     report["undistorted_camera"] = _camera_json(und_camera)
     lap("undistort_s", t)
-    timings["total_s"] = round(time.perf_counter() - t0, 2)
+    timer.total("total_s")
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     log.info("sfm done in %.1f s: %d/%d registered, %.3f px reprojection error, camera %s %s",
              timings["total_s"], len(registered), len(stems), report["mean_reprojection_error_px"],
