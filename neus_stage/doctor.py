@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
-from pathlib import Path
 
-
-def models_dir() -> Path:
-    """The project's rembg model folder (``NEUS_STAGE_MODELS`` overrides it)."""
-    env = os.environ.get("NEUS_STAGE_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / ".models"
+from .masks import models_dir
 
 
 def _version(module: str) -> tuple[bool, str]:
