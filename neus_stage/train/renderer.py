@@ -72,7 +72,7 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tenso
 
 
 @torch.no_grad()
-def up_sample(model: NeuSModel, o, d, z: torch.Tensor, sdf: torch.Tensor, n: int, inv_s: float) -> torch.Tensor:
+def up_sample(z: torch.Tensor, sdf: torch.Tensor, n: int, inv_s: float) -> torch.Tensor:
     """NeuS's hierarchical step: alpha from the coarse SDF at a fixed sharpness, then new samples."""
     prev_sdf, next_sdf = sdf[:, :-1], sdf[:, 1:]
     prev_z, next_z = z[:, :-1], z[:, 1:]
@@ -132,7 +132,7 @@ def render_rays(
             sdf_c = model.sdf(pts.reshape(-1, 3)).view(R, -1)
             per = cfg.n_importance // cfg.up_sample_steps
             for i in range(cfg.up_sample_steps):
-                z_new = up_sample(model, o, d, z, sdf_c, per, 64 * 2**i)
+                z_new = up_sample(z, sdf_c, per, 64 * 2**i)
                 z, order = torch.sort(torch.cat([z, z_new], -1), -1)
                 pts_new = o[:, None] + d[:, None] * z_new[..., None]
                 sdf_new = model.sdf(pts_new.reshape(-1, 3)).view(R, -1)
