@@ -18,7 +18,8 @@ from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-_PRIMES = (1, 2654435761, 805459861)
+_PRIMES = (1, 2654435761, 805459861)  # tinycudann's, as uint32
+_PRIMES_I32 = tuple(p - (1 << 32) if p >= 1 << 31 else p for p in _PRIMES)
 _CORNERS = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=torch.long)
 
 
@@ -66,35 +67,46 @@ class TorchHashGrid(nn.Module):
         self.register_buffer(
             "scales", torch.tensor([lv["scale"] for lv in levels], dtype=torch.float32), persistent=False
         )
-        self.register_buffer("res", torch.tensor([lv["res"] for lv in levels], dtype=torch.long), persistent=False)
-        self.register_buffer("sizes", torch.tensor([lv["size"] for lv in levels], dtype=torch.long), persistent=False)
+        self.register_buffer("res", torch.tensor([lv["res"] for lv in levels], dtype=torch.int32), persistent=False)
+        self.register_buffer("sizes", torch.tensor([lv["size"] for lv in levels], dtype=torch.int32), persistent=False)
         self.register_buffer(
-            "offsets", torch.tensor([lv["offset"] for lv in levels], dtype=torch.long), persistent=False
+            "offsets", torch.tensor([lv["offset"] for lv in levels], dtype=torch.int32), persistent=False
         )
         self.register_buffer("hashed", torch.tensor([lv["hashed"] for lv in levels]), persistent=False)
-        self.register_buffer("corners", _CORNERS.clone(), persistent=False)
+        self.register_buffer("offs01", torch.tensor([0, 1], dtype=torch.int32), persistent=False)
         self.out_dim = n_levels * n_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N,3) in [0,1] -> (N, levels * features)."""
+        """x: (N,3) in [0,1] -> (N, levels * features).
+
+        Corner indices and trilinear weights are built per axis and combined by broadcasting
+        ((N,L,2) per axis -> (N,L,2,2,2)), which is several times cheaper on a CPU than forming the
+        (N,L,8,3) corner tensor; corner order is x fastest, as in tinycudann.
+        """
+        n = x.shape[0]
         table = self.enc.params.view(-1, self.n_features)
         pos = x[:, None, :] * self.scales[None, :, None] + 0.5  # (N,L,3)
         grid = torch.floor(pos)
         frac = pos - grid
-        cg = grid.long()[:, :, None, :] + self.corners[None, None]  # (N,L,8,3)
+        g = grid.int()[..., None] + self.offs01  # (N,L,3,2): lower and upper corner per axis
+        gx, gy, gz = g[:, :, 0], g[:, :, 1], g[:, :, 2]  # (N,L,2)
         res = self.res[None, :, None]
-        dense = cg[..., 0] + cg[..., 1] * res + cg[..., 2] * res * res
-        hashed = (
-            (cg[..., 0] * _PRIMES[0])
-            ^ ((cg[..., 1] * _PRIMES[1]) & 0xFFFFFFFF)
-            ^ ((cg[..., 2] * _PRIMES[2]) & 0xFFFFFFFF)
+        dense = gz[:, :, :, None, None] * (res * res)[..., None, None] + (
+            gy[:, :, None, :, None] * res[..., None, None] + gx[:, :, None, None, :]
         )
-        idx = torch.where(self.hashed[None, :, None], hashed, dense) % self.sizes[None, :, None]
-        idx = idx + self.offsets[None, :, None]
-        c = self.corners.to(frac.dtype)  # (8,3)
-        w = (frac[:, :, None, :] * c + (1 - frac[:, :, None, :]) * (1 - c)).prod(-1)  # (N,L,8)
+        # int32 products wrap modulo 2^32 exactly as tinycudann's uint32 hash; the tables of hashed
+        # levels are powers of two, so Python-style remainder keeps the same low bits
+        hashed = (
+            (gz * _PRIMES_I32[2])[:, :, :, None, None]
+            ^ (gy * _PRIMES_I32[1])[:, :, None, :, None]
+            ^ gx[:, :, None, None, :]
+        )
+        idx = torch.where(self.hashed[None, :, None, None, None], hashed, dense).view(n, -1, 8)
+        idx = idx.remainder(self.sizes[None, :, None]) + self.offsets[None, :, None]
+        w1 = torch.stack([1 - frac, frac], -1)  # (N,L,3,2)
+        w = (w1[:, :, 2, :, None, None] * w1[:, :, 1, None, :, None] * w1[:, :, 0, None, None, :]).view(n, -1, 1, 8)
         feats = table[idx]  # (N,L,8,F)
-        return (w[..., None] * feats).sum(2).reshape(x.shape[0], -1)
+        return (w @ feats).reshape(n, -1)
 
 
 class TcnnHashGrid(nn.Module):

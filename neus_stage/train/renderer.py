@@ -8,11 +8,15 @@ contribute zero opacity.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .config import TrainConfig
 from .fields import NeuSModel
+
+_TETRA = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, 1.0, 1.0]])
 
 
 def ray_box(o: torch.Tensor, d: torch.Tensor, bmin: torch.Tensor, bmax: torch.Tensor):
@@ -96,13 +100,16 @@ def sdf_and_gradient(model: NeuSModel, x: torch.Tensor, cfg: TrainConfig, train:
             sdf, feat = model.sdf_feature(x)
             grad = torch.autograd.grad(sdf, x, torch.ones_like(sdf), create_graph=train, retain_graph=train)[0]
         return sdf, feat, grad, None
-    h = model.sdf_net.fd_step()
-    eye = torch.eye(3, device=x.device, dtype=x.dtype) * h
-    offsets = torch.cat([eye, -eye])  # (6,3)
+    # tetrahedral differences: 4 extra SDF queries instead of central differences' 6. With k the
+    # tetrahedron's corners (+-1 entries, sum k k^T = 4 I): grad = sum k f(x + h k) / 4h and
+    # sum f(x + h k) - 4 f(x) = 2 h^2 laplacian + O(h^4); h = step / sqrt(3) puts the corners one
+    # finite-difference step from x, as central differences' were
+    h = model.sdf_net.fd_step() / math.sqrt(3.0)
+    k = _TETRA.to(device=x.device, dtype=x.dtype)
     sdf, feat = model.sdf_feature(x)
-    s = model.sdf((x[None] + offsets[:, None]).reshape(-1, 3)).view(6, -1)
-    grad = (s[:3] - s[3:]).T / (2 * h)
-    lap = (s.sum(0) - 6 * sdf) / (h * h)
+    s = model.sdf((x[None] + h * k[:, None]).reshape(-1, 3)).view(4, -1)
+    grad = (k[:, None, :] * s[..., None]).sum(0) / (4 * h)
+    lap = (s.sum(0) - 4 * sdf) / (2 * h * h)
     return sdf, feat, grad, lap
 
 
