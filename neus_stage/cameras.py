@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy.linalg import rq
 
+from .atomic import atomic_write
 from .errors import StageError
 
 
@@ -60,8 +61,8 @@ def write_cameras_sphere(path: Path, world_mats: np.ndarray, scale_mat: np.ndarr
         arrays[f"world_mat_inv_{i}"] = np.linalg.inv(wm).astype(np.float64)
         arrays[f"scale_mat_{i}"] = scale_mat.astype(np.float64)
         arrays[f"scale_mat_inv_{i}"] = np.linalg.inv(scale_mat).astype(np.float64)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
+    with atomic_write(path) as fh:  # all or nothing: later stages read it
+        np.savez(fh, **arrays)
 
 
 def load_cameras_sphere(path: Path, n_views: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .atomic import write_text_atomic
 from .cameras import CameraSet, load_cameras_sphere, scale_mat_from_sphere, write_cameras_sphere
 from .errors import StageError
 from .hull import carve, read_masks
@@ -68,7 +69,7 @@ def build_dataset_from_reference(photos_dir: Path, cameras: Path, masks_dir: Pat
         "views": [{"name": s, "photo": p.name, "photo_index": i} for i, (s, p) in enumerate(zip(stems, photos))],
         "scale_mat": scale_mat.tolist(),
     }
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    write_text_atomic(out_dir / "meta.json", json.dumps(meta, indent=2))
     log.info("dataset: %d views from reference cameras %s", len(stems), cameras)
     return meta
 
@@ -202,7 +203,7 @@ def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, mar
         "sphere": {"center": center.tolist(), "radius": radius, "margin": margin},
         **info,
     }
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    write_text_atomic(out_dir / "meta.json", json.dumps(meta, indent=2))
     log.info(
         "dataset: %d views, sphere centre %s radius %.4g (from %d object points)",
         len(cams.names),

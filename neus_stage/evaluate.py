@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .atomic import atomic_write, write_text_atomic
 from .cameras import Similarity
 from .errors import StageError
 from .timing import StageTimer
@@ -147,9 +148,7 @@ def _bbox_str(lo, hi) -> str:
 
 
 def _write_json(out_json: Path, result: dict) -> None:
-    out_json = Path(out_json)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(Path(out_json), json.dumps(result, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------- DTU steps
@@ -510,9 +509,7 @@ def _write_error_cloud(path: Path, pts: np.ndarray, err: np.ndarray, vmax: float
               f"comment accuracy error per mesh sample, colormap viridis 0..{vmax:.6g}\n"
               f"element vertex {len(pts)}\nproperty float x\nproperty float y\nproperty float z\n"
               "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty float error\nend_header\n")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
+    with atomic_write(Path(path)) as fh:
         fh.write(header.encode("ascii"))
         fh.write(rec.tobytes())
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .atomic import atomic_write, write_text_atomic
 from .cameras import load_cameras_sphere
 from .errors import StageError
 
@@ -131,16 +132,16 @@ def carve_visual_hull(
         "max_background_votes": max_background_votes,
         "touches_unit_cube": touches,
     }
-    Path(bbox_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(bbox_path).write_text(json.dumps(bbox, indent=2))
-    np.savez_compressed(
-        hull_path,
-        occupancy=occ,
-        background_votes=votes.astype(np.uint8),
-        bounds_min=f_lo,
-        bounds_max=f_hi,
-        scale_mat=scale_mat,
-    )
+    write_text_atomic(Path(bbox_path), json.dumps(bbox, indent=2))
+    with atomic_write(Path(hull_path)) as fh:  # all or nothing: training and meshing read it
+        np.savez_compressed(
+            fh,
+            occupancy=occ,
+            background_votes=votes.astype(np.uint8),
+            bounds_min=f_lo,
+            bounds_max=f_hi,
+            scale_mat=scale_mat,
+        )
     log.info(
         "visual hull: %d occupied voxels of %d^3, object box %s .. %s (normalised)",
         occ.sum(),

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .atomic import write_bytes_atomic, write_text_atomic
 from .errors import StageError
 
 log = logging.getLogger(__name__)
@@ -438,10 +439,8 @@ def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray, colors: np.ndarr
     """Binary PLY (trimesh: no system libraries needed), vertices as float32 as PLY readers expect."""
     import trimesh
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     mesh = trimesh.Trimesh(vertices=verts, faces=faces, vertex_colors=colors, process=False)
-    path.write_bytes(mesh.export(file_type="ply", encoding="binary"))
+    write_bytes_atomic(Path(path), mesh.export(file_type="ply", encoding="binary"))
 
 
 def _mesh_info(verts: np.ndarray, faces: np.ndarray) -> dict:
@@ -541,7 +540,7 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
     timings["total"] = time.perf_counter() - t_start
     meta["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     meta_path = out_path.with_suffix(".json")
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     log.info("mesh: %d faces -> %s (%.1f s; metadata %s)", len(faces), out_path, timings["total"], meta_path)
     return meta
 

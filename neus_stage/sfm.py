@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from . import photos as photos_mod
+from .atomic import write_text_atomic
 from .errors import StageError
 from .timing import StageTimer
 
@@ -456,7 +457,7 @@ def run_sfm(
         "timings": timings,
     }
     if share < min_registered:
-        (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+        write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2))
         raise StageError(
             f"{photos_dir}: only {len(registered)} of {len(stems)} photos registered ({share:.0%} < "
             f"{min_registered:.0%}); dropped: {', '.join(dropped[:20])}{' ...' if len(dropped) > 20 else ''}. "
@@ -480,7 +481,7 @@ def run_sfm(
     report["undistorted_camera"] = _camera_json(und_camera)
     lap("undistort_s", t)
     timer.total("total_s")
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2))
     log.info("sfm done in %.1f s: %d/%d registered, %.3f px reprojection error, camera %s %s",
              timings["total_s"], len(registered), len(stems), report["mean_reprojection_error_px"],
              camera.model_name, np.round(camera.params, 2).tolist())
