@@ -38,11 +38,11 @@ from neus_stage.train.fields import (
 )
 from neus_stage.train.renderer import OccupancyGrid, ray_box, render_rays, sample_pdf, sdf_and_gradient
 from neus_stage.train.trainer import (
+    Schedule,
     initial_occupancy,
     load_color_function,
     load_model,
     load_sdf_function,
-    lr_factor,
     pick_device,
     train,
 )
@@ -147,13 +147,32 @@ def test_config_hash_ignores_logging_only_fields():
 
 def test_lr_schedule_warmup_then_cosine():
     cfg = resolve_config("cpu", dict(steps=1100, warmup_steps=100, lr_alpha=0.05))
-    assert lr_factor(0, cfg) == pytest.approx(0.01)
-    assert lr_factor(49, cfg) == pytest.approx(0.5)
-    assert lr_factor(100, cfg) == pytest.approx(1.0)
-    assert lr_factor(600, cfg) == pytest.approx(0.05 + 0.95 * 0.5)
-    assert lr_factor(1100, cfg) == pytest.approx(0.05)
-    values = [lr_factor(s, cfg) for s in range(100, 1101, 50)]
+    lr_factor = Schedule(cfg).lr_factor
+    assert lr_factor(0) == pytest.approx(0.01)
+    assert lr_factor(49) == pytest.approx(0.5)
+    assert lr_factor(100) == pytest.approx(1.0)
+    assert lr_factor(600) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert lr_factor(1100) == pytest.approx(0.05)
+    values = [lr_factor(s) for s in range(100, 1101, 50)]
     assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_time_budget_compresses_every_schedule():
+    cfg = resolve_config("cpu", dict(steps=2000, warmup_steps=100, level_every=200, anneal_end=500, max_minutes=1.0))
+    full, fitted = Schedule(cfg), Schedule(cfg)
+    fitted.fit_time(done=100, first=0, elapsed=12.0)  # 100 steps in 12 s: 48 s left fit 400 more steps
+    assert fitted.length == 500
+    # a quarter of the steps: everything happens four times sooner
+    assert fitted.lr_factor(24) == pytest.approx(full.lr_factor(99))
+    assert fitted.lr_factor(499) == pytest.approx(0.05, abs=1e-3)
+    assert fitted.levels(50) == full.levels(200) == cfg.start_levels + 1
+    assert fitted.levels(300) == cfg.n_levels  # every level active before the end
+    assert fitted.cos_anneal(125) == full.cos_anneal(500) == 1.0
+    assert fitted.occupancy_started(50) and not Schedule(cfg).occupancy_started(50)
+    assert fitted.levels(0) == cfg.n_levels  # levels never switch off again
+    fast = Schedule(cfg)
+    fast.fit_time(done=100, first=0, elapsed=1.0)  # time for more than cfg.steps: the steps are the limit
+    assert fast.length == cfg.steps
 
 
 # =============================================================================================== fields

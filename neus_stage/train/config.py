@@ -81,6 +81,9 @@ class TrainConfig:
     """Skip samples in empty cells of an occupancy grid (initialised from the visual hull)."""
     occupancy_resolution: int = 128
     """Cells per axis of the occupancy grid."""
+    occupancy_keep_inside: bool = False
+    """Keep cells inside the surface occupied (only empty space is skipped), so training can carve
+    concavities the visual hull filled in, instead of only a band around the current surface."""
     occupancy_every: int = 16
     """Steps between occupancy-grid updates from the SDF."""
     normals: str = "finite_difference"
@@ -123,7 +126,9 @@ class TrainConfig:
     threads: int = 0
     """CPU threads for torch (0: torch's default)."""
     max_minutes: float = 0.0
-    """Stop after this wall time (minutes) even before 'steps' (0: no limit); the step reached is recorded."""
+    """Time budget in minutes (0: none): the learning-rate, level and annealing schedules are compressed to
+    the steps that fit, measured as training goes, and training stops at the budget; the step reached is
+    recorded."""
     checkpoint_every: int = 1000
     """Steps between resumable checkpoints (also written on SIGTERM/SIGINT)."""
     validate_every: int = 2000

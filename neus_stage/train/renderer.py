@@ -32,8 +32,9 @@ def ray_box(o: torch.Tensor, d: torch.Tensor, bmin: torch.Tensor, bmax: torch.Te
 class OccupancyGrid:
     """Boolean cells over the object box: samples in empty cells are not evaluated."""
 
-    def __init__(self, bmin: torch.Tensor, bmax: torch.Tensor, base: torch.Tensor):
+    def __init__(self, bmin: torch.Tensor, bmax: torch.Tensor, base: torch.Tensor, keep_inside: bool = False):
         self.bmin, self.bmax = bmin, bmax
+        self.keep_inside = keep_inside
         self.base = base.bool()  # the visual hull (cells that may ever hold surface)
         self.grid = self.base.clone()
         self.res = torch.tensor(base.shape, device=bmin.device)
@@ -55,7 +56,7 @@ class OccupancyGrid:
         sdf = torch.cat([model.sdf(p) for p in pts.split(chunk)])
         thresh = max(float(size.norm()), min(0.1, 4.0 / float(model.inv_s().detach())))
         self.grid.zero_()
-        keep = sdf.abs() < thresh
+        keep = sdf < thresh if self.keep_inside else sdf.abs() < thresh
         c = cells[keep]
         self.grid[c[:, 0], c[:, 1], c[:, 2]] = True
         return float(self.grid.float().mean())

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -18,6 +18,7 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
+from ..atomic import write_bytes_atomic
 from ..errors import StageError
 from .config import TrainConfig, config_dict, config_hash
 from .data import NeusScene
@@ -68,11 +69,47 @@ def initial_occupancy(hull: np.ndarray | None, res: int, device: torch.device) -
     return g[0, 0].to(device)
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
-    return cfg.lr_alpha + (1 - cfg.lr_alpha) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+class Schedule:
+    """Step-dependent quantities (learning rate, active levels, cos annealing, curvature weight) over a
+    run of ``length`` steps. ``length`` is cfg.steps, or fewer when a time budget (max_minutes) will not
+    fit them: then every schedule is compressed by the same factor, so that a run given five minutes
+    still warms up, activates all levels and anneals its learning rate before the time is up."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.length = cfg.steps
+        self.active = 0
+
+    def _scaled(self, n: int) -> float:
+        return max(n * self.length / max(self.cfg.steps, 1), 1.0)
+
+    def fit_time(self, done: int, first: int, elapsed: float) -> None:
+        """Shorten the schedule to the steps that fit the rest of the budget at the rate so far."""
+        budget = self.cfg.max_minutes * 60.0
+        rate = (done - first) / max(elapsed, 1e-9)
+        self.length = int(max(done + 1, min(self.cfg.steps, done + rate * (budget - elapsed))))
+
+    def levels(self, step: int) -> int:
+        c = self.cfg
+        self.active = max(self.active, min(c.n_levels, c.start_levels + int(step // self._scaled(c.level_every))))
+        return self.active
+
+    def occupancy_started(self, step: int) -> bool:
+        return step >= self._scaled(self.cfg.level_every)
+
+    def lr_factor(self, step: int) -> float:
+        c = self.cfg
+        warmup = self._scaled(c.warmup_steps)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(self.length - warmup, 1)
+        return c.lr_alpha + (1 - c.lr_alpha) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    def cos_anneal(self, step: int) -> float:
+        return 1.0 if self.cfg.anneal_end == 0 else min(1.0, step / self._scaled(self.cfg.anneal_end))
+
+    def curvature_weight(self, step: int) -> float:
+        return self.cfg.curvature_weight * min(1.0, step / self._scaled(self.cfg.curvature_warmup))
 
 
 def make_optimizer(model: NeuSModel, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -117,9 +154,9 @@ def render_view(
     }
 
 
-def validation(model, scene, cfg, occupancy, device, out_dir: Path, tag: str) -> dict[str, float]:
-    """Render the first validation view; save GT | colour | normals | opacity as PNG; PSNR and mask IoU."""
-    view = scene.val_ids[0]
+def view_metrics(model, scene, cfg, occupancy, device, view: int) -> tuple[dict, np.ndarray]:
+    """PSNR (inside the mask when training with masks) and IoU of the rendered opacity against the mask
+    for one view at val_downscale, and the picture GT | colour | normals | opacity."""
     r = render_view(model, scene, view, cfg, occupancy, device, cfg.val_downscale)
     s = cfg.val_downscale
     gt = scene.images[view, ::s, ::s].float().numpy() / 255.0
@@ -131,17 +168,34 @@ def validation(model, scene, cfg, occupancy, device, out_dir: Path, tag: str) ->
     iou = float((pred & mask).sum() / max((pred | mask).sum(), 1))
     nrm = (r["normal"] * np.array([1, -1, -1]) * 0.5 + 0.5) * r["opacity"][..., None]
     panel = np.concatenate([gt, r["rgb"], np.clip(nrm, 0, 1), np.repeat(r["opacity"][..., None], 3, -1)], 1)
+    return {"psnr": p, "mask_iou": iou}, panel
+
+
+def validation(
+    model, scene, cfg, occupancy, device, out_dir: Path, tag: str, all_views: bool = False
+) -> dict[str, float]:
+    """Render the first validation view and save GT | colour | normals | opacity as PNG; its PSNR and
+    mask IoU. With ``all_views`` and held-out views, also the mean over every held-out view."""
+    first, panel = view_metrics(model, scene, cfg, occupancy, device, scene.val_ids[0])
     renders = out_dir / "renders"
     renders.mkdir(parents=True, exist_ok=True)
     Image.fromarray((np.clip(panel, 0, 1) * 255).astype(np.uint8)).save(renders / f"{tag}.png")
-    return {"val_psnr": p, "val_mask_iou": iou, "val_view": scene.names[view]}
+    out = {"val_psnr": first["psnr"], "val_mask_iou": first["mask_iou"], "val_view": scene.names[scene.val_ids[0]]}
+    if all_views and cfg.holdout_every > 0:
+        per = [first] + [view_metrics(model, scene, cfg, occupancy, device, v)[0] for v in scene.val_ids[1:]]
+        out["heldout_views"] = [scene.names[v] for v in scene.val_ids]
+        out["heldout_psnr"] = float(np.mean([m["psnr"] for m in per]))
+        out["heldout_mask_iou"] = float(np.mean([m["mask_iou"] for m in per]))
+        out["heldout_per_view"] = per
+    return out
 
 
 def _save(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    # serialised in memory, then written all or nothing: a full disk is a plain OSError naming the errno
+    # (torch.save onto a file raises an opaque RuntimeError), and a kill never leaves a half-written file
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(path, buffer.getbuffer())
 
 
 class _Stop:
@@ -194,7 +248,7 @@ def train(
     occupancy = None
     if cfg.use_occupancy and cfg.sdf_backend == "hashgrid":
         base = initial_occupancy(hull, cfg.occupancy_resolution, device)
-        occupancy = OccupancyGrid(model.box_min, model.box_max, base)
+        occupancy = OccupancyGrid(model.box_min, model.box_max, base, keep_inside=cfg.occupancy_keep_inside)
     opt = make_optimizer(model, cfg)
     use_amp = device.type == "cuda" and (
         cfg.precision == "fp16" or (cfg.precision == "auto" and tinycudann_available())
@@ -252,15 +306,19 @@ def train(
     step = done = start
     metrics: dict = {}
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", mininterval=5.0, disable=None)
+    sched = Schedule(cfg)
     with _Stop() as stop:
         for step in bar:
-            model.sdf_net.set_active_levels(min(cfg.n_levels, cfg.start_levels + step // max(cfg.level_every, 1)))
-            factor = lr_factor(step, cfg)
+            if step >= sched.length:
+                log.info("time budget of %.1f min: schedule fitted to %d steps", cfg.max_minutes, sched.length)
+                break
+            model.sdf_net.set_active_levels(sched.levels(step))
+            factor = sched.lr_factor(step)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
-            if occupancy is not None and step % cfg.occupancy_every == 0 and step >= cfg.level_every:
+            if occupancy is not None and step % cfg.occupancy_every == 0 and sched.occupancy_started(step):
                 occupancy.update(model, gen)
-            cos_anneal = 1.0 if cfg.anneal_end == 0 else min(1.0, step / cfg.anneal_end)
+            cos_anneal = sched.cos_anneal(step)
             batch = {k: v.to(device) for k, v in scene.sample(n_rays, cfg.foreground_share, gen).items()}
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 out = render_rays(
@@ -286,7 +344,7 @@ def train(
             else:
                 color_loss = (out["rgb"] - batch["rgb"]).abs().mean()
                 mask_loss = torch.zeros((), device=device)
-            curv_w = cfg.curvature_weight * min(1.0, step / max(cfg.curvature_warmup, 1))
+            curv_w = sched.curvature_weight(step)
             loss = (
                 color_loss
                 + cfg.mask_weight * mask_loss * cfg.use_mask
@@ -363,12 +421,14 @@ def train(
                     metrics["val_psnr"],
                     metrics["val_mask_iou"],
                 )
+            if cfg.max_minutes > 0 and done - start >= 20 and done % 20 == 0:
+                sched.fit_time(done, start, time.time() - t0)
             if cfg.max_minutes > 0 and time.time() - t0 > cfg.max_minutes * 60:
                 log.info("time limit of %.1f min reached at step %d", cfg.max_minutes, done)
                 break
     step = done
     seconds = time.time() - t0
-    metrics = validation(model, scene, cfg, occupancy, device, out_dir, "final")
+    metrics = validation(model, scene, cfg, occupancy, device, out_dir, "final", all_views=True)
     metrics.update(
         {
             "steps": step,
@@ -388,6 +448,13 @@ def train(
     _save(out_dir / "checkpoint.pt", payload)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     resume_path.unlink(missing_ok=True)
+    if "heldout_psnr" in metrics:
+        log.info(
+            "%d held-out views: mean PSNR %.2f, mean mask IoU %.3f",
+            len(metrics["heldout_views"]),
+            metrics["heldout_psnr"],
+            metrics["heldout_mask_iou"],
+        )
     log.info(
         "trained %d steps in %.0f s: val PSNR %.2f, mask IoU %.3f -> %s",
         step,
