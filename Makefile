@@ -43,11 +43,24 @@ $(MODEL): scripts/install_models.py | $(STAMP)
 	fi
 	@touch .libusb
 
+# the report test screenshots report.html in headless Chromium (Debian: chromium); the test skips without it
+.chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "setup: installing chromium for the report's screenshot test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null \
+	      || echo "setup: could not install chromium; the report's screenshot test will be skipped" >&2; \
+	  else \
+	    echo "setup: the report's screenshot test needs chromium: run 'sudo apt-get install chromium' (Debian/Ubuntu); it is skipped until then" >&2; \
+	  fi; \
+	fi
+	@if command -v chromium >/dev/null 2>&1; then touch .chromium; fi
+
 demo: setup
 	@$(BIN)/snakemake --cores $(CORES)
 	@$(BIN)/python scripts/demo_summary.py demo
 
-test: setup
+test: setup .chromium
 	@$(BIN)/pytest -q
 
 lint: setup

@@ -29,7 +29,7 @@ def main(scene: str) -> None:
         print(pd.DataFrame(rows).to_string(index=False))
     report = res / "report.html"
     if report.is_file():
-        print(f"\nreport: {report}")
+        print(f"\nreport (one self-contained page; open it in a browser): {report}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ HARNESS = ROOT / "tests" / "slurm_harness"
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 BASE = Path(os.environ.get("NEUS_SLURM_BASE", "/tmp/neus-stage-slurm"))
 GPU_RULES = {"train", "mesh"}
-CPU_RULES = {"masks", "neus_dataset", "visual_hull", "evaluate"}
+CPU_RULES = {"masks", "neus_dataset", "visual_hull", "evaluate", "report"}
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 

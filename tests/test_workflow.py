@@ -60,7 +60,7 @@ def test_dry_run_of_the_demo_lists_every_stage():
     proc = subprocess.run([*SNAKEMAKE, "-n", "--forceall"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert set(job_counts(proc.stdout)) == {
-        "sfm", "masks", "neus_dataset", "visual_hull", "train", "mesh", "evaluate", "all"
+        "sfm", "masks", "neus_dataset", "visual_hull", "train", "mesh", "evaluate", "report", "all"
     }
 
 
@@ -68,14 +68,14 @@ def test_workflow_end_to_end(tiny_project: Path):
     snakemake(tiny_project, "--cores", "2")
     res = tiny_project / "results" / "mug"
     for rel in ("sfm/report.json", "dataset/cameras_sphere.npz", "dataset/meta.json", "bbox.json", "hull.npz",
-                "neus/checkpoint.pt", "neus/config.yaml", "mesh.ply", "mesh_clean.ply", "eval.json"):
+                "neus/checkpoint.pt", "neus/config.yaml", "mesh.ply", "mesh_clean.ply", "eval.json", "report.html"):
         assert (res / rel).is_file(), rel
     report = json.loads((res / "sfm" / "report.json").read_text())
     stems = sorted(p.stem for p in (tiny_project / "scene" / "photos").iterdir())
     assert sorted(report["registered"]) == [s for s in stems if s not in report["dropped"]]
     assert sorted(p.stem for p in (res / "dataset" / "image").glob("*.png")) == sorted(report["registered"])
     assert sorted(p.stem for p in (res / "masks").glob("*.png")) == sorted(report["registered"])
-    for rule in ("sfm", "masks", "neus_dataset", "visual_hull", "train", "mesh", "evaluate"):
+    for rule in ("sfm", "masks", "neus_dataset", "visual_hull", "train", "mesh", "evaluate", "report"):
         assert (tiny_project / "logs" / rule / "mug.log").is_file(), rule
         assert (tiny_project / "benchmarks" / rule / "mug.tsv").is_file(), rule
     ev = json.loads((res / "eval.json").read_text())
@@ -92,7 +92,7 @@ def test_rerun_has_nothing_to_do(tiny_project: Path):
 def test_changing_a_training_parameter_reruns_only_training_and_after(tiny_project: Path):
     override = "train={preset: cpu, overrides: {steps: 151, n_rays: 128, validate_every: 0, image_downscale: 2}}"
     proc = snakemake(tiny_project, "-n", "--cores", "2", "--config", override)
-    assert job_counts(proc.stdout) == {"train": 1, "mesh": 1, "evaluate": 1, "all": 1}
+    assert job_counts(proc.stdout) == {"train": 1, "mesh": 1, "evaluate": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize(
