@@ -1,12 +1,14 @@
 """The ``neus-stage`` command: one thin subcommand per workflow stage, each calling plain package functions.
 
-Every subcommand logs to stderr (the workflow redirects it to the rule's log) and turns a StageError
-into a one-line message and exit status 2, never a traceback.
+Every subcommand logs to stderr (the workflow redirects it to the rule's log) and turns a StageError,
+or an OSError such as a read-only or full disk, into a one-line message and exit status 2, never a
+traceback (``-v`` logs the traceback of an OSError).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -304,6 +306,26 @@ def _run_synth(a: argparse.Namespace) -> None:
     render_scene(a.out, scene=a.scene, n_views=a.views, width=a.width, height=a.height, seed=a.seed)
 
 
+# ------------------------------------------------------------------------------------------- report
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page showing a scene's artifacts, stage by stage")
+    p.add_argument("--scene-dir", type=_path, required=True, help="the scene's results folder (results/<scene>)")
+    p.add_argument(
+        "--benchmarks", type=_path, default=Path("benchmarks"), help="folder of <rule>/<scene>.tsv run times"
+    )
+    p.add_argument("--out", type=_path, default=None, help="HTML file to write (default: <scene-dir>/report.html)")
+    p.add_argument(
+        "--max-faces", type=int, default=20000, help="mesh previews are drawn from a mesh decimated to this size"
+    )
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(a: argparse.Namespace) -> None:
+    from .report import build_report
+
+    build_report(a.scene_dir, a.out, benchmarks_dir=a.benchmarks, max_faces=a.max_faces)
+
+
 # ------------------------------------------------------------------------------------------- doctor
 def _add_doctor(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="what this machine has (CUDA, tinycudann, pycolmap, rembg models, SLURM)")
@@ -329,10 +351,37 @@ def build_parser() -> argparse.ArgumentParser:
         _add_mesh,
         _add_evaluate,
         _add_synth,
+        _add_report,
         _add_doctor,
     ):
         add(sub)
     return parser
+
+
+# what to do about the OSErrors a user can fix; the stage is simply run again afterwards (it starts over)
+_WHERE = "choose a results folder on a writable disk with room (snakemake -d DIR, or this command's --out)"
+_OS_ERROR_FIXES = {
+    errno.EACCES: f"no permission to write there: make the folder writable for this user (chmod/chown) or {_WHERE}",
+    errno.EPERM: f"no permission to write there: make the folder writable for this user (chmod/chown) or {_WHERE}",
+    errno.EROFS: f"the folder is on a read-only file system: {_WHERE}",
+    errno.ENOSPC: f"the disk is full: free space there (df -h shows how much is left) or {_WHERE}",
+    errno.EDQUOT: f"your disk quota is used up: free space (quota -s shows it) or {_WHERE}",
+}
+# the arguments naming what a command writes: where an error without a file name (a full disk) happened
+_OUTPUT_ARGS = {"visual-hull": ("bbox", "hull")}
+_DEFAULT_OUTPUT_ARGS = ("out", "clean", "error_cloud")
+
+
+def os_error_message(exc: OSError, args: argparse.Namespace | None = None) -> str:
+    """One line for an OSError: the path (the error's own, else the command's outputs), the cause, the fix."""
+    path = exc.filename
+    if path is None and args is not None:
+        names = _OUTPUT_ARGS.get(getattr(args, "command", None), _DEFAULT_OUTPUT_ARGS)
+        path = ", ".join(str(getattr(args, a)) for a in names if getattr(args, a, None) is not None) or None
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    fix = _OS_ERROR_FIXES.get(exc.errno, "check this path and its disk, then run the command again")
+    where = f"{path}: " if path is not None else "writing the results: "
+    return " ".join(f"{where}{cause}; {fix}".split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,10 +390,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except StageError as exc:
-        log.error("%s", exc)
-        print(f"neus-stage {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        message = str(exc)
+    except OSError as exc:  # a read-only or full disk, a folder without write permission: no traceback
+        log.debug("traceback of the error below", exc_info=True)
+        message = os_error_message(exc, args)
+    else:
+        return 0
+    log.error("%s", message)
+    print(f"neus-stage {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

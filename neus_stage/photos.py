@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
 MIN_PHOTOS = 3
+# EXIF tags that tell cameras and zoom settings apart: (IFD, tag, name); 0 = the main IFD, 0x8769 = Exif IFD
+_CAMERA_TAGS = ((0, 0x010F, "Make"), (0, 0x0110, "Model"), (0x8769, 0x920A, "FocalLength"),
+                (0x8769, 0xA405, "FocalLengthIn35mmFilm"))
 
 
 def list_photos(folder: Path, min_photos: int = MIN_PHOTOS) -> list[Path]:
@@ -64,15 +67,47 @@ def read_photo(path: Path) -> np.ndarray:
         raise StageError(f"{path}: cannot read this image ({exc}); replace or remove the file") from exc
 
 
-def check_photos(paths: list[Path]) -> tuple[int, int]:
-    """Open every photo once: corrupt files, differing sizes and exact duplicates are errors.
+def camera_signature(path: Path) -> str | None:
+    """The camera and zoom a photo's EXIF names ("Make Model, 35 mm, 52 mm-equiv."), or None without EXIF."""
+    try:
+        with Image.open(path) as im:
+            exif = im.getexif()
+            values = {}
+            for ifd, tag, name in _CAMERA_TAGS:
+                v = (exif if ifd == 0 else exif.get_ifd(ifd)).get(tag)
+                if isinstance(v, bytes):
+                    v = v.decode("ascii", "replace")
+                if isinstance(v, str):
+                    v = " ".join(v.replace("\0", " ").split())
+                if v not in (None, "", 0):
+                    values[name] = v
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None  # read_photo reports unreadable files
+    if not values:
+        return None
+    parts = [" ".join(str(values[k]) for k in ("Make", "Model") if k in values) or "unknown camera"]
+    if "FocalLength" in values:
+        parts.append(f"{float(values['FocalLength']):.4g} mm")
+    if "FocalLengthIn35mmFilm" in values:
+        parts.append(f"{float(values['FocalLengthIn35mmFilm']):.4g} mm-equiv.")
+    return ", ".join(parts)
 
+
+def check_photos(paths: list[Path]) -> tuple[int, int]:
+    """Open every photo once: corrupt files, differing sizes, exact duplicates and mixed cameras are errors.
+
+    Every photo shares one camera calibration in the sfm stage, so photos whose EXIF names different
+    cameras or focal lengths (a zoom) are refused; photos without EXIF cannot be told apart and pass.
     Returns the common (width, height) after EXIF orientation.
     """
     sizes: dict[tuple[int, int], list[str]] = {}
     digests: dict[str, Path] = {}
+    cameras: dict[str, list[str]] = {}
     for p in paths:
         img = read_photo(p)
+        signature = camera_signature(p)
+        if signature is not None:
+            cameras.setdefault(signature, []).append(p.name)
         h, w = img.shape[:2]
         sizes.setdefault((w, h), []).append(p.name)
         digest = hashlib.sha1(img.tobytes()).hexdigest()
@@ -87,6 +122,13 @@ def check_photos(paths: list[Path]) -> tuple[int, int]:
         raise StageError(
             f"{paths[0].parent}: photos have different sizes ({parts}); use photos from one camera at one "
             "resolution and orientation (resize or split them into separate scenes)"
+        )
+    if len(cameras) > 1:
+        parts = "; ".join(f"{c}: {', '.join(n[:3])}{' ...' if len(n) > 3 else ''}" for c, n in cameras.items())
+        raise StageError(
+            f"{paths[0].parent}: photos from {len(cameras)} different cameras or zoom settings (EXIF: {parts}); "
+            "every photo shares one camera calibration: use the photos of one camera at one focal length "
+            "(move the others to a scene of their own)"
         )
     ((w, h),) = sizes
     return w, h

@@ -22,7 +22,7 @@ rule dtu_masks:
         photos=lambda wc: scene_row(wc)["photos"],
         masks=lambda wc: Path(config["dtu_root"]) / wc.scene / "mask",
     shell:
-        "python -m neus_stage.benchmark link-masks --photos {params.photos} --masks {params.masks}"
+        "python -m neus_stage.benchmark link-masks --photos {params.photos:q} --masks {params.masks:q}"
         " --out {output} > {log} 2>&1"
 
 

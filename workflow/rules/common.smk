@@ -1,5 +1,6 @@
 # Helpers for the rules: the scene table, input functions, wildcard constraints.
 import json
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -80,6 +81,11 @@ def masks_inputs(wildcards):
     return inputs
 
 
+def q(path):
+    """A path from the scene table or config, quoted for the shell (folders may hold spaces)."""
+    return shlex.quote(str(path))
+
+
 def masks_args(wildcards, input):
     row = scene_row(wildcards)
     if uses_sfm(wildcards):
@@ -88,9 +94,9 @@ def masks_args(wildcards, input):
         if not config["masks"]["multiview"]:
             args = f"--images {sfm / 'undistorted' / 'images'}"
     else:
-        args = f"--images {row['photos']}"
+        args = f"--images {q(row['photos'])}"
     if row["masks"]:
-        args += f" --user-masks {row['masks']}"
+        args += f" --user-masks {q(row['masks'])}"
         if uses_sfm(wildcards):
             args += f" --sfm {Path(input.sfm).parent}"
     return args
@@ -110,7 +116,7 @@ def dataset_args(wildcards, input):
     if uses_sfm(wildcards):
         return f"--sfm {Path(input.sfm).parent}"
     row = scene_row(wildcards)
-    return f"--photos {row['photos']} --reference-cameras {row['cameras']}"
+    return f"--photos {q(row['photos'])} --reference-cameras {q(row['cameras'])}"
 
 
 def train_settings(wildcards):
@@ -140,12 +146,12 @@ def evaluate_inputs(wildcards):
 def evaluate_args(wildcards, input):
     row = scene_row(wildcards)
     args = (
-        f"--gt {input.gt}"
+        f"--gt {q(input.gt)}"
         if row["gt"]
-        else f"--dtu-root {config['dtu_root']} --scan {row['dtu_scan']}"
+        else f"--dtu-root {q(config['dtu_root'])} --scan {row['dtu_scan']}"
     )
     if "cameras" in input.keys():
-        args += f" --dataset {Path(input.dataset).parent} --reference-cameras {input.cameras}"
+        args += f" --dataset {Path(input.dataset).parent} --reference-cameras {q(input.cameras)}"
     if "cameras" in input.keys() and row["gt"] and config["evaluate"]["icp"]:
         args += " --icp"
     if config["evaluate"]["thresholds"]:
@@ -163,11 +169,25 @@ def dtu_masks_input(wildcards):
     return str(folder) if folder.is_dir() else []
 
 
+def has_evaluation(row):
+    """A scene is evaluated when it has a ground truth (gt) or is a DTU scan."""
+    return bool(row["gt"] or row["dtu_scan"])
+
+
+def report_inputs(wildcards):
+    """The report comes last: after the evaluation where there is one, else after the mesh."""
+    scene = wildcards.scene
+    if has_evaluation(scene_row(wildcards)):
+        return {"eval": f"results/{scene}/eval.json"}
+    return {"mesh": f"results/{scene}/mesh_clean.ply"}
+
+
 def final_targets():
     targets = []
     for _, row in SCENES.iterrows():
-        if row["gt"] or row["dtu_scan"]:
+        if has_evaluation(row):
             targets.append(f"results/{row['scene']}/eval.json")
         else:
             targets.append(f"results/{row['scene']}/mesh_clean.ply")
+        targets.append(f"results/{row['scene']}/report.html")
     return targets

@@ -21,7 +21,7 @@ rule sfm:
         min_registered=config["sfm"]["min_registered"],
         max_image_size=config["sfm"]["max_image_size"],
     shell:
-        "neus-stage sfm --photos {params.photos} --out results/{wildcards.scene}/sfm"
+        "neus-stage sfm --photos {params.photos:q} --out results/{wildcards.scene}/sfm"
         " --matcher {params.matcher} --mapper {params.mapper} --camera-model {params.camera_model}"
         " --min-registered {params.min_registered} --max-image-size {params.max_image_size}"
         " --threads {threads} > {log} 2>&1"
