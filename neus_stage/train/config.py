@@ -62,6 +62,9 @@ class TrainConfig:
     """Radius of the initial sphere (geometric initialisation), in the normalised frame."""
     hull_prior: bool = True
     """Hash grid: start the SDF from the visual hull's signed distance (else from the initial sphere)."""
+    hull_prior_depth: float = 0.0
+    """Hull prior: clamp its inside to at most this depth (normalised units; 0: no clamp), so that carving a
+    concavity the hull filled in needs only a small change of the SDF."""
     init_variance: float = 0.3
     """Initial value of NeuS's learned variance (inv_s = exp(10 * variance))."""
     # ---- sampling and rendering

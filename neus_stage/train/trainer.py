@@ -56,6 +56,8 @@ def build_model(
     if cfg.sdf_backend == "hashgrid" and cfg.hull_prior and hull is not None:
         voxel = (box_max - box_min) / np.array(hull.shape)
         prior = torch.from_numpy(hull_prior_grid(hull, voxel))
+        if cfg.hull_prior_depth > 0:
+            prior = prior.clamp(min=-cfg.hull_prior_depth)
     return NeuSModel(cfg, torch.from_numpy(box_min), torch.from_numpy(box_max), device, prior).to(device)
 
 
