@@ -4,15 +4,21 @@ consistent across views with a voting visual hull in the SfM frame.
 Outputs in ``out_dir``: ``<stem>.png`` (uint8 0/255, the size of each image), ``report.json`` and a contact
 sheet ``overlay.jpg`` (a .jpg so it never matches the ``*.png`` mask glob).
 
-Multi-view consistency (with ``sfm_dir``): every view votes on a voxel grid around the object (the region
-of the SfM points that most views call foreground); a voxel is occupied when, of the views that see it,
-at most a small share call it background. The hull is projected back into each view:
+Multi-view consistency (with ``sfm_dir``, or known ``cameras``): every view votes on a voxel grid around the
+object (the region of the SfM points that most views call foreground, or the cameras' bounding sphere); a
+voxel is occupied when, of the views that see it, at most a small share call it background. The hull is
+projected back into each view:
 
-- rembg masks: a view whose mask agrees with the projected hull (IoU >= ``OUTLIER_IOU``) keeps its own
-  fine boundary, restricted to the slightly dilated hull (drops background blobs the other views reject);
-  a view whose mask disagrees (object cut by the frame, filling it, found only in part) is an outlier:
-  the hull is rebuilt without its votes and its mask becomes the projected hull.
+- outliers are views whose mask has an IoU below ``OUTLIER_IOU`` with a loosely voted hull (a part that a
+  few views miss survives a loose vote; it would not survive the strict one, and then all views would
+  disagree with the hull). The strict hull is then voted without them.
+- rembg masks: a consistent view keeps its own fine boundary, restricted to the slightly dilated hull (drops
+  background blobs the other views reject); an outlier (object cut by the frame, filling it, found only in
+  part) takes the hull eroded by a voxel plus its own mask within a voxel of the hull's boundary.
 - user masks are taken as given (only undistorted and checked); their agreement is reported.
+
+Measured on rendered hard scenes (tests/test_hard_scenes.py): the ``parts`` scene's worst rembg view
+(IoU 0.45, a whole part missed) comes out at 0.96; scenes where rembg is already right stay within 0.01.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ MAX_BAD_SHARE = 0.5
 HULL_RESOLUTION = 128
 # a voxel stays occupied while at most max(1, this share of the views that see it) call it background
 HULL_BACKGROUND_SHARE = 0.05
+# the looser vote that outliers are judged against (see _make_consistent)
+HULL_OUTLIER_SHARE = 0.1
 
 
 def models_dir() -> Path:
@@ -209,31 +217,13 @@ def _load_user_masks(user_masks: Path, images: dict[str, Path], sizes: dict[str,
 
 # --------------------------------------------------------------------------------------- voting hull
 class _Views:
-    """Undistorted pinhole cameras of the images, by stem: K (3x3), R, t (world -> camera), size."""
+    """Undistorted pinhole cameras of the images, by stem: K (3x3, COLMAP pixel convention), R, t (world ->
+    camera); ``rec`` is the SfM model (its points seed the object region) or None for reference cameras."""
 
-    def __init__(self, sfm_dir: Path, stems: list[str], sizes: dict[str, tuple[int, int]]):
-        import pycolmap
-
-        sparse = Path(sfm_dir) / "undistorted" / "sparse"
-        if not sparse.is_dir():
-            raise StageError(f"{sparse}: no undistorted model; run the sfm stage first (neus-stage sfm)")
-        self.rec = pycolmap.Reconstruction(sparse)
-        by_stem = {Path(im.name).stem: im for im in self.rec.images.values() if im.has_pose}
-        self.stems = [s for s in stems if s in by_stem]
-        self.image_ids = {s: by_stem[s].image_id for s in self.stems}
-        self.K, self.R, self.t = {}, {}, {}
-        for s in self.stems:
-            im = by_stem[s]
-            cam = im.camera
-            if (cam.width, cam.height) != sizes[s]:
-                raise StageError(
-                    f"image {s} is {sizes[s][0]}x{sizes[s][1]} but the sfm camera is {cam.width}x{cam.height}; "
-                    "with --sfm, mask the undistorted images (<sfm>/undistorted/images)"
-                )
-            self.K[s] = cam.calibration_matrix()
-            pose = im.cam_from_world()
-            self.R[s] = pose.rotation.matrix()
-            self.t[s] = np.asarray(pose.translation)
+    def __init__(self, stems: list[str], K: dict[str, np.ndarray], R: dict[str, np.ndarray],
+                 t: dict[str, np.ndarray], rec=None, image_ids: dict[str, int] | None = None):
+        self.stems, self.K, self.R, self.t = stems, K, R, t
+        self.rec, self.image_ids = rec, image_ids or {}
 
     def project(self, stem: str, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pixel indices (col, row) of world points (COLMAP: pixel i covers [i, i+1)) and their depth."""
@@ -244,6 +234,49 @@ class _Views:
         u = K[0, 0] * Xc[:, 0] / zs + K[0, 2]
         v = K[1, 1] * Xc[:, 1] / zs + K[1, 2]
         return np.floor(u).astype(np.int64), np.floor(v).astype(np.int64), z
+
+
+def views_from_sfm(sfm_dir: Path, stems: list[str], sizes: dict[str, tuple[int, int]]) -> _Views:
+    """The registered views among ``stems`` from ``sfm_dir/undistorted/sparse``."""
+    import pycolmap
+
+    sparse = Path(sfm_dir) / "undistorted" / "sparse"
+    if not sparse.is_dir():
+        raise StageError(f"{sparse}: no undistorted model; run the sfm stage first (neus-stage sfm)")
+    rec = pycolmap.Reconstruction(sparse)
+    by_stem = {Path(im.name).stem: im for im in rec.images.values() if im.has_pose}
+    registered = [s for s in stems if s in by_stem]
+    K, R, t = {}, {}, {}
+    for s in registered:
+        im = by_stem[s]
+        cam = im.camera
+        if (cam.width, cam.height) != sizes[s]:
+            raise StageError(
+                f"image {s} is {sizes[s][0]}x{sizes[s][1]} but the sfm camera is {cam.width}x{cam.height}; "
+                "with --sfm, mask the undistorted images (<sfm>/undistorted/images)"
+            )
+        K[s] = cam.calibration_matrix()
+        pose = im.cam_from_world()
+        R[s] = pose.rotation.matrix()
+        t[s] = np.asarray(pose.translation)
+    return _Views(registered, K, R, t, rec=rec, image_ids={s: by_stem[s].image_id for s in registered})
+
+
+def views_from_cameras_sphere(path: Path, stems: list[str]) -> tuple[_Views, np.ndarray, np.ndarray]:
+    """Views from a NeuS ``cameras_sphere.npz`` (view i = ``stems[i]``, the sorted images) and the box around
+    its scale_mat sphere, which holds the object."""
+    from .cameras import decompose_projection, load_cameras_sphere
+
+    world_mats, scale_mat = load_cameras_sphere(path, n_views=len(stems))
+    K, R, t = {}, {}, {}
+    for s, wm in zip(stems, world_mats):
+        k, pose = decompose_projection(wm[:3, :4])
+        k = k.copy()
+        k[:2, 2] += 0.5  # NeuS puts the centre of pixel 0 at 0, COLMAP (``project``) at 0.5
+        K[s], R[s] = k, pose[:3, :3].T
+        t[s] = -R[s] @ pose[:3, 3]
+    c, r = scale_mat[:3, 3], scale_mat[0, 0]
+    return _Views(list(stems), K, R, t), c - r, c + r
 
 
 def _object_region(views: _Views, masks: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -276,14 +309,11 @@ def _object_region(views: _Views, masks: dict[str, np.ndarray]) -> tuple[np.ndar
     return lo - margin, hi + margin, len(pts)
 
 
-def voting_hull(views: _Views, masks: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray,
-                resolution: int = HULL_RESOLUTION, background_share: float = HULL_BACKGROUND_SHARE,
-                voters: list[str] | None = None, min_views: int = 3) -> tuple[np.ndarray, np.ndarray, float]:
-    """Occupancy (nx,ny,nz) bool of a voxel grid over [lo, hi]: seen by >= min_views voters, few of which say
-    background.
-
-    Returns (occupancy, voxel centres (N,3), voxel size).
-    """
+def hull_votes(views: _Views, masks: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray,
+               resolution: int = HULL_RESOLUTION, voters: list[str] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Votes on a voxel grid over [lo, hi]: (seen, background) counts (nx,ny,nz) of the voters that see each
+    voxel and of those whose mask calls it background, the voxel centres (N,3) and the voxel size."""
     voters = views.stems if voters is None else voters
     size = float((hi - lo).max()) / resolution
     n = np.maximum(np.ceil((hi - lo) / size).astype(int), 1)
@@ -299,16 +329,25 @@ def voting_hull(views: _Views, masks: dict[str, np.ndarray], lo: np.ndarray, hi:
         fg = np.zeros(len(X), bool)
         fg[inside] = m[r[inside], c[inside]]
         background += inside & ~fg
-    # tolerate max(1, share x seen) background votes, but never a quarter of the views: a voxel seen by
-    # only 3 views must be foreground in all of them (the grid corners are seen by few views)
+    return seen.reshape(n), background.reshape(n), X, size
+
+
+def hull_occupancy(seen: np.ndarray, background: np.ndarray, background_share: float = HULL_BACKGROUND_SHARE,
+                   min_views: int = 3) -> np.ndarray:
+    """Occupied voxels: seen by >= min_views voters, at most max(1, background_share x seen) of which say
+    background, but never a quarter of them (a voxel seen by only 3 views, at the grid's corners, must be
+    foreground in all of them)."""
     allowed = np.minimum(np.maximum(1, np.floor(background_share * seen)), np.floor((seen - 1) / 4))
-    occ = (seen >= min_views) & (background <= allowed)
-    return occ.reshape(n), X, size
+    return (seen >= min_views) & (background <= allowed)
 
 
 def project_hull(views: _Views, stem: str, occ: np.ndarray, X: np.ndarray, voxel: float,
                  shape: tuple[int, int]) -> np.ndarray:
-    """Silhouette of the occupied voxels in view ``stem``: surface voxels splatted as squares of their footprint."""
+    """Silhouette of the occupied voxels in view ``stem``: surface voxels splatted as the smallest odd squares that
+    leave no gap between neighbours (side >= the voxel's footprint), then a 3x3 closing for diagonal gaps.
+
+    Larger squares make the silhouette fat: with 2 px voxels, squares of 1.2 x the footprint cost 0.06 in IoU
+    on a small object (measured on the rendered ``parts`` scene: 0.87 instead of 0.93 against true masks)."""
     surface = occ & ~ndimage.binary_erosion(occ, border_value=0)
     P = X[surface.reshape(-1)]
     out = np.zeros(shape, bool)
@@ -318,7 +357,7 @@ def project_hull(views: _Views, stem: str, occ: np.ndarray, X: np.ndarray, voxel
     ok = z > 0
     c, r, z = c[ok], r[ok], z[ok]
     K = views.K[stem]
-    half = np.ceil(0.5 * voxel * max(K[0, 0], K[1, 1]) / z * 1.2).astype(int)
+    half = np.maximum(np.ceil(0.5 * (voxel * max(K[0, 0], K[1, 1]) / z - 1.0)), 0).astype(int)
     h, w = shape
     for hv in np.unique(half):
         sel = half == hv
@@ -330,7 +369,7 @@ def project_hull(views: _Views, stem: str, occ: np.ndarray, X: np.ndarray, voxel
                 y, x = rr + dy, cc + dx
                 good = (x >= 0) & (x < w) & (y >= 0) & (y < h)
                 out[y[good], x[good]] = True
-    return out
+    return out | ndimage.binary_closing(out, border_value=0)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -403,19 +442,23 @@ def compute_masks(
     model: str = "u2netp",
     user_masks: Path | None = None,
     sfm_dir: Path | None = None,
+    cameras: Path | None = None,
     threshold: float = 0.5,
 ) -> dict:
     """Write ``out_dir/<stem>.png`` (0/255) for every image of ``images_dir`` and ``out_dir/report.json``.
 
     Masks come from rembg (``model``, loaded offline) or from ``user_masks`` (one ``<stem>.<ext>`` per
     image; masks of the original photos are undistorted with the camera of ``sfm_dir``). With ``sfm_dir``
-    the masks are checked (and rembg masks corrected) against a voting visual hull of all views.
+    the masks are checked (and rembg masks corrected) against a voting visual hull of all views; ``cameras``
+    (a NeuS ``cameras_sphere.npz``, view i = the i-th sorted image) does the same with known cameras.
     Raises StageError for missing models, mismatched names and degenerate or inconsistent masks.
     """
     t0 = time.perf_counter()
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     if not 0.0 < threshold < 1.0:
         raise StageError(f"threshold must lie between 0 and 1, got {threshold}")
+    if sfm_dir is not None and cameras is not None:
+        raise StageError("give either an sfm folder or reference cameras for the multi-view check, not both")
     images = {p.stem: p for p in list_photos(images_dir, min_photos=1)}
     sizes = {}
     for s, p in images.items():
@@ -439,9 +482,15 @@ def compute_masks(
 
     consistency: dict | None = None
     final = dict(masks)
-    if sfm_dir is not None:
+    if sfm_dir is not None or cameras is not None:
         t = time.perf_counter()
-        final, consistency = _make_consistent(Path(sfm_dir), masks, sizes, degenerate, adjust=probs is not None)
+        region = None
+        if cameras is not None:
+            views, lo, hi = views_from_cameras_sphere(Path(cameras), list(masks))
+            region = (lo, hi)
+        else:
+            views = views_from_sfm(Path(sfm_dir), list(masks), sizes)
+        final, consistency = _make_consistent(views, masks, degenerate, adjust=probs is not None, region=region)
         timings["consistency_s"] = round(time.perf_counter() - t, 2)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -472,43 +521,51 @@ def compute_masks(
     return report
 
 
-def _make_consistent(sfm_dir: Path, masks: dict[str, np.ndarray], sizes: dict[str, tuple[int, int]],
-                     degenerate: list[str], *, adjust: bool) -> tuple[dict[str, np.ndarray], dict]:
-    views = _Views(sfm_dir, list(masks), sizes)
+def _make_consistent(views: _Views, masks: dict[str, np.ndarray], degenerate: list[str], *, adjust: bool,
+                     region: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Masks checked (and with ``adjust`` repaired) against the voting hull of ``views``; ``region`` is the box
+    to carve (by default found from the SfM points that the masks call foreground)."""
     if len(views.stems) < 3:
-        raise StageError(f"{sfm_dir}: fewer than 3 of the masked images are in the sfm model; check --images/--sfm")
+        raise StageError("fewer than 3 of the masked images have a camera; check --images/--sfm")
     missing = sorted(set(masks) - set(views.stems))
     if missing:
         log.warning("not in the sfm model, left as they are: %s", ", ".join(missing))
-    lo, hi, n_fg_points = _object_region(views, masks)
+    if region is None:
+        lo, hi, n_fg_points = _object_region(views, masks)
+    else:
+        (lo, hi), n_fg_points = region, 0
     voters = [s for s in views.stems if s not in degenerate]
-    occ, X, voxel = voting_hull(views, masks, lo, hi, voters=voters)
-    ious = {}
-    hulls = {}
-    for s in views.stems:
-        hulls[s] = project_hull(views, s, occ, X, voxel, masks[s].shape)
-        ious[s] = _iou(masks[s], hulls[s])
+    # Outliers are found against a loose hull: a part that a few views miss (the rembg masks of the ``parts``
+    # scene: three views of 36 with SfM cameras) is carved away by the strict vote, and then every view would
+    # disagree with the hull. The repair uses the strict hull voted without the outliers.
+    seen, background, X, voxel = hull_votes(views, masks, lo, hi, voters=voters)
+    loose = hull_occupancy(seen, background, HULL_OUTLIER_SHARE)
+    ious = {s: _iou(masks[s], project_hull(views, s, loose, X, voxel, masks[s].shape)) for s in views.stems}
     outliers = sorted(s for s, v in ious.items() if v < OUTLIER_IOU)
-    if not occ.any() or len(outliers) > MAX_BAD_SHARE * len(views.stems):
+    if not loose.any() or len(outliers) > MAX_BAD_SHARE * len(views.stems):
         raise StageError(
             f"the masks disagree across views: {len(outliers)} of {len(views.stems)} views have an IoU below "
             f"{OUTLIER_IOU} with the visual hull of all views (median {np.median(list(ious.values())):.2f}); the "
             "masks do not outline one object seen from every photo: check the masks (overlay.jpg) or give your own"
         )
+    if outliers and adjust:
+        log.warning("masks inconsistent with the other views, redrawn from the projected hull: %s", ", ".join(outliers))
+        voters = [s for s in voters if s not in outliers]
+        seen, background, X, voxel = hull_votes(views, masks, lo, hi, voters=voters)
+    occ = hull_occupancy(seen, background)
     final = dict(masks)
     if adjust:
-        if outliers:
-            log.warning("masks inconsistent with the other views, replaced by the projected hull: %s",
-                        ", ".join(outliers))
-            voters = [s for s in voters if s not in outliers]
-            occ, X, voxel = voting_hull(views, masks, lo, hi, voters=voters)
         centre = 0.5 * (lo + hi)
         for s in views.stems:
-            hull = project_hull(views, s, occ, X, voxel, masks[s].shape) if outliers else hulls[s]
+            hull = project_hull(views, s, occ, X, voxel, masks[s].shape)
+            # the view's own mask draws the boundary, restricted to the hull dilated by 2 voxels (blobs the
+            # other views reject are cut off). An outlier (it missed a part, or a hole in one) also takes the
+            # hull eroded by a voxel, and keeps its own boundary only within a voxel of the hull's
+            d = _footprint_px(views, s, voxel, centre)
             if s in outliers:
-                final[s] = hull
+                final[s] = ndimage.binary_erosion(hull, iterations=d) | (
+                    masks[s] & ndimage.binary_dilation(hull, iterations=d))
             else:
-                d = _footprint_px(views, s, voxel, centre)
                 final[s] = masks[s] & ndimage.binary_dilation(hull, iterations=2 * d)
     consistency = {
         "n_views": len(views.stems),
@@ -518,6 +575,7 @@ def _make_consistent(sfm_dir: Path, masks: dict[str, np.ndarray], sizes: dict[st
         "region_hi": hi.tolist(),
         "foreground_points": n_fg_points,
         "occupied_voxels": int(occ.sum()),
+        "background_share": {"outliers": HULL_OUTLIER_SHARE, "repair": HULL_BACKGROUND_SHARE},
         "iou_with_hull": {s: round(v, 4) for s, v in ious.items()},
         "median_iou": float(np.median(list(ious.values()))),
         "min_iou": float(min(ious.values())),

@@ -167,6 +167,21 @@ def _match(pycolmap, db_path: Path, matcher: str, threads: int) -> None:
                 "matcher 'vocabtree' needs a vocabulary tree file, which is not installed (no downloads at run "
                 "time); use --matcher sequential or exhaustive"
             )
+    if matcher == "spatial":  # pairs photos by their EXIF GPS positions (COLMAP's pose priors)
+        db = pycolmap.Database.open(db_path)
+        try:
+            n_priors, n_images = db.num_pose_priors(), db.num_images()
+        finally:
+            db.close()
+        if n_priors == 0:
+            raise StageError(
+                "matcher 'spatial' pairs photos by their GPS positions, but none of the photos has a GPS position "
+                "in its EXIF; use --matcher exhaustive (up to a few hundred photos) or sequential (a video-like "
+                "sequence)"
+            )
+        if n_priors < n_images:
+            log.warning("only %d of %d photos have a GPS position: the others get no spatial matches", n_priors,
+                        n_images)
     with _colmap_logs():
         if matcher == "exhaustive":
             pycolmap.match_exhaustive(db_path, matching_options=options, device=device)
@@ -211,6 +226,11 @@ def _check_matches(pycolmap, db_path: Path, photos_dir: Path) -> dict[str, int]:
 def _map(pycolmap, db_path: Path, images_dir: Path, work: Path, mapper: str, threads: int) -> dict:
     if mapper not in MAPPERS:
         raise StageError(f"unknown mapper '{mapper}'; choose one of {', '.join(MAPPERS)}")
+    if mapper == "global" and not hasattr(pycolmap, "global_mapping"):  # GLOMAP joined COLMAP in 3.14
+        raise StageError(
+            f"the global mapper needs pycolmap 3.14 or newer (this is {pycolmap.__version__}); use --mapper "
+            "incremental or upgrade pycolmap"
+        )
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)

@@ -270,3 +270,28 @@ def test_hull_errors(mug_dataset, tmp_path):
     (ds / "mask" / "003.png").unlink()
     with pytest.raises(StageError, match="mask missing for image '003'"):
         carve_visual_hull(ds, tmp_path / "bbox.json", tmp_path / "hull.npz", resolution=48)
+
+
+@pytest.mark.slow
+def test_dtu_hull_from_rembg_masks_matches_the_reference_masks_hull(dtu_scan65, tmp_path):
+    """DTU scan 65, reference cameras: the hull of rembg's repaired masks against that of the reference masks.
+
+    Measured (49 views, 800x600, 128^3): the box per axis 1.008, 1.009, 1.000 x the reference one and
+    containing it; masks IoU 0.9866 (rembg alone 0.9864). Both hulls reach the normalised cube on one side
+    (one-sided DTU cameras leave the hull open behind the object), as bbox.json's touches_unit_cube says.
+    """
+    from neus_stage import masks as M
+
+    if not M.model_path("u2netp").is_file():
+        pytest.skip("u2netp model not installed (make setup)")
+    cameras = dtu_scan65 / "reference" / "cameras_sphere.npz"
+    M.compute_masks(dtu_scan65 / "photos", tmp_path / "masks", cameras=cameras)
+    boxes = {}
+    for name, masks in (("rembg", tmp_path / "masks"), ("reference", dtu_scan65 / "reference" / "mask")):
+        build_dataset_from_reference(dtu_scan65 / "photos", cameras, masks, tmp_path / name)
+        bbox = carve_visual_hull(tmp_path / name, tmp_path / f"{name}.json", tmp_path / f"{name}.npz")
+        boxes[name] = np.array(bbox["normalized"]["min"]), np.array(bbox["normalized"]["max"])
+    (lo, hi), (ref_lo, ref_hi) = boxes["rembg"], boxes["reference"]
+    voxel = 2.0 / 128
+    assert (lo <= ref_lo + voxel).all() and (hi >= ref_hi - voxel).all()  # contains the object
+    assert ((hi - lo) / (ref_hi - ref_lo) <= 1.15).all()  # the issue's bound; measured <= 1.009

@@ -159,7 +159,7 @@ def test_hull_repairs_a_broken_view(subset_sfm, reference_user_masks):
     blob = good["027"].copy()
     blob[20:120, 20:160] = True  # a background region taken for the object
     broken["027"] = blob
-    final, c = M._make_consistent(subset_sfm, broken, sizes, [], adjust=True)
+    final, c = M._make_consistent(M.views_from_sfm(subset_sfm, SUBSET, sizes), broken, [], adjust=True)
     assert "024" in c["outliers"]
     assert M._iou(final["024"], good["024"]) > 0.85 > M._iou(cut, good["024"])
     assert final["027"][20:120, 20:160].mean() < 0.02  # the blob is gone (a few pixels may stay)
