@@ -89,6 +89,12 @@ def _add_masks(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sfm", type=_path, default=None, help="sfm folder: cameras used to make masks consistent across views"
     )
+    p.add_argument(
+        "--cameras",
+        type=_path,
+        default=None,
+        help="a NeuS cameras_sphere.npz for --images (poses = reference): cameras for the multi-view repair",
+    )
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold")
     p.set_defaults(func=_run_masks)
 
@@ -96,7 +102,15 @@ def _add_masks(sub: argparse._SubParsersAction) -> None:
 def _run_masks(a: argparse.Namespace) -> None:
     from .masks import compute_masks
 
-    compute_masks(a.images, a.out, model=a.model, user_masks=a.user_masks, sfm_dir=a.sfm, threshold=a.threshold)
+    compute_masks(
+        a.images,
+        a.out,
+        model=a.model,
+        user_masks=a.user_masks,
+        sfm_dir=a.sfm,
+        cameras=a.cameras,
+        threshold=a.threshold,
+    )
 
 
 # ------------------------------------------------------------------------------------------ dataset

@@ -75,6 +75,9 @@ def masks_inputs(wildcards):
         inputs = {"sfm": f"results/{wildcards.scene}/sfm/report.json"}
     else:
         inputs = {"photos": photo_files(wildcards)}
+        row = scene_row(wildcards)
+        if config["masks"]["multiview"] and not row["masks"]:
+            inputs["cameras"] = row["cameras"]  # the reference cameras repair rembg's masks
     # user masks that the workflow makes (dtu_masks links a DTU release's masks under its photo names)
     if scene_row(wildcards)["masks"].startswith("results/"):
         inputs["user_masks"] = scene_row(wildcards)["masks"]
@@ -95,6 +98,8 @@ def masks_args(wildcards, input):
             args = f"--images {sfm / 'undistorted' / 'images'}"
     else:
         args = f"--images {q(row['photos'])}"
+        if "cameras" in input.keys():
+            args += f" --cameras {q(input.cameras)}"
     if row["masks"]:
         args += f" --user-masks {q(row['masks'])}"
         if uses_sfm(wildcards):
