@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,20 @@ def mug_dataset(mug_render: Path, tmp_path_factory) -> dict[str, Path]:
     build_dataset_from_reference(mug_render / "photos", mug_render / "cameras_sphere.npz", mug_render / "masks", ds)
     carve_visual_hull(ds, root / "bbox.json", root / "hull.npz", resolution=64)
     return {"render": mug_render, "dataset": ds, "bbox": root / "bbox.json", "hull": root / "hull.npz"}
+
+
+@pytest.fixture
+def run_cli():
+    """``neus_stage.cli.main`` in-process, restoring the root logger that its setup_logging replaces."""
+    from neus_stage import cli
+
+    def run(argv: list[str]) -> int:
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        try:
+            return cli.main(argv)
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+
+    return run

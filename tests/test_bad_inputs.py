@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import re
 import shutil
@@ -23,7 +22,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neus_stage import cli
 from neus_stage.errors import StageError
 from neus_stage.photos import check_photos, list_photos
 
@@ -167,17 +165,6 @@ def test_unrelated_photos_rerun_without_them(mixed_photos, tmp_path):
 
 
 # ===================================================================== 4. read-only results, a full disk
-def _main(argv: list[str]) -> int:
-    """cli.main in-process; restores the root logger that setup_logging replaces."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        return cli.main(argv)
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-
-
 @pytest.mark.parametrize(
     "error, where, text",
     [
@@ -189,7 +176,7 @@ def _main(argv: list[str]) -> int:
         (OSError(errno.EDQUOT, "Disk quota exceeded"), "{tmp}/bbox.json, {tmp}/hull.npz: ", "quota"),
     ],
 )
-def test_os_errors_become_one_line(tmp_path, capsys, monkeypatch, error, where, text):
+def test_os_errors_become_one_line(tmp_path, capsys, monkeypatch, error, where, text, run_cli):
     """At the command's top level: an OSError from anywhere in a stage is one line with the path and the fix."""
 
     def fail(*args, **kwargs):
@@ -197,7 +184,7 @@ def test_os_errors_become_one_line(tmp_path, capsys, monkeypatch, error, where, 
 
     monkeypatch.setattr("neus_stage.hull.carve_visual_hull", fail)
     argv = ["visual-hull", "--dataset", tmp_path, "--bbox", tmp_path / "bbox.json", "--hull", tmp_path / "hull.npz"]
-    assert _main([str(a) for a in argv]) == 2
+    assert run_cli([str(a) for a in argv]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.startswith("neus-stage visual-hull: error: ")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -158,24 +157,13 @@ def test_exif_orientation_is_applied(tmp_path):
 
 
 # =================================================================================================== cli
-def _main(argv: list[str]) -> int:
-    """cli.main in-process; restores the root logger that setup_logging replaces."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        return cli.main(argv)
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-
-
-def test_every_subcommand_has_help(capsys):
+def test_every_subcommand_has_help(capsys, run_cli):
     parser = cli.build_parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     assert set(sub.choices) == COMMANDS
     for cmd in sorted(COMMANDS):
         with pytest.raises(SystemExit) as exc:
-            _main([cmd, "--help"])
+            run_cli([cmd, "--help"])
         assert exc.value.code == 0, cmd
         out = capsys.readouterr().out
         assert out.startswith(f"usage: neus-stage {cmd}"), cmd
@@ -220,8 +208,8 @@ def test_stage_errors_exit_2_with_one_line(tmp_path):
         (["synth", "--out", "{tmp}/s", "--scene", "teapot"], "unknown synthetic scene 'teapot'"),
     ],
 )
-def test_stage_errors_in_process(tmp_path, capsys, argv, text):
-    assert _main([a.format(tmp=tmp_path) for a in argv]) == 2
+def test_stage_errors_in_process(tmp_path, capsys, argv, text, run_cli):
+    assert run_cli([a.format(tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith(f"neus-stage {argv[0]}: error:")]
     assert len(lines) == 1 and text in lines[0], err
