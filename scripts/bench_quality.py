@@ -22,12 +22,12 @@ import pandas as pd
 from neus_stage.evaluate import evaluate_generic
 from neus_stage.frames import reference_alignment, refine_with_icp
 from neus_stage.mesh import mesh_from_checkpoint
-from neus_stage.train.config import resolve_config
+from neus_stage.train.config import parse_overrides, resolve_config
 from neus_stage.train.trainer import train
 
 
 def run_one(scene_dir: Path, preset: str, minutes: float, args: argparse.Namespace, work: Path) -> dict:
-    cfg = resolve_config(preset, {"max_minutes": minutes, "steps": 10**6, "validate_every": 0})
+    cfg = resolve_config(preset, {**args.overrides, "max_minutes": minutes, "steps": 10**6, "validate_every": 0})
     run = work / f"{preset}_{minutes:g}"
     metrics = train(cfg, scene_dir / "dataset", run / "neus", hull_path=scene_dir / "hull.npz")
     mesh = run / "mesh_clean.ply"
@@ -48,7 +48,7 @@ def run_one(scene_dir: Path, preset: str, minutes: float, args: argparse.Namespa
             alignment = refine_with_icp(mesh, args.gt, alignment)
     ev = evaluate_generic(mesh, args.gt, run / "eval.json", alignment=alignment)
     return {
-        "preset": preset,
+        "preset": preset + "".join(f" {k}={v}" for k, v in args.overrides.items()),
         "minutes": minutes,
         "steps": metrics["steps"],
         "train s": round(metrics["seconds"]),
@@ -71,7 +71,9 @@ def main() -> None:
     ap.add_argument("--dilation", type=int, default=4, help="mask dilation for culling (the demo config's)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep the runs (checkpoints, meshes) in this folder")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training options for every run")
     args = ap.parse_args()
+    args.overrides = parse_overrides(args.set)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
