@@ -383,6 +383,40 @@ def test_render_rays_on_a_sphere():
     assert out["eikonal"] < 5e-3  # |grad| = 1 for a sphere SDF (up to the finite differences)
 
 
+def test_background_model_shows_where_the_object_lets_light_through():
+    model = _sphere_model(background="nerf++", bg_hidden=32, bg_layers=4)
+    assert _sphere_model().background is None and _sphere_model(use_mask=False).background is not None  # auto
+    sky = torch.tensor([0.2, 0.6, 0.9])
+    with torch.no_grad():  # a background that is this colour everywhere
+        model.background.rgb.weight.zero_()
+        model.background.rgb.bias.copy_(torch.logit(sky))
+    o, d = _parallel_rays([0.0, 0.2, 0.8, 1.5])  # two hit the sphere, one crosses the box beside it, one misses it
+    with torch.no_grad():
+        out = render_rays(model, o, d, model.cfg, occupancy=None, cos_anneal=1.0, train=False)
+        alone = render_rays(_sphere_model(), o, d, model.cfg, occupancy=None, cos_anneal=1.0, train=False)
+    torch.testing.assert_close(out["opacity"], alone["opacity"])  # the object's own opacity is unchanged
+    torch.testing.assert_close(out["rgb"][2:], sky.expand(2, 3), atol=1e-3, rtol=0)  # opaque background
+    expected = alone["rgb"][:2] + (1 - alone["opacity"][:2, None]) * sky
+    torch.testing.assert_close(out["rgb"][:2], expected, atol=1e-3, rtol=0)
+
+
+def test_background_model_sees_points_through_the_inverted_sphere():
+    from neus_stage.train.fields import BackgroundNeRF
+
+    torch.manual_seed(0)
+    bg = BackgroundNeRF(_cfg(bg_hidden=32, bg_layers=4))
+    v = torch.nn.functional.normalize(torch.tensor([[1.0, 2.0, -0.5]]), dim=-1)
+    d = torch.tensor([[0.0, 0.0, 1.0]])
+    with torch.no_grad():
+        edge = [bg(v * r, d)[0] for r in (1 - 1e-4, 1 + 1e-4)]  # continuous across the unit sphere
+        far = [bg(v * r, d)[0] for r in (1e5, 1e8)]  # (x/r, 1/r) -> (v, 0): a finite limit at infinity
+        near = [bg(v * r, d)[0] for r in (1.5, 3.0)]
+    torch.testing.assert_close(edge[0], edge[1], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(far[0], far[1], atol=1e-3, rtol=1e-3)
+    assert all(torch.isfinite(x).all() and (x >= 0).all() for x in edge + far + near)
+    assert not torch.allclose(near[0], near[1]) and not torch.allclose(near[1], far[0])
+
+
 def test_occupancy_grid_skipping_keeps_the_rendering():
     model = _sphere_model()
     res = 32
@@ -641,6 +675,22 @@ def test_sigterm_checkpoints_and_the_rerun_resumes(mug_dataset, trained, tmp_pat
         float(diff.quantile(0.99)),
         float(diff.max()),
     )
+
+
+def test_training_without_masks_renders_the_background_with_nerf_plus_plus(mug_dataset, tmp_path):
+    """use_mask=false: the colour loss covers whole images. NeRF++'s background (the default then) takes
+    the backdrop; without it the object has to explain the backdrop too, and the full-image PSNR stays at
+    that of a black background."""
+    metrics = {}
+    for background in ("auto", "none"):
+        cfg = resolve_config("cpu", {**RUN, "steps": 400, "use_mask": False, "background": background})
+        metrics[background] = train(cfg, mug_dataset["dataset"], tmp_path / background, hull_path=mug_dataset["hull"])
+    state = torch.load(tmp_path / "auto" / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+    assert any(k.startswith("background.") for k in state)  # auto = nerf++ without masks, saved with the model
+    assert metrics["auto"]["val_psnr"] > 20, metrics  # whole-image PSNR (the view's backdrop included)
+    assert metrics["none"]["val_psnr"] < 10, metrics
+    # the object did not swell into the backdrop, as it does without a background model
+    assert metrics["auto"]["val_mask_iou"] > max(0.9, metrics["none"]["val_mask_iou"] + 0.1), metrics
 
 
 def test_divergence_is_a_stage_error(mug_dataset, tmp_path):

@@ -67,6 +67,19 @@ class TrainConfig:
     concavity the hull filled in needs only a small change of the SDF."""
     init_variance: float = 0.3
     """Initial value of NeuS's learned variance (inv_s = exp(10 * variance))."""
+    background: str = "auto"
+    """Background outside the object box: 'nerf++' (NeRF++'s inverted-sphere model, as NeuS without masks),
+    'none' (the object is rendered alone) or 'auto' (nerf++ when use_mask is false, else none)."""
+    n_outside: int = 32
+    """Background samples per ray, from the box's far side to infinity (uniform in inverse depth)."""
+    bg_hidden: int = 256
+    """Width of the background MLP."""
+    bg_layers: int = 8
+    """Layers of the background MLP before the density head (skip connection half way)."""
+    bg_multires: int = 10
+    """Positional-encoding frequencies of the background's (x/r, 1/r) input."""
+    bg_multires_view: int = 4
+    """Positional-encoding frequencies of the view direction in the background model."""
     # ---- sampling and rendering
     n_rays: int = 512
     """Rays per step (the starting count when sample_budget > 0)."""
@@ -186,6 +199,8 @@ PRESETS: dict[str, dict] = {
         warmup_steps=500,
         checkpoint_every=2000,
         validate_every=5000,
+        bg_hidden=128,
+        bg_layers=4,
     ),
     "cpu": dict(
         sdf_backend="hashgrid",
@@ -215,6 +230,9 @@ PRESETS: dict[str, dict] = {
         checkpoint_every=500,
         validate_every=1000,
         val_downscale=2,
+        bg_hidden=64,
+        bg_layers=4,
+        n_outside=16,
     ),
 }
 
@@ -270,6 +288,7 @@ def resolve_config(preset: str = "auto", overrides: dict | None = None, cuda: bo
         ("encoding_backend", ("auto", "tcnn", "torch")),
         ("normals", ("analytic", "finite_difference")),
         ("precision", ("auto", "fp32", "fp16")),
+        ("background", ("auto", "none", "nerf++")),
     ):
         if getattr(cfg, key) not in allowed:
             raise StageError(f"training option {key}={getattr(cfg, key)!r}: choose one of {', '.join(allowed)}")

@@ -159,6 +159,11 @@ def make_hash_grid(cfg: TrainConfig, device: torch.device) -> nn.Module:
     return TorchHashGrid(*args)
 
 
+def background_enabled(cfg: TrainConfig) -> bool:
+    """A NeRF++ background model outside the object: explicitly, or by default when masks are not used."""
+    return cfg.background == "nerf++" or (cfg.background == "auto" and not cfg.use_mask)
+
+
 def positional_encoding(x: torch.Tensor, multires: int) -> torch.Tensor:
     """NeuS's embedder: [x, sin(2^k x), cos(2^k x)] for k < multires."""
     if multires <= 0:
@@ -376,6 +381,41 @@ class ColorNet(nn.Module):
         return torch.sigmoid(h)
 
 
+class BackgroundNeRF(nn.Module):
+    """NeRF++'s background model, as NeuS uses it without masks: a NeRF MLP on the inverted-sphere
+    parametrisation (x/r, 1/r) of points outside the unit sphere (r clamped to at least 1), giving a
+    density and a view-dependent colour; positional encoding of point and direction, skip connection
+    half way (NeuS: 8x256, 10 and 4 frequencies)."""
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__()
+        self.multires, self.multires_view = cfg.bg_multires, cfg.bg_multires_view
+        d_in = 4 * (1 + 2 * cfg.bg_multires)
+        d_view = 3 * (1 + 2 * cfg.bg_multires_view)
+        w = cfg.bg_hidden
+        self.skip = cfg.bg_layers // 2 if cfg.bg_layers > 2 else -1
+        self.pts = nn.ModuleList(
+            [nn.Linear(d_in, w)] + [nn.Linear(w + (d_in if i == self.skip else 0), w) for i in range(1, cfg.bg_layers)]
+        )
+        self.density = nn.Linear(w, 1)
+        self.feature = nn.Linear(w, w)
+        self.view = nn.Linear(w + d_view, w // 2)
+        self.rgb = nn.Linear(w // 2, 3)
+
+    def forward(self, x: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Points (N,3) in the normalised frame, unit directions (N,3) -> density (N,) >= 0, colour (N,3)."""
+        r = x.norm(dim=-1, keepdim=True).clamp(min=1.0)
+        inputs = positional_encoding(torch.cat([x / r, 1.0 / r], -1), self.multires)
+        h = inputs
+        for i, lin in enumerate(self.pts):
+            if i == self.skip:
+                h = torch.cat([inputs, h], -1)
+            h = F.relu(lin(h))
+        density = F.softplus(self.density(h)[:, 0])
+        h = F.relu(self.view(torch.cat([self.feature(h), positional_encoding(dirs, self.multires_view)], -1)))
+        return density, torch.sigmoid(self.rgb(h))
+
+
 class NeuSModel(nn.Module):
     """SDF network + colour network + NeuS's learned variance."""
 
@@ -394,6 +434,7 @@ class NeuSModel(nn.Module):
         else:
             self.sdf_net = HashSDF(cfg, box_min, box_max, device, prior)
         self.color_net = ColorNet(cfg)
+        self.background = BackgroundNeRF(cfg) if background_enabled(cfg) else None
         self.variance = nn.Parameter(torch.tensor(cfg.init_variance))
         self.register_buffer("box_min", box_min.float().clone())
         self.register_buffer("box_max", box_max.float().clone())

@@ -184,5 +184,45 @@ def render_rays(
     out["opacity"] = weights.sum(1)
     out["normal"] = (weights[..., None] * normal).sum(1)
     out["depth"] = (weights * mid).sum(1)
+    if model.background is not None:
+        # NeRF++: what the object lets through (its transmittance, 1 - opacity) shows the background,
+        # rendered from the box's far side (or, for rays that miss the box, the point nearest the centre)
+        start = torch.where(hit, far, (-(o * d).sum(-1) / (d * d).sum(-1)).clamp(min=0.0))
+        out["rgb"] = out["rgb"] + (1.0 - out["opacity"]).clamp(min=0.0)[:, None] * render_background(
+            model, o, d, start, cfg.n_outside, train=train, gen=gen
+        )
     out["n_eval"] = torch.tensor(n_eval)
     return out
+
+
+def render_background(
+    model: NeuSModel,
+    o: torch.Tensor,
+    d: torch.Tensor,
+    start: torch.Tensor,
+    n: int,
+    *,
+    train: bool,
+    gen: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Colour (R,3) of the background model along rays from ``start`` to infinity: ``n`` samples uniform
+    in inverse depth (NeuS's outside samples, start / u for u in (0, 1)); the last interval is infinite,
+    so the background is opaque."""
+    R = o.shape[0]
+    u = torch.linspace(1e-3, 1.0 - 1.0 / (n + 1.0), n, device=o.device).flip(0)  # 1 -> 0: near -> far
+    if train:  # jitter each sample inside its interval, as NeuS does
+        jitter = torch.rand(R, n, generator=gen).to(o.device) if gen is not None else torch.rand(R, n, device=o.device)
+        mids = 0.5 * (u[1:] + u[:-1])
+        upper = torch.cat([u[:1], mids])
+        lower = torch.cat([mids, u[-1:]])
+        u = lower + (upper - lower) * jitter
+    else:
+        u = u.expand(R, n)
+    z = start.clamp(min=1e-3)[:, None] / u  # (R,n), increasing
+    dists = torch.cat([z[:, 1:] - z[:, :-1], torch.full_like(z[:, :1], 1e10)], -1)
+    pts = o[:, None] + d[:, None] * z[..., None]
+    dirs = F.normalize(d, dim=-1)[:, None].expand_as(pts)
+    density, color = model.background(pts.reshape(-1, 3), dirs.reshape(-1, 3))
+    alpha = 1.0 - torch.exp(-density.view(R, n) * dists)
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-7], -1), -1)[:, :-1]
+    return ((alpha * trans)[..., None] * color.view(R, n, 3)).sum(1)
