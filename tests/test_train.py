@@ -726,3 +726,10 @@ def test_initial_occupancy_is_the_dilated_hull():
     r = np.linalg.norm(np.stack(np.meshgrid(c, c, c, indexing="ij"), -1), axis=-1)
     assert grid[r < 0.4].all()  # covers the hull
     assert not grid[r > 0.4 + 2 * math.sqrt(3) * 2 / 16].any()  # and stays within about one cell of it
+
+
+def test_config_readme_lists_every_training_field_with_its_preset_values():
+    from neus_stage.train.config import presets_table
+
+    readme = (Path(__file__).parents[1] / "config" / "README.md").read_text()
+    assert presets_table() in readme, "config/README.md's table is stale: regenerate it from presets_table()"

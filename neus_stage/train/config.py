@@ -307,6 +307,35 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+def field_docs() -> dict[str, str]:
+    """Each TrainConfig field's docstring (the string under it in the class body), read from the source."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(TrainConfig)).body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def presets_table() -> str:
+    """The Markdown table of config/README.md: every field's value in each preset and its meaning."""
+
+    def show(v: object) -> str:
+        return str(v).lower() if isinstance(v, bool) else str(list(v)) if isinstance(v, tuple) else str(v)
+
+    names = ["cpu", "fast", "neus"]
+    cfgs = {n: TrainConfig(**PRESETS[n]) for n in names}
+    rows = ["| field | " + " | ".join(names) + " | meaning |", "|---|" + "---|" * len(names) + "---|"]
+    for name, doc in field_docs().items():
+        if name != "preset":
+            values = " | ".join(show(getattr(cfgs[n], name)) for n in names)
+            rows.append(f"| `{name}` | {values} | {doc} |")
+    return "\n".join(rows)
+
+
 def config_dict(cfg: TrainConfig) -> dict:
     d = asdict(cfg)
     d["skip_layers"] = list(cfg.skip_layers)
