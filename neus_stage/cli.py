@@ -210,6 +210,12 @@ def _add_mesh(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=int, default=512, help="grid samples along the longest box side")
     p.add_argument("--block", type=int, default=128, help="block size for evaluating the SDF")
     p.add_argument(
+        "--coarse",
+        type=int,
+        default=4,
+        help="sample every COARSE-th point first and the full grid only near the surface (1: every sample)",
+    )
+    p.add_argument(
         "--dilation", type=int, default=12, help="mask dilation in pixels for culling (recorded in the output)"
     )
     p.add_argument(
@@ -234,6 +240,7 @@ def _run_mesh(a: argparse.Namespace) -> None:
         hull_path=a.hull,
         resolution=a.resolution,
         block=a.block,
+        coarse=a.coarse,
         dilation=a.dilation,
         min_component=a.min_component,
         device=a.device,

@@ -123,6 +123,30 @@ def test_occupancy_skipping_gives_the_same_mesh():
     assert np.array_equal(full[0], skipped[0]) and np.array_equal(full[1], skipped[1])
 
 
+@pytest.mark.parametrize("res, coarse", [(97, 4), (90, 4), (130, 8), (61, 3)])  # divisible and not
+def test_coarse_to_fine_sampling_gives_the_same_mesh_for_a_fraction_of_the_queries(res, coarse):
+    func = torus()
+    calls = []
+
+    def counted(p):
+        calls.append(len(p))
+        return func(p)
+
+    full = extract_mesh(func, LO, HI, res, block=32)
+    grid, _, _, stats = sample_sdf_grid(counted, LO, HI, res, block=32, coarse=coarse)
+    assert sum(calls) == stats["samples_queried"] < 0.6 * res**3
+    exact, _, _, _ = sample_sdf_grid(func, LO, HI, res, block=32)
+    assert ((grid > 0) == (exact > 0)).all()  # interpolated far from the surface, never with the wrong sign
+    near = np.abs(exact) < 0.05
+    assert np.array_equal(grid[near], exact[near])
+    fast = extract_mesh(func, LO, HI, res, block=32, coarse=coarse)
+    assert np.array_equal(full[0], fast[0]) and np.array_equal(full[1], fast[1])
+    # with the hull's occupancy too
+    occ = occupancy_of(func, 16)
+    both = extract_mesh(func, LO, HI, res, block=32, coarse=coarse, occupancy=occ, occupancy_bounds=(LO, HI))
+    assert np.array_equal(full[0], both[0]) and np.array_equal(full[1], both[1])
+
+
 def test_non_cubic_box_keeps_the_spacing():
     shape, origin, spacing = grid_layout([-0.5, -0.25, -0.1], [0.5, 0.25, 0.1], 101)
     assert shape == (101, 51, 21) and spacing == pytest.approx(0.01)
