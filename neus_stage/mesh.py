@@ -576,11 +576,18 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
 
     if clean_path is not None:
         t = time.perf_counter()
-        masks = read_masks(dataset_dir, len(world_mats))
-        keep = _cull_keep(verts_w, world_mats, masks, dilation)
+        has_masks = any((dataset_dir / "mask").glob("*.png"))
+        if has_masks:
+            masks = read_masks(dataset_dir, len(world_mats))
+            keep = _cull_keep(verts_w, world_mats, masks, dilation)
+            log.info("mask culling (dilation %d px): kept %d of %d vertices", dilation, int(keep.sum()),
+                     len(keep))
+        else:  # a scene trained without masks (use_mask=false): clean it without culling
+            log.warning("%s: no masks, so the clean mesh is not mask-culled (small parts are still removed)",
+                        dataset_dir / "mask")
+            keep = np.ones(len(verts_w), dtype=bool)
+        meta["mask_culled"] = has_masks
         f = faces[keep[faces].all(axis=1)]
-        log.info("mask culling (dilation %d px): kept %d of %d vertices", dilation, int(keep.sum()),
-                 len(keep))
         if len(f) == 0:
             raise StageError(f"{clean_path}: mask culling removed the whole mesh: the mesh does not project "
                              f"onto the masks of {dataset_dir} (wrong frame or cameras?)")

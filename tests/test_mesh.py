@@ -275,6 +275,23 @@ def _fake_scene(tmp_path: Path, radius: float = 0.5) -> dict:
     return {"dataset": dataset, "bbox": bbox, "checkpoint": ckpt, "center": center, "scale": scale}
 
 
+def test_mesh_of_a_scene_without_masks_is_cleaned_without_culling(tmp_path, monkeypatch):
+    import shutil
+
+    import trimesh
+
+    _fake_trainer(monkeypatch)
+    s = _fake_scene(tmp_path)
+    shutil.rmtree(s["dataset"] / "mask")  # a NeuS scene trained with use_mask=false
+    out, clean = tmp_path / "mesh.ply", tmp_path / "mesh_clean.ply"
+    meta = mesh_from_checkpoint(s["checkpoint"], s["dataset"], s["bbox"], out, clean_path=clean,
+                                resolution=64, block=16, device="cpu")
+    assert meta["mask_culled"] is False
+    cleaned = trimesh.load(clean, process=False)
+    r = np.linalg.norm(cleaned.vertices - s["center"], axis=1)
+    assert np.abs(r - 1.0).max() < 0.03  # the small floater went with the small parts, the object stayed
+
+
 def test_mesh_from_checkpoint_writes_world_meshes(tmp_path, monkeypatch):
     import trimesh
 
@@ -298,7 +315,7 @@ def test_mesh_from_checkpoint_writes_world_meshes(tmp_path, monkeypatch):
     assert rc.max() < 1.03 and cleaned.is_watertight and cleaned.volume > 0
     saved = json.loads((tmp_path / "mesh.json").read_text())
     assert saved == json.loads(json.dumps(meta))
-    assert saved["resolution"] == 64 and saved["dilation"] == 12 and saved["colors"]
+    assert saved["resolution"] == 64 and saved["dilation"] == 12 and saved["colors"] and saved["mask_culled"]
     assert saved["mesh"]["faces"] == len(raw.faces) and saved["mesh_clean"]["faces"] == len(cleaned.faces)
     assert saved["voxel_size_world"] == pytest.approx(2 * saved["voxel_size_normalized"])
     assert {"sdf_grid", "marching_cubes", "cull", "clean", "total"} <= set(saved["timings_s"])
