@@ -469,6 +469,21 @@ def test_occupancy_grid_lookup_and_update_keep_the_surface():
     assert torch.equal(fine.grid[clear], (dist < 0.1)[clear])
 
 
+def test_occupancy_grid_is_never_emptied_by_a_surface_outside_the_hull():
+    model = _sphere_model()  # sphere of radius 0.5; training without the hull prior starts from it
+    res = 32
+    c = (torch.arange(res) + 0.5) / res * 2 - 1
+    X = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1)
+    small = (X.abs() < 0.2).all(-1)  # a hull well inside the sphere: no cell near its surface
+    occ = OccupancyGrid(*BOX, small)
+    occ.update(model)
+    assert torch.equal(occ.grid, small)  # every hull cell is inside the sphere: all kept
+    outside = (X - torch.tensor([0.8, 0.8, 0.8])).abs().amax(-1) < 0.1  # a hull outside the sphere
+    occ = OccupancyGrid(*BOX, outside)
+    occ.update(model)
+    assert torch.equal(occ.grid, outside)
+
+
 def test_sample_pdf_puts_samples_where_the_weights_are():
     bins = torch.linspace(0, 1, 65)[None].repeat(3, 1)
     w = torch.zeros(3, 64)
@@ -691,6 +706,16 @@ def test_training_without_masks_renders_the_background_with_nerf_plus_plus(mug_d
     assert metrics["none"]["val_psnr"] < 10, metrics
     # the object did not swell into the backdrop, as it does without a background model
     assert metrics["auto"]["val_mask_iou"] > max(0.9, metrics["none"]["val_mask_iou"] + 0.1), metrics
+
+
+def test_training_from_the_initial_sphere_shrinks_onto_the_object(mug_dataset, tmp_path):
+    """hull_prior=false starts from NeuS's sphere, larger than the mug: the occupancy grid keeps the cells
+    inside the surface, so the object's inside is still sampled while the sphere shrinks onto it."""
+    cfg = resolve_config("cpu", {**RUN, "steps": 400, "hull_prior": False, "level_every": 100})
+    metrics = train(cfg, mug_dataset["dataset"], tmp_path, hull_path=mug_dataset["hull"])
+    rows = _log(tmp_path / "train_log.csv")
+    assert min(r["samples"] for r in rows[len(rows) // 2 :]) > 0.5 * rows[0]["samples"]  # never starved
+    assert metrics["val_mask_iou"] > 0.8, metrics
 
 
 def test_divergence_is_a_stage_error(mug_dataset, tmp_path):

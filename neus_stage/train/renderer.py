@@ -57,6 +57,10 @@ class OccupancyGrid:
         thresh = max(float(size.norm()), min(0.1, 4.0 / float(model.inv_s().detach())))
         self.grid.zero_()
         keep = sdf < thresh if self.keep_inside else sdf.abs() < thresh
+        if not keep.any():
+            # the surface lies nowhere in the hull (e.g. NeuS's initial sphere around a small hull): keep
+            # the hull's cells inside the surface, or the whole hull, so that training can reach them
+            keep = sdf < thresh if (sdf < thresh).any() else torch.ones_like(keep)
         c = cells[keep]
         self.grid[c[:, 0], c[:, 1], c[:, 2]] = True
         return float(self.grid.float().mean())

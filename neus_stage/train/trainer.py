@@ -251,7 +251,12 @@ def train(
     occupancy = None
     if cfg.use_occupancy and cfg.sdf_backend == "hashgrid":
         base = initial_occupancy(hull, cfg.occupancy_resolution, device)
-        occupancy = OccupancyGrid(model.box_min, model.box_max, base, keep_inside=cfg.occupancy_keep_inside)
+        # from NeuS's initial sphere (no hull prior) the surface starts away from the object: the cells inside
+        # it stay sampled, or the object's inside is skipped before the sphere has shrunk onto it
+        sphere_start = not (cfg.hull_prior and hull is not None)
+        occupancy = OccupancyGrid(
+            model.box_min, model.box_max, base, keep_inside=cfg.occupancy_keep_inside or sphere_start
+        )
     opt = make_optimizer(model, cfg)
     use_amp = device.type == "cuda" and (
         cfg.precision == "fp16" or (cfg.precision == "auto" and tinycudann_available())
