@@ -626,6 +626,16 @@ def test_trained_sdf_is_negative_inside_and_positive_outside(trained, mug_datase
     assert rgb.shape == inside.shape and ((rgb >= 0) & (rgb <= 1)).all()
 
 
+def test_checkpoint_from_before_the_background_model_still_loads(trained, tmp_path):
+    out, _, _ = trained
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    old = {k: v for k, v in state["config"].items() if k not in ("background", "n_outside") and not k.startswith("bg_")}
+    state["config"] = {**old, "use_mask": False}  # a no-mask run saved before NeRF++ was added
+    torch.save(state, tmp_path / "old.pt")
+    model, cfg, _ = load_model(tmp_path / "old.pt", device="cpu")
+    assert model.background is None and cfg.background == "none"
+
+
 def _train_cmd(mug_dataset, out: Path, **overrides) -> list[str]:
     cmd = [
         sys.executable,

@@ -486,6 +486,8 @@ def load_model(checkpoint: Path, device: str = "auto") -> tuple[NeuSModel, Train
         raise StageError(f"{checkpoint}: not a readable checkpoint ({exc}); re-run training") from exc
     cfg_d = dict(state["config"])
     cfg_d["skip_layers"] = tuple(cfg_d["skip_layers"])
+    if "background" not in cfg_d:  # saved before the background model existed: there is none to load
+        cfg_d["background"] = "none"
     cfg = TrainConfig(**cfg_d)
     if dev.type != "cuda":
         cfg.encoding_backend = "torch"
