@@ -66,6 +66,17 @@ class OccupancyGrid:
         return float(self.grid.float().mean())
 
 
+def compositing_weights(alpha: torch.Tensor) -> torch.Tensor:
+    """Volume-rendering weights alpha_i * prod_{j<i} (1 - alpha_j) along the last axis."""
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-7], -1), -1)[:, :-1]
+    return alpha * trans
+
+
+def uniform(shape: tuple[int, ...], device: torch.device, gen: torch.Generator | None) -> torch.Tensor:
+    """U(0,1) samples, from ``gen`` (a CPU generator, for repeatable runs) where given."""
+    return torch.rand(shape, generator=gen).to(device) if gen is not None else torch.rand(shape, device=device)
+
+
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tensor:
     """Deterministic inverse-CDF samples of piecewise-constant weights over ``bins`` (NeRF/NeuS)."""
     pdf = (weights + 1e-5) / (weights + 1e-5).sum(-1, keepdim=True)
@@ -93,8 +104,7 @@ def up_sample(z: torch.Tensor, sdf: torch.Tensor, n: int, inv_s: float) -> torch
     prev_cdf = torch.sigmoid((mid_sdf - cos_val * dist * 0.5) * inv_s)
     next_cdf = torch.sigmoid((mid_sdf + cos_val * dist * 0.5) * inv_s)
     alpha = (prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)
-    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-7], -1), -1)[:, :-1]
-    return sample_pdf(z, alpha * trans, n)
+    return sample_pdf(z, compositing_weights(alpha), n)
 
 
 def sdf_and_gradient(model: NeuSModel, x: torch.Tensor, cfg: TrainConfig, train: bool):
@@ -137,7 +147,7 @@ def render_rays(
     near, far, hit = ray_box(o, d, model.box_min, model.box_max)
     step = (far - near) / S
     if train:
-        jitter = torch.rand(R, S, generator=gen).to(o.device) if gen is not None else torch.rand(R, S, device=o.device)
+        jitter = uniform((R, S), o.device, gen)
     else:
         jitter = torch.full((R, S), 0.5, device=o.device)
     z = near[:, None] + step[:, None] * (torch.arange(S, device=o.device) + jitter)
@@ -182,8 +192,7 @@ def render_rays(
         out["curvature"] = lap.abs().mean() if lap is not None else torch.zeros((), device=o.device)
     else:
         out["eikonal"] = out["curvature"] = torch.zeros((), device=o.device)
-    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-7], -1), -1)[:, :-1]
-    weights = alpha * trans
+    weights = compositing_weights(alpha)
     out["rgb"] = (weights[..., None] * color).sum(1)
     out["opacity"] = weights.sum(1)
     out["normal"] = (weights[..., None] * normal).sum(1)
@@ -215,7 +224,7 @@ def render_background(
     R = o.shape[0]
     u = torch.linspace(1e-3, 1.0 - 1.0 / (n + 1.0), n, device=o.device).flip(0)  # 1 -> 0: near -> far
     if train:  # jitter each sample inside its interval, as NeuS does
-        jitter = torch.rand(R, n, generator=gen).to(o.device) if gen is not None else torch.rand(R, n, device=o.device)
+        jitter = uniform((R, n), o.device, gen)
         mids = 0.5 * (u[1:] + u[:-1])
         upper = torch.cat([u[:1], mids])
         lower = torch.cat([mids, u[-1:]])
@@ -228,5 +237,4 @@ def render_background(
     dirs = F.normalize(d, dim=-1)[:, None].expand_as(pts)
     density, color = model.background(pts.reshape(-1, 3), dirs.reshape(-1, 3))
     alpha = 1.0 - torch.exp(-density.view(R, n) * dists)
-    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-7], -1), -1)[:, :-1]
-    return ((alpha * trans)[..., None] * color.view(R, n, 3)).sum(1)
+    return (compositing_weights(alpha)[..., None] * color.view(R, n, 3)).sum(1)
