@@ -77,7 +77,8 @@ def masks_inputs(wildcards):
         inputs = {"photos": photo_files(wildcards)}
         row = scene_row(wildcards)
         if config["masks"]["multiview"] and not row["masks"]:
-            inputs["cameras"] = row["cameras"]  # the reference cameras repair rembg's masks
+            # the reference cameras repair rembg's masks
+            inputs["cameras"] = row["cameras"]
     # user masks that the workflow makes (dtu_masks links a DTU release's masks under its photo names)
     if scene_row(wildcards)["masks"].startswith("results/"):
         inputs["user_masks"] = scene_row(wildcards)["masks"]
