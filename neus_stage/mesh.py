@@ -436,14 +436,13 @@ def read_hull(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def read_masks(dataset_dir: Path, n_views: int) -> list[np.ndarray]:
-    """The dataset's masks (mask/*.png in sorted order, one per camera) as bool arrays."""
+    """The dataset's masks (mask/*.png in sorted order, one per camera) as bool arrays; none for a scene
+    without masks."""
     from PIL import Image
 
     folder = Path(dataset_dir) / "mask"
     files = sorted(folder.glob("*.png")) if folder.is_dir() else []
-    if not files:
-        raise StageError(f"{folder}: no mask/*.png; mask culling needs the dataset's masks")
-    if len(files) != n_views:
+    if files and len(files) != n_views:
         raise StageError(f"{folder}: {len(files)} masks but cameras_sphere.npz holds {n_views} cameras; "
                          "they must match one to one in sorted order")
     masks = []
@@ -576,9 +575,8 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
 
     if clean_path is not None:
         t = time.perf_counter()
-        has_masks = any((dataset_dir / "mask").glob("*.png"))
-        if has_masks:
-            masks = read_masks(dataset_dir, len(world_mats))
+        masks = read_masks(dataset_dir, len(world_mats))
+        if masks:
             keep = _cull_keep(verts_w, world_mats, masks, dilation)
             log.info("mask culling (dilation %d px): kept %d of %d vertices", dilation, int(keep.sum()),
                      len(keep))
@@ -586,7 +584,7 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
             log.warning("%s: no masks, so the clean mesh is not mask-culled (small parts are still removed)",
                         dataset_dir / "mask")
             keep = np.ones(len(verts_w), dtype=bool)
-        meta["mask_culled"] = has_masks
+        meta["mask_culled"] = bool(masks)
         f = faces[keep[faces].all(axis=1)]
         if len(f) == 0:
             raise StageError(f"{clean_path}: mask culling removed the whole mesh: the mesh does not project "
