@@ -21,6 +21,14 @@ Scenes (``SCENES``):
 - ``cut``: the mug seen by close cameras that aim off-centre: the object leaves the frame in many views.
 - ``parts``: three separate objects (a rounded box, a bumpy ball, a standing ring).
 - ``floor``: the mug standing on a textured table top; the table is neither in the masks nor in gt.ply.
+- ``teapot``: a body with a spout and a ring handle on a large textured floor, seen from two camera rings
+  (25 and 50 deg elevation at slightly different distances): the floor fills much of every view, so most
+  SfM points lie on it, not on the object.
+- ``pot``: a deep pot (outer radius 0.9, 1.5 tall, wall 0.08) on a textured floor at z = 0, two rings at 35
+  and 60 deg: a concavity no silhouette shows, and a visual hull that continues under the floor as a cone.
+- ``house``: a model town (blocks with roofs, a tower) on a textured base plate that is part of the object,
+  photographed from close so that it fills most of every frame (as DTU scan 24): single-image saliency
+  fails there.
 """
 
 from __future__ import annotations
@@ -207,6 +215,10 @@ class Scene:
     floor_albedo: Albedo | None = None
     camera_distance: float = 1.0  # in units of the (tight) bounding radius at fill_scale; see _cameras
     aim_jitter: float = 0.03  # look-at jitter, in units of the bounding radius
+    floor_half: float = 4.0  # half the side of the square table top, centred on the world origin
+    # camera rings (elevation deg, distance factor, share of the views); None: the default sweep of
+    # elevations 10-60 deg (three waves around the circle)
+    rings: tuple[tuple[float, float, float], ...] | None = None
 
 
 def _mug_local(p: np.ndarray) -> np.ndarray:
@@ -248,23 +260,138 @@ def _cut(rng: np.random.Generator) -> Scene:
     return scene
 
 
+def _wood_albedo(rng: np.random.Generator, board: float = 0.35) -> Albedo:
+    """A textured table top: boards of ``board`` units with grain and a slight checker."""
+    noise = _Noise(rng)
+
+    def wood(p: np.ndarray) -> np.ndarray:
+        x, y = p[:, 0] / (board / 0.35), p[:, 1] / (board / 0.35)
+        plank = np.floor(x / 0.35)
+        grain = noise(np.stack([x * 2.0, y * 14.0 + plank * 7.1, plank * 3.3], 1))
+        checker = ((np.floor(x / 0.35) + np.floor(y / 0.7 + 0.5 * plank)) % 2).astype(np.float32)
+        base = np.float32([0.62, 0.47, 0.30]) * (0.8 + 0.25 * checker)[:, None]
+        return np.clip(base * (0.7 + 0.6 * grain[:, None]), 0.0, 1.0)
+
+    return wood
+
+
 def _floor(rng: np.random.Generator) -> Scene:
     scene = _mug(rng)
     scene.name = "floor"
     rot, off = _mug_placement()
     scene.floor_z = float(off[2])  # the mug's base stands on the table
+    scene.floor_albedo = _wood_albedo(rng)
+    return scene
+
+
+def _teapot(rng: np.random.Generator) -> Scene:
+    """A squat body with a spout and a ring handle, base at z = 0 near the origin, on a large floor."""
+    rot, off = _rot_z(-20.0), np.array([0.21, 0.12, 0.0])
+
+    def local(p: np.ndarray) -> np.ndarray:
+        q = p - np.float32([0.0, 0.0, 0.38])
+        body = _length(q[:, 0], q[:, 1], 1.25 * q[:, 2]) - 0.45  # an oblate ellipsoid, flattened below
+        body = smax(body, -p[:, 2], 0.02)  # cut flat at z = 0 (it stands on the floor)
+        lid = sd_capped_cylinder_z(p - np.float32([0.0, 0.0, 0.74]), 0.16, 0.04)
+        knob = _length(p[:, 0], p[:, 1], p[:, 2] - 0.82) - 0.06
+        # a spout: a capsule leaning forward and up from the body's side
+        a, b = np.float32([0.33, 0.0, 0.28]), np.float32([0.72, 0.0, 0.62])
+        ab = b - a
+        h = np.clip(((p - a) @ ab) / float(ab @ ab), 0.0, 1.0)
+        spout = np.linalg.norm(p - (a + h[:, None] * ab), axis=1) - (0.09 - 0.04 * h)
+        handle = sd_torus_y(p - np.float32([-0.5, 0.0, 0.42]), 0.2, 0.045)
+        handle = np.maximum(handle, p[:, 0] + 0.38)  # only the part outside the body
+        return smin(smin(smin(body, lid, 0.02), knob, 0.02), smin(spout, handle, 0.001), 0.03)
+
+    box = np.array([[-0.75, -0.45, 0.0], [0.82, 0.45, 0.88]])
+    return Scene(
+        name="teapot",
+        sdf=_placed(local, rot, off),
+        albedo=_palette_albedo(rng, MUG_PALETTE[1:]),
+        bound_center=rot @ box.mean(0) + off,
+        bound_radius=float(0.5 * np.linalg.norm(box[1] - box[0]) + 0.03),
+        floor_z=0.0,
+        floor_albedo=_wood_albedo(rng),
+        floor_half=8.0,
+        rings=((25.0, 1.0, 0.5), (50.0, 1.12, 0.5)),
+    )
+
+
+def _pot(rng: np.random.Generator) -> Scene:
+    """A deep pot: outer radius 0.9, 1.5 tall, wall 0.08, bottom 0.1 thick, base at z = 0 (on the floor)."""
+
+    def sdf(p: np.ndarray) -> np.ndarray:
+        outer = sd_rounded_cylinder_z(p - np.float32([0.0, 0.0, 0.75]), 0.9, 0.75, 0.04)
+        inner = sd_capped_cylinder_z(p - np.float32([0.0, 0.0, 0.85 + 0.1]), 0.82, 0.85)  # from z = 0.1 up
+        return smax(outer, -inner, 0.015)
+
+    return Scene(
+        name="pot",
+        sdf=sdf,
+        albedo=_palette_albedo(rng, MUG_PALETTE, scale=1.5),
+        bound_center=np.array([0.0, 0.0, 0.75]),
+        bound_radius=float(np.hypot(0.9, 0.75) + 0.05),
+        floor_z=0.0,
+        floor_albedo=_wood_albedo(rng, board=0.6),
+        floor_half=6.0,
+        rings=((35.0, 1.0, 0.5), (60.0, 1.05, 0.5)),
+    )
+
+
+def _house(rng: np.random.Generator) -> Scene:
+    """Blocks with pitched roofs and a round tower on a 2.0 x 1.6 base plate (all one object), seen from close
+    over a plain pale table: the object fills most of the frame and is cut by it in many views."""
     noise = _Noise(rng)
 
-    def wood(p: np.ndarray) -> np.ndarray:
-        x, y = p[:, 0], p[:, 1]
-        board = np.floor(x / 0.35)
-        grain = noise(np.stack([x * 2.0, y * 14.0 + board * 7.1, board * 3.3], 1))
-        checker = ((np.floor(x / 0.35) + np.floor(y / 0.7 + 0.5 * board)) % 2).astype(np.float32)
-        base = np.float32([0.62, 0.47, 0.30]) * (0.8 + 0.25 * checker)[:, None]
-        return np.clip(base * (0.7 + 0.6 * grain[:, None]), 0.0, 1.0)
+    def block(p, c, half, roof):
+        q = p - np.float32(c)
+        walls = sd_round_box(q - np.float32([0, 0, half[2]]), np.float32(half), 0.01)
+        # a pitched roof: a prism along x over the block
+        top = q[:, 2] - 2 * half[2]
+        prism = np.maximum(np.abs(q[:, 1]) * roof / half[1] + top - roof, -top)
+        prism = np.maximum(prism, np.abs(q[:, 0]) - half[0])
+        return np.minimum(walls, prism)
 
-    scene.floor_albedo = wood
-    return scene
+    def sdf(p: np.ndarray) -> np.ndarray:
+        base = sd_round_box(p - np.float32([0.0, 0.0, 0.04]), np.float32([1.0, 0.8, 0.04]), 0.01)
+        a = block(p, [-0.45, 0.25, 0.08], [0.45, 0.22, 0.3], 0.18)
+        b = block(p @ _rot_z(90).astype(np.float32), [-0.1, -0.55, 0.08], [0.35, 0.2, 0.22], 0.15)
+        c = block(p, [0.35, -0.4, 0.08], [0.3, 0.25, 0.4], 0.2)
+        tower = sd_capped_cylinder_z(p - np.float32([0.7, 0.45, 0.58]), 0.14, 0.5)
+        cone = np.maximum(_length(p[:, 0] - 0.7, p[:, 1] - 0.45) - 0.16 * (1.36 - p[:, 2]) / 0.28,
+                          np.abs(p[:, 2] - 1.22) - 0.14)
+        return np.minimum.reduce([base, a, b, c, tower, cone])
+
+    brick = _palette_albedo(rng, [[0.55, 0.18, 0.12], [0.62, 0.25, 0.16], [0.45, 0.14, 0.10]], scale=0.6)
+    roof_alb = _palette_albedo(rng, [[0.45, 0.47, 0.50], [0.35, 0.37, 0.40], [0.20, 0.42, 0.30]], scale=0.6)
+
+    def albedo(p: np.ndarray) -> np.ndarray:
+        out = brick(p)
+        high = (p[:, 2] > 0.5).astype(np.float32)[:, None]
+        plate = p[:, 2] < 0.085
+        out = out * (1 - high) + roof_alb(p) * high
+        if plate.any():  # the base plate: grey paving with dark joints
+            tiles = noise(p[plate] * 25.0)
+            out[plate] = np.float32([0.55, 0.55, 0.52]) * (0.6 + 0.6 * tiles[:, None])
+        return np.clip(out, 0.0, 1.0)
+
+    def table(p: np.ndarray) -> np.ndarray:
+        return np.tile(np.float32([0.93, 0.93, 0.92]), (len(p), 1)) * (
+            0.97 + 0.03 * noise(p * 3.0)[:, None])
+
+    return Scene(
+        name="house",
+        sdf=sdf,
+        albedo=albedo,
+        bound_center=np.array([0.0, 0.0, 0.7]),
+        bound_radius=1.45,
+        floor_z=0.0,
+        floor_albedo=table,
+        floor_half=5.0,
+        camera_distance=0.42,
+        aim_jitter=0.3,
+        rings=((30.0, 1.0, 0.5), (55.0, 1.05, 0.5)),
+    )
 
 
 def _parts(rng: np.random.Generator) -> Scene:
@@ -318,6 +445,9 @@ SCENES: dict[str, Callable[[np.random.Generator], Scene]] = {
     "cut": _cut,
     "parts": _parts,
     "floor": _floor,
+    "teapot": _teapot,
+    "pot": _pot,
+    "house": _house,
 }
 
 
@@ -348,7 +478,8 @@ def _cameras(
     height: int,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """K (3,3), R (N,3,3), t (N,3): views all around the object, elevations 10-60 deg, full azimuth.
+    """K (3,3), R (N,3,3), t (N,3): views all around the object, elevations 10-60 deg, full azimuth (or, for
+    a scene with ``rings``, rings of views at fixed elevations and distances, interleaved in azimuth).
 
     The focal length is a 36 mm full-frame equivalent (~0.83 x the image diagonal, ~51 deg across, like a
     phone camera; the photos carry it as EXIF FocalLengthIn35mmFilm, which COLMAP reads as a prior); the
@@ -359,12 +490,22 @@ def _cameras(
     dist0 = f * obj_radius / (0.35 * height) * scene.camera_distance
     Rs, ts = [], []
     phase = rng.uniform(0, 360)
-    for i in range(n_views):
-        az = phase + 360.0 * i / n_views + rng.uniform(-3, 3)
-        # elevations sweep up and down three times around the circle, so neighbours differ a little
-        el = 35.0 + 23.0 * np.sin(2 * np.pi * 3 * i / max(n_views, 1) + 0.3) + rng.uniform(-3, 3)
-        el = float(np.clip(el, 10.0, 60.0))
-        dist = dist0 * rng.uniform(0.95, 1.05)
+    placements = []  # (azimuth, elevation, distance factor)
+    if scene.rings:
+        counts = np.floor(np.array([r[2] for r in scene.rings]) * n_views).astype(int)
+        counts[0] += n_views - counts.sum()
+        for k, ((elev, factor, _), n_ring) in enumerate(zip(scene.rings, counts)):
+            for j in range(n_ring):
+                az = phase + 360.0 * (j + 0.5 * k) / max(n_ring, 1) + rng.uniform(-2, 2)
+                placements.append((az, elev + rng.uniform(-1.5, 1.5), factor * rng.uniform(0.98, 1.02)))
+    else:
+        for i in range(n_views):
+            az = phase + 360.0 * i / n_views + rng.uniform(-3, 3)
+            # elevations sweep up and down three times around the circle, so neighbours differ a little
+            el = 35.0 + 23.0 * np.sin(2 * np.pi * 3 * i / max(n_views, 1) + 0.3) + rng.uniform(-3, 3)
+            placements.append((az, float(np.clip(el, 10.0, 60.0)), rng.uniform(0.95, 1.05)))
+    for az, el, factor in placements:
+        dist = dist0 * factor
         a, e = np.radians(az), np.radians(el)
         center = obj_center + dist * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
         target = obj_center + scene.aim_jitter * obj_radius * rng.uniform(-1, 1, 3)
@@ -471,7 +612,8 @@ def _render_rays(
         with np.errstate(divide="ignore", invalid="ignore"):
             tf = (scene.floor_z - o[2]) / d[:, 2]
         pf = o + d * tf[:, None]
-        on_floor = (d[:, 2] < 0) & (tf > 0) & (np.abs(pf[:, 0]) < 4.0) & (np.abs(pf[:, 1]) < 4.0)
+        half = scene.floor_half
+        on_floor = (d[:, 2] < 0) & (tf > 0) & (np.abs(pf[:, 0]) < half) & (np.abs(pf[:, 1]) < half)
         floor = on_floor & (tf < depth)
         if floor.any():
             pfl = pf[floor].astype(np.float32)
