@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .errors import StageError
-from .logs import setup_logging
+from .logs import report_error, setup_logging
 
 log = logging.getLogger("neus_stage")
 
@@ -55,6 +55,12 @@ def _add_sfm(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-image-size", type=int, default=3200, help="photos are downscaled for feature extraction above this size"
     )
+    p.add_argument(
+        "--max-size",
+        type=int,
+        default=1600,
+        help="working image size of every stage (long side, px): larger photos are downscaled once (0: full size)",
+    )
     p.add_argument("--threads", type=int, default=-1, help="CPU threads (-1: all)")
     p.set_defaults(func=_run_sfm)
 
@@ -71,6 +77,7 @@ def _run_sfm(a: argparse.Namespace) -> None:
         camera_model=a.camera_model,
         min_registered=a.min_registered,
         max_image_size=a.max_image_size,
+        max_size=a.max_size,
         threads=a.threads,
     )
 
@@ -362,6 +369,14 @@ def _run_doctor(a: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neus-stage", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the full log to FILE and show only progress, warnings and errors on the terminal "
+        "(how the workflow's rules call every command)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_sfm,
@@ -407,7 +422,8 @@ def os_error_message(exc: OSError, args: argparse.Namespace | None = None) -> st
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.log)
+    status = 2
     try:
         args.func(args)
     except StageError as exc:
@@ -415,11 +431,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a read-only or full disk, a folder without write permission: no traceback
         log.debug("traceback of the error below", exc_info=True)
         message = os_error_message(exc, args)
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; the stage starts over when run again
+        log.debug("traceback of the interruption", exc_info=True)
+        message = "interrupted (Ctrl-C); this stage's outputs are incomplete: run the same command again to redo it"
+        status = 130
     else:
         return 0
-    log.error("%s", message)
-    print(f"neus-stage {args.command}: error: {message}", file=sys.stderr)
-    return 2
+    report_error(f"neus-stage {args.command}: error: {message}")
+    return status
 
 
 if __name__ == "__main__":

@@ -13,7 +13,15 @@ from .errors import StageError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mts", ".3gp"}
+
+try:  # HEIC/HEIF photos (phones) through pillow-heif's Pillow plugin
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - a declared dependency; without it .heic files fail to open clearly
+    pass
 MIN_PHOTOS = 3
 # EXIF tags that tell cameras and zoom settings apart: (IFD, tag, name); 0 = the main IFD, 0x8769 = Exif IFD
 _CAMERA_TAGS = ((0, 0x010F, "Make"), (0, 0x0110, "Model"), (0x8769, 0x920A, "FocalLength"),
@@ -30,14 +38,22 @@ def list_photos(folder: Path, min_photos: int = MIN_PHOTOS) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise StageError(f"{folder}: photo folder not found; check the 'photos' column of the scene table")
-    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    files = [p for p in entries if p.is_file()]
     others = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
     if others:
         names = ", ".join(p.name for p in others[:5])
+        videos = [p for p in others if p.suffix.lower() in VIDEO_SUFFIXES]
+        hint = (
+            f"; {videos[0].name} is a video: give videos a scene (and folder) of their own"
+            if videos and len(videos) < len(files)
+            else ""
+        )
         raise StageError(
-            f"{folder}: holds files that are not photos ({names}); move them out of the photo folder "
+            f"{folder}: holds files that are not photos ({names}){hint}; move them out of the photo folder "
             f"(accepted: {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
+    _warn_subfolders(folder, [p for p in entries if p.is_dir()])
     photos = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if not photos:
         raise StageError(f"{folder}: no photos found; put the object's photos (jpg/png) in this folder")
@@ -57,14 +73,52 @@ def list_photos(folder: Path, min_photos: int = MIN_PHOTOS) -> list[Path]:
     return photos
 
 
+_warned_subfolders: set[Path] = set()
+
+
+def _warn_subfolders(folder: Path, subfolders: list[Path]) -> None:
+    """Photos in subfolders are not part of the scene (only the folder's own files are): say so, once per
+    folder, with the count, so that a photo set split over folders is never silently cut short."""
+    counts = {}
+    for sub in subfolders:
+        n = sum(1 for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if n:
+            counts[sub.name] = n
+    if counts and folder.resolve() not in _warned_subfolders:
+        _warned_subfolders.add(folder.resolve())
+        where = ", ".join(f"{name}/ ({n})" for name, n in counts.items())
+        log.warning(
+            "%s: %d photo(s) in subfolders are not used: %s; only the folder's own photos make the scene (move "
+            "them up into %s to use them)",
+            folder,
+            sum(counts.values()),
+            where,
+            folder.name,
+        )
+
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    """RGB uint8 of any Pillow image. 16-bit and float grey images (mode I;16, I, F) are scaled to 8 bits
+    (Pillow's own convert("RGB") clips them, so a 16-bit PNG turns white)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        g = np.clip(np.rint(a / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"))
+
+
 def read_photo(path: Path) -> np.ndarray:
     """An RGB uint8 (H,W,3) array with the EXIF orientation applied; a clear error for unreadable files."""
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"))
+            return _to_rgb8(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise StageError(f"{path}: cannot read this image ({exc}); replace or remove the file") from exc
+        hint = ""
+        if Path(path).suffix.lower() in (".heic", ".heif"):
+            hint = " (HEIC needs the pillow-heif package: run `make setup`, or convert the photos to JPEG)"
+        raise StageError(f"{path}: cannot read this image ({exc}){hint}; replace or remove the file") from exc
 
 
 def camera_signature(path: Path) -> str | None:

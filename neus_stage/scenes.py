@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import StageError
-from .photos import list_photos
+from .photos import VIDEO_SUFFIXES, list_photos
+from .settings import find_path
 
 COLUMNS = {
     "scene": "name of the scene (results/<scene>/...), letters, digits, '-', '_'",
@@ -19,17 +21,63 @@ COLUMNS = {
     "dtu_scan": "optional: DTU scan number; evaluate with the DTU protocol against dtu_root",
 }
 REQUIRED = ("scene", "photos")
+PATH_COLUMNS = ("photos", "masks", "cameras", "gt")
 
 
-def read_scene_table(path: Path, base: Path | None = None) -> pd.DataFrame:
-    """Read and check the scene table; relative paths are taken from ``base`` (the working directory)."""
+def _rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of the table's non-blank lines. Only a line that starts with ``#`` is a comment:
+    a ``#`` inside a field (a folder named ``shoot #2``) is part of it. Empty fields after the last column (a
+    trailing tab) are dropped; a non-empty field beyond the header is an error naming the line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StageError(f"{path}: cannot read the scene table ({exc}); it must be a tab-separated text file") from exc
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        rows.append((number, [f.strip() for f in line.rstrip("\r\n").split("\t")]))
+    if not rows:
+        raise StageError(f"{path}: the scene table is empty; write a header 'scene<TAB>photos' and one row per scene")
+    width = len(rows[0][1])
+    header_line = rows[0][0]
+    while width > 1 and rows[0][1][width - 1] == "":
+        width -= 1  # a trailing tab after the header
+    out = []
+    for number, fields in rows:
+        extra = [f for f in fields[width:] if f]
+        if extra:
+            raise StageError(
+                f"{path}, line {number}: {len(fields)} fields but the header (line {header_line}) has {width} "
+                f"columns (extra: {', '.join(extra[:3])}); separate columns by single tabs and give every column "
+                "a header"
+            )
+        fields = fields[:width] + [""] * (width - len(fields))
+        out.append((number, fields))
+    first = rows[0][1][0]
+    if width == 1 and ("," in first or " " in first.strip()):
+        raise StageError(
+            f"{path}: the header '{rows[0][1][0]}' is one column; the scene table must be tab-separated "
+            "(scene<TAB>photos...), not commas or spaces"
+        )
+    return out
+
+
+def read_scene_table(path: Path, base: Path | None = None, *, bases: Sequence[Path] | None = None) -> pd.DataFrame:
+    """Read and check the scene table; every path column comes back absolute.
+
+    Relative paths are looked up in ``bases`` in order (the workflow passes the working directory, then its
+    own folder, where the demo's photos are; see :mod:`neus_stage.settings`), by default ``base`` or the
+    working directory.
+    """
     path = Path(path)
     if not path.is_file():
         raise StageError(f"{path}: scene table not found; set 'scenes' in the config to a TSV file")
-    try:
-        df = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
-    except Exception as exc:  # noqa: BLE001 - pandas' parser errors become one message
-        raise StageError(f"{path}: cannot read the scene table ({exc}); it must be tab-separated") from exc
+    rows = _rows(path)
+    header = rows[0][1]
+    df = pd.DataFrame([f for _, f in rows[1:]], columns=header, dtype=str) if len(rows) > 1 else pd.DataFrame(
+        columns=header, dtype=str
+    )
     df.columns = [c.strip() for c in df.columns]
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
@@ -53,25 +101,35 @@ def read_scene_table(path: Path, base: Path | None = None) -> pd.DataFrame:
     if bad:
         raise StageError(f"{path}: invalid scene name(s) {bad}; use letters, digits, '-' and '_'")
     df["poses"] = df["poses"].replace("", "sfm")
-    base = Path(base) if base else Path.cwd()
-    for row in df.itertuples():
+    roots = [Path(b) for b in (bases or [base or Path.cwd()])]
+    for i, row in enumerate(df.itertuples()):
         where = f"{path}, scene '{row.scene}'"
         if row.poses not in ("sfm", "reference"):
             raise StageError(f"{where}: poses is '{row.poses}'; write 'sfm' or 'reference'")
         if row.poses == "reference" and not row.cameras:
             raise StageError(f"{where}: poses 'reference' needs a 'cameras' file (a NeuS cameras_sphere.npz)")
+        resolved = {col: str(find_path(getattr(row, col), *roots)) if getattr(row, col) else "" for col in PATH_COLUMNS}
+        photos = Path(resolved["photos"])
+        if photos.is_file() and photos.suffix.lower() in VIDEO_SUFFIXES:
+            raise StageError(
+                f"{where}: photos names a video ({row.photos}); video input is not supported yet: extract frames "
+                f"into a folder first (e.g. `ffmpeg -i {row.photos} -vf fps=2 -q:v 2 frames/%05d.jpg`) and name "
+                "that folder"
+            )
         try:
-            list_photos(base / row.photos)
+            list_photos(photos)
         except StageError as exc:
             raise StageError(f"{where}: {exc}") from exc
         for col in ("masks",):
             value = getattr(row, col)
-            if value and not (base / value).is_dir():
+            if value and not Path(resolved[col]).is_dir():
                 raise StageError(f"{where}: {col} folder {value} not found")
         for col in ("cameras", "gt"):
             value = getattr(row, col)
-            if value and not (base / value).is_file():
+            if value and not Path(resolved[col]).is_file():
                 raise StageError(f"{where}: {col} file {value} not found")
         if row.dtu_scan and not row.dtu_scan.isdigit():
             raise StageError(f"{where}: dtu_scan '{row.dtu_scan}' is not a scan number")
+        for col, value in resolved.items():
+            df.iloc[i, df.columns.get_loc(col)] = value
     return df.set_index("scene", drop=False)

@@ -27,8 +27,10 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +40,7 @@ from PIL import Image
 from . import photos as photos_mod
 from .atomic import write_text_atomic
 from .errors import StageError
+from .progress import Progress, track
 from .timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -104,15 +107,72 @@ def _device(pycolmap):
     return pycolmap.Device.cuda if getattr(pycolmap, "has_cuda", False) else pycolmap.Device.cpu
 
 
-def _write_upright_images(photos: list[Path], images_dir: Path) -> None:
-    """EXIF-normalised PNG copies named ``<stem>.png``: COLMAP ignores EXIF orientation."""
+def working_size(width: int, height: int, max_size: int) -> tuple[int, int]:
+    """The size every stage works at: the photos' own, or scaled so that the long side is ``max_size``
+    (0: full resolution)."""
+    if max_size <= 0 or max(width, height) <= max_size:
+        return width, height
+    s = max_size / max(width, height)
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+def _write_upright_images(photos: list[Path], images_dir: Path, size: tuple[int, int]) -> None:
+    """EXIF-normalised PNG copies named ``<stem>.png`` at the working ``size`` (COLMAP ignores EXIF
+    orientation; every later stage reads these, or their undistorted versions)."""
     if images_dir.exists():
         shutil.rmtree(images_dir)
     images_dir.mkdir(parents=True)
-    for i, p in enumerate(photos):
-        Image.fromarray(photos_mod.read_photo(p)).save(images_dir / f"{p.stem}.png", compress_level=1)
-        if (i + 1) % 25 == 0 or i + 1 == len(photos):
-            log.info("prepared %d/%d photos", i + 1, len(photos))
+    for p in track(photos, "preparing photos", unit="photos"):
+        img = Image.fromarray(photos_mod.read_photo(p))
+        if img.size != size:
+            img = img.resize(size, Image.Resampling.LANCZOS)
+        img.save(images_dir / f"{p.stem}.png", compress_level=1)
+
+
+class _DatabaseProgress:
+    """Progress of a COLMAP call that writes to its database (feature extraction, matching): a thread counts
+    the rows of ``table`` every ``every`` seconds while the call runs (SQLite allows a reader beside the writer)."""
+
+    def __init__(self, db_path: Path, table: str, desc: str, total: int, unit: str, every: float = 2.0):
+        self.db_path, self.table, self.every = Path(db_path), table, every
+        self.bar = Progress(desc, total, unit)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _count(self) -> int | None:
+        if not self.db_path.is_file():
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=0.5)) as con:
+                return int(con.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
+        except sqlite3.Error:  # locked by the writer, or the table not created yet: try again later
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            n = self._count()
+            if n is not None:
+                self.bar.set(min(n, self.bar.total or n))
+
+    def __enter__(self) -> _DatabaseProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        n = self._count()
+        if n is not None:
+            self.bar.set(min(n, self.bar.total or n))
+        self.bar.close()
+
+
+def planned_pairs(matcher: str, n: int, overlap: int = 10) -> int:
+    """Image pairs a matcher compares: every pair (exhaustive), or each photo with its next ``overlap``
+    (sequential, COLMAP's default overlap); the retrieval-based matchers are bounded by the sequential count."""
+    if matcher == "exhaustive":
+        return n * (n - 1) // 2
+    return sum(min(overlap, n - 1 - i) for i in range(n))
 
 
 def _extract(pycolmap, db_path: Path, images_dir: Path, names: list[str], camera_model: str,
@@ -124,7 +184,7 @@ def _extract(pycolmap, db_path: Path, images_dir: Path, names: list[str], camera
     extraction.num_threads = int(threads)
     device = _device(pycolmap)
     extraction.use_gpu = device == pycolmap.Device.cuda
-    with _colmap_logs():
+    with _colmap_logs(), _DatabaseProgress(db_path, "keypoints", "SIFT features", len(names), "photos"):
         pycolmap.extract_features(db_path, images_dir, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
                                   reader_options=reader, extraction_options=extraction, device=device)
 
@@ -155,7 +215,7 @@ def _choose_matcher(matcher: str, n: int, exhaustive_max: int) -> str:
     return matcher
 
 
-def _match(pycolmap, db_path: Path, matcher: str, threads: int) -> None:
+def _match(pycolmap, db_path: Path, matcher: str, threads: int, n_photos: int) -> None:
     device = _device(pycolmap)
     options = pycolmap.FeatureMatchingOptions()
     options.num_threads = int(threads)
@@ -182,7 +242,8 @@ def _match(pycolmap, db_path: Path, matcher: str, threads: int) -> None:
         if n_priors < n_images:
             log.warning("only %d of %d photos have a GPS position: the others get no spatial matches", n_priors,
                         n_images)
-    with _colmap_logs():
+    progress = _DatabaseProgress(db_path, "matches", f"{matcher} matching", planned_pairs(matcher, n_photos), "pairs")
+    with _colmap_logs(), progress:
         if matcher == "exhaustive":
             pycolmap.match_exhaustive(db_path, matching_options=options, device=device)
         elif matcher == "sequential":
@@ -223,7 +284,7 @@ def _check_matches(pycolmap, db_path: Path, photos_dir: Path) -> dict[str, int]:
     return partners
 
 
-def _map(pycolmap, db_path: Path, images_dir: Path, work: Path, mapper: str, threads: int) -> dict:
+def _map(pycolmap, db_path: Path, images_dir: Path, work: Path, mapper: str, threads: int, n_photos: int) -> dict:
     if mapper not in MAPPERS:
         raise StageError(f"unknown mapper '{mapper}'; choose one of {', '.join(MAPPERS)}")
     if mapper == "global" and not hasattr(pycolmap, "global_mapping"):  # GLOMAP joined COLMAP in 3.14
@@ -240,7 +301,11 @@ def _map(pycolmap, db_path: Path, images_dir: Path, work: Path, mapper: str, thr
                 options = pycolmap.IncrementalPipelineOptions()
                 options.num_threads = int(threads)
                 options.random_seed = 0
-                return pycolmap.incremental_mapping(db_path, images_dir, work, options=options)
+                with Progress("incremental mapping", n_photos, "photos registered") as bar:
+                    models = pycolmap.incremental_mapping(db_path, images_dir, work, options=options,
+                                                          next_image_callback=bar.update)
+                    bar.set(max((m.num_reg_images() for m in models.values()), default=0))
+                    return models
             options = pycolmap.GlobalPipelineOptions()
             options.num_threads = int(threads)
             options.random_seed = 0
@@ -385,9 +450,13 @@ def run_sfm(
     camera_model: str = "OPENCV",
     min_registered: float = 0.8,
     max_image_size: int = 3200,
+    max_size: int = 1600,
     threads: int = -1,
 ) -> dict:
     """Pose the photos of ``photos_dir`` and write models, undistorted images and ``report.json`` to ``out_dir``.
+
+    ``max_size`` is the pipeline's working image size (long side in pixels, 0: full resolution): larger photos
+    are downscaled once, here, and every later stage works on those images.
 
     Returns the report dictionary. Raises StageError for anything the user can fix (bad photos,
     photos without texture or overlap, too few registered photos).
@@ -406,9 +475,13 @@ def run_sfm(
         raise StageError(f"min_registered must be a share between 0 and 1, got {min_registered}")
     stems = [p.stem for p in photos]
     matcher_used = _choose_matcher(matcher, len(photos), exhaustive_max)
-    log.info("%d photos %dx%d from %s; camera model %s, %s matching, %s mapper, %s",
-             len(photos), width, height, photos_dir, camera_model, matcher_used, mapper,
-             "CUDA" if pycolmap.has_cuda else "CPU")
+    size = working_size(width, height, max_size)
+    if size != (width, height):
+        log.warning("photos are %dx%d: downscaled to %dx%d for every stage (images.max_size = %d; 0 keeps the full "
+                    "resolution)", width, height, size[0], size[1], max_size)
+    log.info("plan: %d photos %dx%d (working size %dx%d) from %s; camera model %s, %s matching (%d pairs), %s "
+             "mapper, %s", len(photos), width, height, size[0], size[1], photos_dir, camera_model, matcher_used,
+             planned_pairs(matcher_used, len(photos)), mapper, "CUDA" if pycolmap.has_cuda else "CPU")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("sparse", "undistorted", "mapper", "report.json", "database.db"):
@@ -420,7 +493,7 @@ def run_sfm(
     images_dir = out_dir / "images"
     db_path = out_dir / "database.db"
     t = time.perf_counter()
-    _write_upright_images(photos, images_dir)
+    _write_upright_images(photos, images_dir, size)
     names = [f"{s}.png" for s in stems]
     t = lap("prepare_s", t)
 
@@ -430,12 +503,12 @@ def run_sfm(
     t = lap("features_s", t)
 
     log.info("[2/4] matching features (%s)", matcher_used)
-    _match(pycolmap, db_path, matcher_used, threads)
+    _match(pycolmap, db_path, matcher_used, threads, len(photos))
     partners = _check_matches(pycolmap, db_path, photos_dir)
     t = lap("matching_s", t)
 
     log.info("[3/4] mapping (%s)", mapper)
-    models = _map(pycolmap, db_path, images_dir, out_dir / "mapper", mapper, threads)
+    models = _map(pycolmap, db_path, images_dir, out_dir / "mapper", mapper, threads, len(photos))
     shutil.rmtree(out_dir / "mapper", ignore_errors=True)
     if not models:
         raise StageError(
@@ -460,6 +533,7 @@ def run_sfm(
         "photos": [p.name for p in photos],  # sorted: a view's index here is its index in reference cameras
         "n_photos": len(stems),
         "image_size": [width, height],
+        "working_size": list(size),
         "n_registered": len(registered),
         "registered": registered,
         "dropped": dropped,

@@ -53,7 +53,8 @@ def test_scene_table_reads_and_fills_defaults(tmp_path, monkeypatch):
     df = read_scene_table(table, base=tmp_path)  # relative paths from base, not from the working directory
     assert list(df.index) == ["cup", "owl-2_b"]
     assert df.loc["cup", "poses"] == "sfm" and df.loc["cup", "masks"] == "" and df.loc["cup", "gt"] == ""
-    assert df.loc["owl-2_b", "photos"] == "data/owl"  # stripped
+    assert df.loc["owl-2_b", "photos"] == str(tmp_path / "data" / "owl")  # stripped, absolute
+    assert df.loc["owl-2_b", "cameras"] == str(tmp_path / "data" / "owl.npz")
     assert df.loc["owl-2_b", "poses"] == "reference" and df.loc["owl-2_b", "dtu_scan"] == "65"
     with pytest.raises(StageError, match="scene 'cup'.*photo folder not found"):
         read_scene_table(table)  # the working directory is the default base
@@ -102,6 +103,41 @@ def test_scene_table_photo_folder_problems(tmp_path):
         read_scene_table(table, base=tmp_path)
     with pytest.raises(StageError, match="scene table not found"):
         read_scene_table(tmp_path / "nope.tsv")
+
+
+def test_scene_table_hash_in_a_field_and_trailing_tabs(tmp_path):
+    """Only a line starting with # is a comment; a trailing tab does not shift the columns; extra fields are an
+    error naming the line."""
+    _photos(tmp_path / "shoot #2")
+    table = tmp_path / "scenes.tsv"
+    table.write_text("scene\tphotos\t\n# a comment\n\ncup\tshoot #2\t\n  # indented comment\n")
+    df = read_scene_table(table, base=tmp_path)
+    assert df.loc["cup", "photos"] == str(tmp_path / "shoot #2")
+    table.write_text("scene\tphotos\ncup\tshoot #2\textra\n")
+    with pytest.raises(StageError, match="line 2: 3 fields but the header \\(line 1\\) has 2 columns"):
+        read_scene_table(table, base=tmp_path)
+    table.write_text("scene,photos\ncup,shoot #2\n")
+    with pytest.raises(StageError, match="must be tab-separated"):
+        read_scene_table(table, base=tmp_path)
+
+
+def test_scene_table_paths_fall_back_to_later_bases(tmp_path):
+    """The workflow looks in the working directory first, then in its own folder (the demo's photos)."""
+    work, workflow = tmp_path / "work", tmp_path / "workflow"
+    _photos(workflow / "resources" / "p")
+    work.mkdir()
+    table = _table(tmp_path / "scenes.tsv", ["scene", "photos"], ["a", "resources/p"])
+    df = read_scene_table(table, bases=[work, workflow])
+    assert df.loc["a", "photos"] == str(workflow / "resources" / "p")
+    _photos(work / "resources" / "p")  # the working directory's own folder wins
+    assert read_scene_table(table, bases=[work, workflow]).loc["a", "photos"] == str(work / "resources" / "p")
+
+
+def test_scene_table_names_a_video(tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(b"\0" * 16)
+    table = _table(tmp_path / "scenes.tsv", ["scene", "photos"], ["a", "clip.mp4"])
+    with pytest.raises(StageError, match="names a video.*ffmpeg"):
+        read_scene_table(table, base=tmp_path)
 
 
 # ================================================================================================ photos
@@ -205,7 +241,7 @@ def test_stage_errors_exit_2_with_one_line(tmp_path):
         (["train", "--dataset", "{tmp}", "--out", "{tmp}/run", "--set", "steps"], "write KEY=VALUE"),
         (["train", "--dataset", "{tmp}", "--out", "{tmp}/run", "--preset", "huge"], "unknown training preset"),
         (["evaluate", "--mesh", "{tmp}/m.ply", "--out", "{tmp}/e.json", "--dtu-root", "{tmp}"], "needs --scan"),
-        (["synth", "--out", "{tmp}/s", "--scene", "teapot"], "unknown synthetic scene 'teapot'"),
+        (["synth", "--out", "{tmp}/s", "--scene", "kettle"], "unknown synthetic scene 'kettle'"),
     ],
 )
 def test_stage_errors_in_process(tmp_path, capsys, argv, text, run_cli):

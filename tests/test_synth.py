@@ -202,4 +202,4 @@ def test_hard_variants(tmp_path, scene):
 
 def test_unknown_scene(tmp_path):
     with pytest.raises(StageError, match="unknown synthetic scene"):
-        synth.render_scene(tmp_path, scene="teapot")
+        synth.render_scene(tmp_path, scene="kettle")

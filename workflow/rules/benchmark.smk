@@ -1,7 +1,7 @@
 onstart:
     if DTU_MISSING:
         raise WorkflowError(
-            f"DTU data missing under {config['dtu_root']} ({len(DTU_MISSING)} path(s), e.g. {DTU_MISSING[0]}); "
+            f"DTU data missing under {DTU_ROOT} ({len(DTU_MISSING)} path(s), e.g. {DTU_MISSING[0]}); "
             "see config/dtu.yaml for the expected layout"
         )
 
@@ -20,9 +20,9 @@ rule dtu_masks:
         mem_mb=1000,
     params:
         photos=lambda wc: scene_row(wc)["photos"],
-        masks=lambda wc: Path(config["dtu_root"]) / wc.scene / "mask",
+        masks=lambda wc: Path(DTU_ROOT) / wc.scene / "mask",
     shell:
-        "python -m neus_stage.benchmark link-masks --photos {params.photos:q} --masks {params.masks:q}"
+        "{PYTHON} -m neus_stage.benchmark link-masks --photos {params.photos:q} --masks {params.masks:q}"
         " --out {output} > {log} 2>&1"
 
 
@@ -41,5 +41,5 @@ rule benchmark:
     resources:
         mem_mb=2000,
     shell:
-        "python -m neus_stage.benchmark aggregate {input.evals} --out results/benchmark"
+        "{PYTHON} -m neus_stage.benchmark aggregate {input.evals} --out results/benchmark"
         " --benchmarks benchmarks > {log} 2>&1"

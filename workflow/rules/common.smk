@@ -1,33 +1,57 @@
 # Helpers for the rules: the scene table, input functions, wildcard constraints.
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import pandas as pd
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from neus_stage.benchmark import dtu_scene_table, missing_dtu_data
 from neus_stage.scenes import read_scene_table
+from neus_stage.settings import find_path
 from neus_stage.train.config import resolve_config
+
+# relative paths of the config and the scene table: the working directory's, else the workflow's (the demo)
+BASES = [Path.cwd(), Path(workflow.basedir)]
+
+
+def _python():
+    """The Python that runs every rule's command: the one running Snakemake, whose environment holds
+    neus_stage's dependencies (so `.venv/bin/snakemake` works without an activated environment or
+    `neus-stage` on PATH), or under --use-conda the rule environment's `python`; PYTHONPATH puts this
+    checkout's neus_stage first, so the rules always run the code of the Snakefile that defines them.
+    """
+    in_conda = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    python = "python" if in_conda else shlex.quote(sys.executable)
+    return f"PYTHONPATH={shlex.quote(str(workflow.basedir))}${{PYTHONPATH:+:$PYTHONPATH}} {python}"
+
+
+PYTHON = _python()
+NEUS_STAGE = f"{PYTHON} -m neus_stage"
 
 # The scene table, plus one row per DTU scan of benchmark.scans (data under dtu_root). Missing DTU data is
 # a warning here, so that a dry run lists the jobs without the data; a real run stops before its first job
 # (onstart in benchmark.smk) with the list of missing files.
-_tables = [read_scene_table(config["scenes"])] if config["scenes"] else []
+DTU_ROOT = str(find_path(config["dtu_root"], *BASES)) if config["dtu_root"] else ""
+_tables = (
+    [read_scene_table(find_path(config["scenes"], *BASES), bases=BASES)]
+    if config["scenes"]
+    else []
+)
 if config["benchmark"]["scans"]:
     _tables.append(
         dtu_scene_table(
-            config["dtu_root"],
+            DTU_ROOT,
             config["benchmark"]["scans"],
             poses=config["benchmark"]["poses"],
             strict=False,
         )
     )
-    DTU_MISSING = missing_dtu_data(
-        Path(config["dtu_root"]), config["benchmark"]["scans"]
-    )
+    DTU_MISSING = missing_dtu_data(Path(DTU_ROOT), config["benchmark"]["scans"])
     if DTU_MISSING:
         logger.warning(
-            f"DTU data: {len(DTU_MISSING)} path(s) missing under '{config['dtu_root']}' (first: {DTU_MISSING[0]}); "
+            f"DTU data: {len(DTU_MISSING)} path(s) missing under '{DTU_ROOT}' (first: {DTU_MISSING[0]}); "
             "a dry run lists the jobs, a real run stops before starting"
         )
 else:
@@ -40,6 +64,12 @@ SCENES = pd.concat(_tables)
 if SCENES.index.duplicated().any():
     raise ValueError(
         f"scene(s) {sorted(set(SCENES.index[SCENES.index.duplicated()]))} defined twice"
+    )
+_unknown = sorted(set(config["scene_overrides"]) - set(SCENES.index))
+if _unknown:
+    raise ValueError(
+        f"scene_overrides names scene(s) {', '.join(_unknown)} that the scene table does not have "
+        f"(its scenes: {', '.join(SCENES.index)}); fix the name or remove the entry"
     )
 
 
@@ -154,7 +184,7 @@ def evaluate_args(wildcards, input):
     args = (
         f"--gt {q(input.gt)}"
         if row["gt"]
-        else f"--dtu-root {q(config['dtu_root'])} --scan {row['dtu_scan']}"
+        else f"--dtu-root {q(DTU_ROOT)} --scan {row['dtu_scan']}"
     )
     if "cameras" in input.keys():
         args += f" --dataset {Path(input.dataset).parent} --reference-cameras {q(input.cameras)}"
@@ -171,7 +201,7 @@ def dtu_scenes():
 
 
 def dtu_masks_input(wildcards):
-    folder = Path(config["dtu_root"]) / wildcards.scene / "mask"
+    folder = Path(DTU_ROOT) / wildcards.scene / "mask"
     return str(folder) if folder.is_dir() else []
 
 
@@ -197,3 +227,31 @@ def final_targets():
             targets.append(f"results/{row['scene']}/mesh_clean.ply")
         targets.append(f"results/{row['scene']}/report.html")
     return targets
+
+
+def run_summary():
+    """What a finished run leaves, per scene: the mesh, the report and the evaluation (printed at the end)."""
+    lines = []
+    for scene in SCENES.index:
+        res = Path("results") / scene
+        mesh, report, ev = (
+            res / "mesh_clean.ply",
+            res / "report.html",
+            res / "eval.json",
+        )
+        if not mesh.is_file():
+            continue
+        lines.append(f"{scene}: mesh {mesh.absolute()}")
+        if report.is_file():
+            lines.append(f"{scene}: report {report.absolute()}")
+        if ev.is_file():
+            e = json.loads(ev.read_text())
+            if "chamfer_pct_diag" in e:
+                lines.append(
+                    f"{scene}: Chamfer {e['chamfer_pct_diag']['overall']:.2f}% of the ground truth's diagonal ({ev})"
+                )
+            elif "overall" in e:
+                lines.append(
+                    f"{scene}: Chamfer {e['overall']:.3f} (DTU protocol, mm) ({ev})"
+                )
+    return lines

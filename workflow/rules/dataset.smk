@@ -19,8 +19,8 @@ rule neus_dataset:
         args=dataset_args,
         margin=config["dataset"]["margin"],
     shell:
-        "neus-stage dataset {params.args} --masks {input.masks} --out results/{wildcards.scene}/dataset"
-        " --margin {params.margin} > {log} 2>&1"
+        "{NEUS_STAGE} --log {log} dataset {params.args} --masks {input.masks} --out results/{wildcards.scene}/dataset"
+        " --margin {params.margin}"
 
 
 rule visual_hull:
@@ -43,6 +43,6 @@ rule visual_hull:
         resolution=config["visual_hull"]["resolution"],
         votes=config["visual_hull"]["max_background_votes"],
     shell:
-        "neus-stage visual-hull --dataset results/{wildcards.scene}/dataset --bbox {output.bbox}"
+        "{NEUS_STAGE} --log {log} visual-hull --dataset results/{wildcards.scene}/dataset --bbox {output.bbox}"
         " --hull {output.hull} --resolution {params.resolution}"
-        " --max-background-votes {params.votes} > {log} 2>&1"
+        " --max-background-votes {params.votes}"

@@ -15,5 +15,5 @@ rule evaluate:
     params:
         args=evaluate_args,
     shell:
-        "neus-stage evaluate --mesh {input.mesh} --out {output} {params.args}"
-        " --error-cloud results/{wildcards.scene}/eval_errors.ply > {log} 2>&1"
+        "{NEUS_STAGE} --log {log} evaluate --mesh {input.mesh} --out {output} {params.args}"
+        " --error-cloud results/{wildcards.scene}/eval_errors.ply"

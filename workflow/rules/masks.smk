@@ -17,5 +17,5 @@ rule masks:
         model=config["masks"]["model"],
         threshold=config["masks"]["threshold"],
     shell:
-        "neus-stage masks {params.args} --out {output} --model {params.model}"
-        " --threshold {params.threshold} > {log} 2>&1"
+        "{NEUS_STAGE} --log {log} masks {params.args} --out {output} --model {params.model}"
+        " --threshold {params.threshold}"

@@ -23,7 +23,7 @@ rule mesh:
         dilation=config["mesh"]["dilation"],
         min_component=config["mesh"]["min_component"],
     shell:
-        "neus-stage mesh --checkpoint {input.checkpoint} --dataset results/{wildcards.scene}/dataset"
+        "{NEUS_STAGE} --log {log} mesh --checkpoint {input.checkpoint} --dataset results/{wildcards.scene}/dataset"
         " --bbox {input.bbox} --hull {input.hull} --out {output.mesh} --clean {output.clean}"
         " --resolution {params.resolution} --dilation {params.dilation}"
-        " --min-component {params.min_component} > {log} 2>&1"
+        " --min-component {params.min_component}"

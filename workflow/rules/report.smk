@@ -13,5 +13,10 @@ rule report:
     resources:
         mem_mb=4000,
     shell:
-        "neus-stage report --scene-dir results/{wildcards.scene} --benchmarks benchmarks"
-        " --out {output} > {log} 2>&1"
+        "{NEUS_STAGE} --log {log} report --scene-dir results/{wildcards.scene} --benchmarks benchmarks"
+        " --out {output}"
+
+
+onsuccess:
+    for line in run_summary():
+        print(line)

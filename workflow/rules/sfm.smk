@@ -20,8 +20,10 @@ rule sfm:
         camera_model=config["sfm"]["camera_model"],
         min_registered=config["sfm"]["min_registered"],
         max_image_size=config["sfm"]["max_image_size"],
+        max_size=config["images"]["max_size"],
     shell:
-        "neus-stage sfm --photos {params.photos:q} --out results/{wildcards.scene}/sfm"
+        "{NEUS_STAGE} --log {log} sfm --photos {params.photos:q} --out results/{wildcards.scene}/sfm"
         " --matcher {params.matcher} --mapper {params.mapper} --camera-model {params.camera_model}"
         " --min-registered {params.min_registered} --max-image-size {params.max_image_size}"
-        " --threads {threads} > {log} 2>&1"
+        " --max-size {params.max_size}"
+        " --threads {threads}"

@@ -22,6 +22,6 @@ rule train:
     params:
         settings=train_settings,
     shell:
-        "neus-stage train --dataset results/{wildcards.scene}/dataset --hull {input.hull}"
+        "{NEUS_STAGE} --log {log} train --dataset results/{wildcards.scene}/dataset --hull {input.hull}"
         " --bbox {input.bbox} --out results/{wildcards.scene}/neus --preset {params.settings[preset]}"
-        " --config-json '{params.settings[overrides]}' --set threads={threads} > {log} 2>&1"
+        " --config-json '{params.settings[overrides]}' --set threads={threads}"
