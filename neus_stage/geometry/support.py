@@ -1,0 +1,274 @@
+"""The support surface an object stands on: a plane of the scene's 3D points below the object.
+
+No camera sees under an object that stands on a table, so its visual hull (and any surface trained
+inside it) continues below the base as a cone; the table itself bounds the object. This module finds
+that table as a plane, from points (SfM points, or points triangulated with known cameras) and cameras,
+with no knowledge of the object: it is a pure function of arrays.
+
+The plane is ``normal @ x + offset = 0`` with ``normal`` pointing to the cameras' side ("up"), so that
+``height(x) = normal @ x + offset`` is positive above the table. A plane counts as the support when
+
+- every camera lies above it (photos of an object on a table are taken from above the table),
+- it tilts at most ``max_tilt_deg`` from the cameras' up direction (walls are not supports),
+- it is flat: its residuals' spread is well inside the first inlier band,
+- it holds at least ``min_share`` of the points and more points than lie below it (a table top, not the
+  flat top of the object or a shelf above it),
+- no other plane of comparable size (``ambiguous_ratio``) and another orientation is in view (an object
+  in a corner, or two tables): then no single plane bounds the object and none is returned.
+
+Tolerances come from the data: the inlier band starts at a share of the cameras' distance to the points
+and is then tightened to three robust standard deviations of the plane's own residuals.
+
+The up prior comes from the cameras alone: photos are taken upright, so every camera's x axis (image
+right) is horizontal and the up direction is the direction most perpendicular to all of them (for a ring
+of cameras this is the ring's normal; unlike the ring normal it also holds for cameras on one side of the
+object, as DTU's), oriented by the cameras' own up vectors (minus the camera y axis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MIN_POINTS = 30
+"""Fewer points than this give no plane (RANSAC needs a population to vote)."""
+
+
+@dataclass
+class SupportPlane:
+    """A support plane ``normal @ x + offset = 0``; ``normal`` (3,) unit, towards the cameras (up)."""
+
+    normal: np.ndarray
+    offset: float
+    inliers: np.ndarray  # bool (N,) over the points it was fitted to
+    inlier_share: float  # inliers / finite points
+    rms: float  # RMS distance of the inliers to the plane
+    tolerance: float  # half-width of the inlier band (3 robust sigma of the residuals)
+    tilt_deg: float = 0.0  # angle between the normal and the cameras' up prior
+    below_share: float = 0.0  # share of the points more than two tolerances below the plane
+
+    def height(self, x: np.ndarray) -> np.ndarray:
+        """Signed height of points (...,3) above the plane (positive on the cameras' side)."""
+        return np.asarray(x, dtype=np.float64) @ self.normal + self.offset
+
+    def transformed(self, matrix: np.ndarray) -> SupportPlane:
+        """The same plane in another frame, ``x_new = matrix[:3, :3] @ x + matrix[:3, 3]`` (a similarity:
+        heights, rms and tolerance scale with it)."""
+        m = np.asarray(matrix, dtype=np.float64)
+        A, b = m[:3, :3], m[:3, 3]
+        s = float(abs(np.linalg.det(A)) ** (1.0 / 3.0))
+        R = A / s
+        n = R @ self.normal
+        n = n / np.linalg.norm(n)
+        return SupportPlane(n, float(s * self.offset - n @ b), self.inliers, self.inlier_share, s * self.rms,
+                            s * self.tolerance, self.tilt_deg, self.below_share)
+
+    def to_json(self) -> dict:
+        return {"normal": [float(v) for v in self.normal], "offset": float(self.offset),
+                "inliers": int(np.count_nonzero(self.inliers)), "inlier_share": round(float(self.inlier_share), 4),
+                "rms": float(self.rms), "tolerance": float(self.tolerance), "tilt_deg": round(float(self.tilt_deg), 2),
+                "below_share": round(float(self.below_share), 4)}
+
+
+@dataclass
+class SupportSearch:
+    """What :func:`find_support` found: the plane (or None) and why, with every candidate plane."""
+
+    plane: SupportPlane | None
+    reason: str  # "plane", "too few points", "no plane", "two planes"
+    message: str  # one sentence for logs and reports
+    up: np.ndarray  # the cameras' up prior (3,)
+    up_source: str  # how the prior was found
+    scale: float  # median camera distance to the points (the unit of the tolerances)
+    candidates: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"found": self.plane is not None, "reason": self.reason, "message": self.message,
+                "up_prior": [float(v) for v in self.up], "up_source": self.up_source, "scale": float(self.scale),
+                "candidates": self.candidates, **({"plane": self.plane.to_json()} if self.plane else {})}
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 1e-12 else v
+
+
+def up_prior(camera_centers: np.ndarray, camera_up: np.ndarray | None = None,
+             points: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """The cameras' up direction (unit (3,)) and how it was found.
+
+    With up vectors: the direction most perpendicular to every camera's x axis (x = forward x (-up) with
+    forward from each camera towards the median of ``points``), oriented by the mean up vector; where the
+    x axes do not span a plane (all cameras at one azimuth) the mean up vector itself. Without up vectors:
+    the normal of the plane through the camera centres (a ring), oriented so the cameras are above the
+    points' median.
+    """
+    C = np.asarray(camera_centers, dtype=np.float64).reshape(-1, 3)
+    target = np.median(points, axis=0) if points is not None and len(points) else C.mean(0)
+    if camera_up is not None:
+        U = np.asarray(camera_up, dtype=np.float64).reshape(-1, 3)
+        U = U / np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12)
+        mean_up = _unit(U.sum(0))
+        fwd = target - C
+        fwd = fwd / np.maximum(np.linalg.norm(fwd, axis=1, keepdims=True), 1e-12)
+        X = np.cross(fwd, U)
+        X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        w, V = np.linalg.eigh(X.T @ X)
+        if len(C) >= 3 and w[0] <= 0.2 * w[1]:
+            v = V[:, 0]
+            return (v if v @ mean_up >= 0 else -v), "perpendicular to the cameras' x axes"
+        return mean_up, "mean of the cameras' up vectors"
+    if len(C) < 3:
+        return np.array([0.0, 0.0, 1.0]), "default +z (fewer than 3 cameras)"
+    _, _, Vt = np.linalg.svd(C - C.mean(0))
+    v = Vt[2]
+    return (v if v @ (C.mean(0) - target) >= 0 else -v), "normal of the camera ring"
+
+
+def _fit_lsq(P: np.ndarray) -> tuple[np.ndarray, float]:
+    mu = P.mean(0)
+    _, _, Vt = np.linalg.svd(P - mu, full_matrices=False)
+    n = Vt[2]
+    return n, float(-n @ mu)
+
+
+def _ransac(P: np.ndarray, C: np.ndarray, tau: float, rng: np.random.Generator, n_hyp: int = 1200,
+            n_score: int = 4000) -> tuple[np.ndarray, float] | None:
+    """The plane with most points within ``tau`` that has every camera on one side, more than ``tau`` away."""
+    n = len(P)
+    S = P if n <= n_score else P[rng.choice(n, n_score, replace=False)]
+    best, best_score = None, 0
+    for _ in range(max(1, n_hyp // 400)):
+        idx = rng.integers(0, n, size=(400, 3))
+        a, b, c = P[idx[:, 0]], P[idx[:, 1]], P[idx[:, 2]]
+        nrm = np.cross(b - a, c - a)
+        ln = np.linalg.norm(nrm, axis=1)
+        ok = ln > 1e-12 * max(1.0, float(np.abs(P).max()) ** 2)
+        nrm, a = nrm[ok] / ln[ok, None], a[ok]
+        d = -np.einsum("ij,ij->i", nrm, a)
+        hc = C @ nrm.T + d  # (M,K) camera heights
+        side = np.sign(hc[0])
+        hc = hc * side
+        valid = (hc > tau).all(0)
+        if not valid.any():
+            continue
+        nrm, d = nrm[valid], d[valid]
+        score = (np.abs(S @ nrm.T + d) < tau).sum(0)
+        k = int(np.argmax(score))
+        if score[k] > best_score:
+            best, best_score = (nrm[k], float(d[k])), int(score[k])
+    return best
+
+
+def _refine(P: np.ndarray, n: np.ndarray, d: float, tau0: float) -> tuple[np.ndarray, float, np.ndarray, float, float]:
+    """Least-squares refit on the inliers, the band tightened to 3 robust sigma: (n, d, inliers, tol, rms)."""
+    tol = tau0
+    inl = np.abs(P @ n + d) < tol
+    for _ in range(4):
+        if inl.sum() < 3:
+            break
+        n, d = _fit_lsq(P[inl])
+        r = np.abs(P @ n + d)
+        sigma = 1.4826 * float(np.median(r[r < tol]))  # robust spread of the band's residuals
+        tol = float(np.clip(3.0 * sigma, 1e-9 * tau0, tau0))
+        inl = r < tol
+    rms = float(np.sqrt(np.mean((P[inl] @ n + d) ** 2))) if inl.any() else float("nan")
+    return n, d, inl, tol, rms
+
+
+def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.ndarray | None = None, *,
+                 seed: int = 0, max_tilt_deg: float = 45.0, min_share: float = 0.1, ambiguous_ratio: float = 0.5,
+                 band: float = 0.01, max_planes: int = 4) -> SupportSearch:
+    """Search the support plane among ``points`` (N,3), seen by cameras at ``camera_centers`` (M,3)
+    whose up vectors (minus the camera y axis, in the same frame) are ``camera_up`` (M,3) or unknown.
+
+    Planes are found one after another (RANSAC, each with every camera on one side; a plane's points are
+    removed before the next is searched), at most ``max_planes``; ``band`` is the first inlier half-width
+    as a share of the median camera-to-points distance. See the module docstring for what makes a plane
+    the support. Deterministic for a given ``seed``.
+    """
+    P_all = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    C = np.asarray(camera_centers, dtype=np.float64).reshape(-1, 3)
+    finite = np.isfinite(P_all).all(1)
+    P = P_all[finite]
+    up, up_source = up_prior(C, camera_up, P if len(P) else None)
+    scale = float(np.median(np.linalg.norm(C - np.median(P, 0), axis=1))) if len(P) else 0.0
+    if len(P) < MIN_POINTS or len(C) < 1 or scale <= 0:
+        return SupportSearch(None, "too few points", f"only {len(P)} points: no support plane can be fitted",
+                             up, up_source, scale)
+    rng = np.random.default_rng(seed)
+    tau0 = band * scale
+    cos_tilt = np.cos(np.radians(max_tilt_deg))
+    avail = np.ones(len(P), dtype=bool)
+    candidates: list[tuple[dict, SupportPlane]] = []
+    for _ in range(max_planes):
+        idx = np.flatnonzero(avail)
+        if len(idx) < max(MIN_POINTS, min_share * len(P)):
+            break
+        hyp = _ransac(P[idx], C, tau0, rng)
+        if hyp is None:
+            break
+        n, d, _, tol, rms = _refine(P[idx], *hyp, tau0)
+        if n @ (C.mean(0)) + d < 0:  # orient towards the cameras
+            n, d = -n, -d
+        inl = np.abs(P @ n + d) < tol  # over all points (planes may share a few)
+        if inl.sum() < max(MIN_POINTS // 2, 3):
+            break
+        h = P @ n + d
+        below = float(np.mean(h < -2.0 * tol))
+        cam_h = C @ n + d
+        tilt = float(np.degrees(np.arccos(np.clip(n @ up, -1.0, 1.0))))
+        mask = np.zeros(len(P_all), dtype=bool)
+        mask[np.flatnonzero(finite)[inl]] = True
+        plane = SupportPlane(n, float(d), mask, float(inl.mean()), rms, tol, tilt, below)
+        info = {"normal": [round(float(v), 6) for v in n], "offset": float(d), "inliers": int(inl.sum()),
+                "inlier_share": round(float(inl.mean()), 4), "tilt_deg": round(tilt, 2),
+                "below_share": round(below, 4), "cameras_above": bool((cam_h > tol).all())}
+        candidates.append((info, plane))
+        avail &= ~(np.abs(h) < 3.0 * tol)
+    infos = [c[0] for c in candidates]
+    for info, pl in candidates:
+        if not info["cameras_above"]:
+            info["role"] = "cameras on both sides"
+        elif pl.tolerance >= 0.99 * tau0:
+            info["role"] = "not flat: its residuals fill the whole inlier band"
+        elif pl.normal @ up < cos_tilt:
+            info["role"] = f"tilted more than {max_tilt_deg:g} deg from the cameras' up"
+        elif pl.inlier_share < min_share:
+            info["role"] = f"holds less than {min_share:.0%} of the points"
+        elif pl.below_share * len(P) > np.count_nonzero(pl.inliers):
+            info["role"] = "more points below it than on it"
+        else:
+            info["role"] = "qualifies"
+    qualified = [(i, pl) for i, (info, pl) in enumerate(candidates) if info["role"] == "qualifies"]
+    if not qualified:
+        return SupportSearch(None, "no plane", f"no plane of the {len(P)} points qualifies as a support "
+                             f"({len(candidates)} candidate plane(s), see candidates)", up, up_source, scale, infos)
+    best_i, best = max(qualified, key=lambda t: t[1].inlier_share)
+    infos[best_i]["role"] = "support"
+    cos_parallel = np.cos(np.radians(0.5 * max_tilt_deg))
+    rivals = [i for i, (info, pl) in enumerate(candidates)
+              if i != best_i and info["cameras_above"] and abs(pl.normal @ best.normal) < cos_parallel
+              and pl.inlier_share >= max(min_share, ambiguous_ratio * best.inlier_share)]
+    if rivals:
+        r = candidates[rivals[0]][1]
+        infos[rivals[0]]["role"] = "rival"
+        ang = float(np.degrees(np.arccos(np.clip(abs(r.normal @ best.normal), 0.0, 1.0))))
+        return SupportSearch(None, "two planes", f"two planes of comparable size ({best.inlier_share:.0%} and "
+                             f"{r.inlier_share:.0%} of the points, {ang:.0f} deg apart): no single support plane",
+                             up, up_source, scale, infos)
+    return SupportSearch(best, "plane", f"support plane through {int(best.inliers.sum())} of {len(P)} points "
+                         f"({best.inlier_share:.0%}), rms {best.rms:.3g}, tilted {best.tilt_deg:.1f} deg from the "
+                         "cameras' up", up, up_source, scale, infos)
+
+
+def fit_support_plane(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.ndarray | None = None, *,
+                      seed: int = 0) -> SupportPlane | None:
+    """The support plane of ``points`` (N,3) under cameras at ``camera_centers`` (M,3) (up vectors
+    ``camera_up`` (M,3) = minus each camera's y axis, if known), or None where no dominant plane with the
+    cameras on one side exists (see :func:`find_support` for the reason)."""
+    return find_support(points, camera_centers, camera_up, seed=seed).plane
+
+
+__all__ = ["SupportPlane", "SupportSearch", "find_support", "fit_support_plane", "up_prior"]
