@@ -16,8 +16,11 @@ The plane is ``normal @ x + offset = 0`` with ``normal`` pointing to the cameras
 - no other plane of comparable size (``ambiguous_ratio``) and another orientation is in view (an object
   in a corner, or two tables): then no single plane bounds the object and none is returned.
 
-Tolerances come from the data: the inlier band starts at a share of the cameras' distance to the points
-and is then tightened to three robust standard deviations of the plane's own residuals.
+Tolerances come from the data: the inlier band starts at four times the points' own noise (the median
+distance of a point's nearest neighbours to their local plane; at most ``band`` of the cameras' distance
+to the points) and is then tightened to three robust standard deviations of the plane's own residuals; a
+plane whose residuals fill the whole first band is not flat (a slab through a curved, densely textured
+object).
 
 The up prior comes from the cameras alone: photos are taken upright, so every camera's x axis (image
 right) is horizontal and the up direction is the direction most perpendicular to all of them (for a ring
@@ -82,10 +85,12 @@ class SupportSearch:
     up_source: str  # how the prior was found
     scale: float  # median camera distance to the points (the unit of the tolerances)
     candidates: list[dict] = field(default_factory=list)
+    band: float = 0.0  # the first inlier half-width (from the points' noise)
 
     def to_json(self) -> dict:
         return {"found": self.plane is not None, "reason": self.reason, "message": self.message,
                 "up_prior": [float(v) for v in self.up], "up_source": self.up_source, "scale": float(self.scale),
+                "band": float(self.band),
                 "candidates": self.candidates, **({"plane": self.plane.to_json()} if self.plane else {})}
 
 
@@ -126,6 +131,21 @@ def up_prior(camera_centers: np.ndarray, camera_up: np.ndarray | None = None,
     return (v if v @ (C.mean(0) - target) >= 0 else -v), "normal of the camera ring"
 
 
+def local_noise(points: np.ndarray, rng: np.random.Generator, k: int = 12, n_sample: int = 3000) -> float:
+    """The points' own noise: the median RMS distance of a point's ``k`` nearest neighbours to their
+    best-fitting plane (noise plus the surface's curvature at the scale of the point spacing)."""
+    from scipy.spatial import cKDTree
+
+    P = np.asarray(points, dtype=np.float64)
+    if len(P) <= k:
+        return 0.0
+    Q = P if len(P) <= n_sample else P[rng.choice(len(P), n_sample, replace=False)]
+    _, idx = cKDTree(P).query(Q, k=k)
+    X = P[idx] - P[idx].mean(1, keepdims=True)
+    w = np.linalg.eigvalsh(np.einsum("nki,nkj->nij", X, X) / k)
+    return float(np.median(np.sqrt(np.maximum(w[:, 0], 0.0))))
+
+
 def _fit_lsq(P: np.ndarray) -> tuple[np.ndarray, float]:
     mu = P.mean(0)
     _, _, Vt = np.linalg.svd(P - mu, full_matrices=False)
@@ -133,14 +153,16 @@ def _fit_lsq(P: np.ndarray) -> tuple[np.ndarray, float]:
     return n, float(-n @ mu)
 
 
-def _ransac(P: np.ndarray, C: np.ndarray, tau: float, rng: np.random.Generator, n_hyp: int = 1200,
-            n_score: int = 4000) -> tuple[np.ndarray, float] | None:
-    """The plane with most points within ``tau`` that has every camera on one side, more than ``tau`` away."""
+def _ransac(P: np.ndarray, C: np.ndarray, tau: float, rng: np.random.Generator, *, up: np.ndarray | None = None,
+            cos_tilt: float = -1.0, n_hyp: int = 2000, n_score: int = 4000) -> tuple[np.ndarray, float] | None:
+    """The plane that best explains ``P`` within ``tau`` (MSAC: each point scores 1 - (r / tau)^2, so a
+    tight plane beats a slab of the same count) among those with every camera more than ``tau`` on one
+    side and, with ``up``, a normal within the tilt whose cosine is ``cos_tilt``; normal towards the cameras."""
     n = len(P)
     S = P if n <= n_score else P[rng.choice(n, n_score, replace=False)]
-    best, best_score = None, 0
-    for _ in range(max(1, n_hyp // 400)):
-        idx = rng.integers(0, n, size=(400, 3))
+    best, best_score = None, 0.0
+    for _ in range(max(1, n_hyp // 500)):
+        idx = rng.integers(0, n, size=(500, 3))
         a, b, c = P[idx[:, 0]], P[idx[:, 1]], P[idx[:, 2]]
         nrm = np.cross(b - a, c - a)
         ln = np.linalg.norm(nrm, axis=1)
@@ -148,16 +170,19 @@ def _ransac(P: np.ndarray, C: np.ndarray, tau: float, rng: np.random.Generator, 
         nrm, a = nrm[ok] / ln[ok, None], a[ok]
         d = -np.einsum("ij,ij->i", nrm, a)
         hc = C @ nrm.T + d  # (M,K) camera heights
-        side = np.sign(hc[0])
-        hc = hc * side
+        side = np.where(hc[0] >= 0, 1.0, -1.0)
+        nrm, d, hc = nrm * side[:, None], d * side, hc * side
         valid = (hc > tau).all(0)
+        if up is not None:
+            valid &= nrm @ up >= cos_tilt
         if not valid.any():
             continue
         nrm, d = nrm[valid], d[valid]
-        score = (np.abs(S @ nrm.T + d) < tau).sum(0)
+        r = np.abs(S @ nrm.T + d) / tau
+        score = np.where(r < 1.0, 1.0 - r * r, 0.0).sum(0)
         k = int(np.argmax(score))
         if score[k] > best_score:
-            best, best_score = (nrm[k], float(d[k])), int(score[k])
+            best, best_score = (nrm[k], float(d[k])), float(score[k])
     return best
 
 
@@ -178,15 +203,17 @@ def _refine(P: np.ndarray, n: np.ndarray, d: float, tau0: float) -> tuple[np.nda
 
 
 def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.ndarray | None = None, *,
-                 seed: int = 0, max_tilt_deg: float = 45.0, min_share: float = 0.1, ambiguous_ratio: float = 0.5,
+                 seed: int = 0, max_tilt_deg: float = 45.0, min_share: float = 0.05, ambiguous_ratio: float = 0.5,
                  band: float = 0.01, max_planes: int = 4) -> SupportSearch:
     """Search the support plane among ``points`` (N,3), seen by cameras at ``camera_centers`` (M,3)
     whose up vectors (minus the camera y axis, in the same frame) are ``camera_up`` (M,3) or unknown.
 
-    Planes are found one after another (RANSAC, each with every camera on one side; a plane's points are
-    removed before the next is searched), at most ``max_planes``; ``band`` is the first inlier half-width
-    as a share of the median camera-to-points distance. See the module docstring for what makes a plane
-    the support. Deterministic for a given ``seed``.
+    Support candidates are found one after another (RANSAC among planes with every camera on one side and
+    at most ``max_tilt_deg`` from the cameras' up; a plane's points are removed before the next is
+    searched), at most ``max_planes``; then up to two planes of any orientation among the points left, as
+    rivals. ``band`` caps the first inlier half-width (four times the points' noise) as a share of the
+    median camera-to-points distance. See the module docstring for what makes a plane the support.
+    Deterministic for a given ``seed``.
     """
     P_all = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     C = np.asarray(camera_centers, dtype=np.float64).reshape(-1, 3)
@@ -198,69 +225,86 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
         return SupportSearch(None, "too few points", f"only {len(P)} points: no support plane can be fitted",
                              up, up_source, scale)
     rng = np.random.default_rng(seed)
-    tau0 = band * scale
-    cos_tilt = np.cos(np.radians(max_tilt_deg))
-    avail = np.ones(len(P), dtype=bool)
-    candidates: list[tuple[dict, SupportPlane]] = []
-    for _ in range(max_planes):
+    noise = local_noise(P, rng)
+    tau0 = min(4.0 * noise, band * scale) if noise > 0 else band * scale
+    cos_tilt = float(np.cos(np.radians(max_tilt_deg)))
+    n_pts = len(P)
+    tilted = f"tilted more than {max_tilt_deg:g} deg from the cameras' up"
+
+    def candidate(avail: np.ndarray, gated: bool) -> tuple[dict, SupportPlane] | None:
         idx = np.flatnonzero(avail)
-        if len(idx) < max(MIN_POINTS, min_share * len(P)):
-            break
-        hyp = _ransac(P[idx], C, tau0, rng)
+        if len(idx) < max(MIN_POINTS, min_share * n_pts):
+            return None
+        hyp = _ransac(P[idx], C, tau0, rng, up=up if gated else None, cos_tilt=cos_tilt)
         if hyp is None:
-            break
+            return None
         n, d, _, tol, rms = _refine(P[idx], *hyp, tau0)
-        if n @ (C.mean(0)) + d < 0:  # orient towards the cameras
+        if n @ C.mean(0) + d < 0:  # orient towards the cameras
             n, d = -n, -d
-        inl = np.abs(P @ n + d) < tol  # over all points (planes may share a few)
-        if inl.sum() < max(MIN_POINTS // 2, 3):
-            break
         h = P @ n + d
+        inl = np.abs(h) < tol  # over all points (planes may share a few)
+        if inl.sum() < 3:
+            return None
         below = float(np.mean(h < -2.0 * tol))
-        cam_h = C @ n + d
         tilt = float(np.degrees(np.arccos(np.clip(n @ up, -1.0, 1.0))))
         mask = np.zeros(len(P_all), dtype=bool)
         mask[np.flatnonzero(finite)[inl]] = True
         plane = SupportPlane(n, float(d), mask, float(inl.mean()), rms, tol, tilt, below)
         info = {"normal": [round(float(v), 6) for v in n], "offset": float(d), "inliers": int(inl.sum()),
-                "inlier_share": round(float(inl.mean()), 4), "tilt_deg": round(tilt, 2),
-                "below_share": round(below, 4), "cameras_above": bool((cam_h > tol).all())}
-        candidates.append((info, plane))
-        avail &= ~(np.abs(h) < 3.0 * tol)
-    infos = [c[0] for c in candidates]
-    for info, pl in candidates:
+                "inlier_share": round(float(inl.mean()), 4), "rms": float(rms), "tolerance": float(tol),
+                "tilt_deg": round(tilt, 2), "below_share": round(below, 4),
+                "cameras_above": bool((C @ n + d > tol).all()), "searched": "support" if gated else "rival"}
+        # the tests a support passes (a wall of a corner passes all but the tilt)
         if not info["cameras_above"]:
             info["role"] = "cameras on both sides"
-        elif pl.tolerance >= 0.99 * tau0:
+        elif tol >= 0.99 * tau0:
             info["role"] = "not flat: its residuals fill the whole inlier band"
-        elif pl.normal @ up < cos_tilt:
-            info["role"] = f"tilted more than {max_tilt_deg:g} deg from the cameras' up"
-        elif pl.inlier_share < min_share:
+        elif plane.inlier_share < min_share:
             info["role"] = f"holds less than {min_share:.0%} of the points"
-        elif pl.below_share * len(P) > np.count_nonzero(pl.inliers):
-            info["role"] = "more points below it than on it"
+        elif below * n_pts > inl.sum():
+            info["role"] = "more points behind it than on it"
+        elif n @ up < cos_tilt:
+            info["role"] = tilted
         else:
             info["role"] = "qualifies"
+        avail &= ~(np.abs(h) < 3.0 * tol)
+        return info, plane
+
+    # support candidates: planes within the tilt of the cameras' up, one after another
+    candidates: list[tuple[dict, SupportPlane]] = []
+    avail = np.ones(n_pts, dtype=bool)
+    for _ in range(max_planes):
+        c = candidate(avail, gated=True)
+        if c is None:
+            break
+        candidates.append(c)
     qualified = [(i, pl) for i, (info, pl) in enumerate(candidates) if info["role"] == "qualifies"]
     if not qualified:
-        return SupportSearch(None, "no plane", f"no plane of the {len(P)} points qualifies as a support "
-                             f"({len(candidates)} candidate plane(s), see candidates)", up, up_source, scale, infos)
+        return SupportSearch(None, "no plane", f"no plane of the {n_pts} points qualifies as a support "
+                             f"({len(candidates)} candidate plane(s), see candidates)", up, up_source, scale,
+                             [c[0] for c in candidates], tau0)
     best_i, best = max(qualified, key=lambda t: t[1].inlier_share)
-    infos[best_i]["role"] = "support"
+    candidates[best_i][0]["role"] = "support"
+    # rivals, of any orientation, among the points no support candidate explains: a plane that would bound
+    # the object as well (a corner's wall: flat, nothing seen behind it, the cameras on one side), of
+    # comparable size and another orientation
     cos_parallel = np.cos(np.radians(0.5 * max_tilt_deg))
-    rivals = [i for i, (info, pl) in enumerate(candidates)
-              if i != best_i and info["cameras_above"] and abs(pl.normal @ best.normal) < cos_parallel
-              and pl.inlier_share >= max(min_share, ambiguous_ratio * best.inlier_share)]
-    if rivals:
-        r = candidates[rivals[0]][1]
-        infos[rivals[0]]["role"] = "rival"
-        ang = float(np.degrees(np.arccos(np.clip(abs(r.normal @ best.normal), 0.0, 1.0))))
-        return SupportSearch(None, "two planes", f"two planes of comparable size ({best.inlier_share:.0%} and "
-                             f"{r.inlier_share:.0%} of the points, {ang:.0f} deg apart): no single support plane",
-                             up, up_source, scale, infos)
-    return SupportSearch(best, "plane", f"support plane through {int(best.inliers.sum())} of {len(P)} points "
+    for _ in range(2):
+        c = candidate(avail, gated=False)
+        if c is None:
+            break
+        candidates.append(c)
+        info, pl = c
+        if (info["role"] in ("qualifies", tilted) and abs(pl.normal @ best.normal) < cos_parallel
+                and pl.inlier_share >= max(min_share, ambiguous_ratio * best.inlier_share)):
+            info["role"] = "rival"
+            ang = float(np.degrees(np.arccos(np.clip(abs(pl.normal @ best.normal), 0.0, 1.0))))
+            return SupportSearch(None, "two planes", f"two planes of comparable size ({best.inlier_share:.0%} and "
+                                 f"{pl.inlier_share:.0%} of the points, {ang:.0f} deg apart): no single support "
+                                 "plane", up, up_source, scale, [c[0] for c in candidates], tau0)
+    return SupportSearch(best, "plane", f"support plane through {int(best.inliers.sum())} of {n_pts} points "
                          f"({best.inlier_share:.0%}), rms {best.rms:.3g}, tilted {best.tilt_deg:.1f} deg from the "
-                         "cameras' up", up, up_source, scale, infos)
+                         "cameras' up", up, up_source, scale, [c[0] for c in candidates], tau0)
 
 
 def fit_support_plane(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.ndarray | None = None, *,

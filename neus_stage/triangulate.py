@@ -1,0 +1,120 @@
+"""3D points of a scene whose cameras are known (reference poses): SIFT features, matching, and COLMAP's
+triangulation with every camera held fixed.
+
+A scene posed by reference cameras (DTU's calibration, a rendered scene's true cameras) has no SfM
+points, but the support plane under the object is found from points. pycolmap triangulates a model
+whose cameras are given: the features and matches go into a COLMAP database, a Reconstruction is built
+from the known intrinsics and poses (one pinhole camera per view), and ``triangulate_points`` adds the
+points without moving any camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .cameras import decompose_projection
+from .errors import StageError
+
+log = logging.getLogger(__name__)
+
+EXHAUSTIVE_MAX = 150
+"""Up to this many views every pair is matched; above, neighbours in the (sorted) view order."""
+
+
+def triangulate_known_cameras(images_dir: Path, image_names: list[str], world_mats: np.ndarray, *,
+                              work_dir: Path | None = None, max_image_size: int = 1600, threads: int = -1,
+                              min_track: int = 3, max_reproj_error: float = 2.0) -> tuple[np.ndarray, dict]:
+    """Points (P,3) in the frame of ``world_mats`` (N,4,4, K[R|t], NeuS pixel convention: integer pixel
+    centres) for the images ``image_names`` (one per world_mat, in order) under ``images_dir``, with
+    statistics. Points seen in fewer than ``min_track`` views or reprojecting worse than
+    ``max_reproj_error`` px on average are left out. ``work_dir`` (default: a temporary folder, removed
+    afterwards) holds the COLMAP database."""
+    from .sfm import _colmap_logs, _device, _import_pycolmap
+
+    pycolmap = _import_pycolmap()
+    images_dir = Path(images_dir)
+    world_mats = np.asarray(world_mats, dtype=np.float64)
+    if len(image_names) != len(world_mats):
+        raise StageError(f"{images_dir}: {len(image_names)} images but {len(world_mats)} cameras")
+    if len(image_names) < 2:
+        raise StageError(f"{images_dir}: triangulation needs at least 2 views, got {len(image_names)}")
+    tmp = None
+    if work_dir is None:
+        tmp = work_dir = Path(tempfile.mkdtemp(prefix="triangulate-"))
+    work_dir = Path(work_dir)
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True)
+    try:
+        db_path = work_dir / "database.db"
+        device = _device(pycolmap)
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = "PINHOLE"
+        extraction = pycolmap.FeatureExtractionOptions()
+        extraction.max_image_size = int(max_image_size)
+        extraction.num_threads = int(threads)
+        extraction.use_gpu = device == pycolmap.Device.cuda
+        matching = pycolmap.FeatureMatchingOptions()
+        matching.num_threads = int(threads)
+        matching.use_gpu = device == pycolmap.Device.cuda
+        with _colmap_logs():
+            pycolmap.extract_features(db_path, images_dir, image_names=list(image_names),
+                                      camera_mode=pycolmap.CameraMode.PER_IMAGE, reader_options=reader,
+                                      extraction_options=extraction, device=device)
+            if len(image_names) <= EXHAUSTIVE_MAX:
+                pycolmap.match_exhaustive(db_path, matching_options=matching, device=device)
+            else:
+                pairing = pycolmap.SequentialPairingOptions()
+                pairing.loop_detection = False  # needs a vocabulary tree file (a download)
+                pycolmap.match_sequential(db_path, matching_options=matching, pairing_options=pairing,
+                                          device=device)
+        db = pycolmap.Database.open(db_path)
+        try:
+            db_images = {im.name: im for im in db.read_all_images()}
+            db_cameras = {c.camera_id: c for c in db.read_all_cameras()}
+        finally:
+            db.close()
+        index = {n: i for i, n in enumerate(image_names)}
+        rec = pycolmap.Reconstruction()
+        for name, im in sorted(db_images.items(), key=lambda kv: kv[1].image_id):
+            if name not in index:
+                continue
+            K, pose = decompose_projection(world_mats[index[name]][:3, :4])
+            cam = db_cameras[im.camera_id]
+            # COLMAP puts the centre of the top-left pixel at (0.5, 0.5); NeuS at (0, 0)
+            camera = pycolmap.Camera(model="PINHOLE", width=cam.width, height=cam.height,
+                                     params=[K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5],
+                                     camera_id=im.camera_id)
+            rec.add_camera_with_trivial_rig(camera)
+            R = pose[:3, :3].T
+            cam_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(R), -R @ pose[:3, 3])
+            image = pycolmap.Image(name=name, camera_id=im.camera_id, image_id=im.image_id)
+            rec.add_image_with_trivial_frame(image, cam_from_world)
+        options = pycolmap.IncrementalPipelineOptions()
+        options.num_threads = int(threads)
+        with _colmap_logs():
+            rec = pycolmap.triangulate_points(rec, db_path, images_dir, work_dir / "sparse", options=options,
+                                              refine_intrinsics=False)
+        xyz, track, err = [], [], []
+        for p in rec.points3D.values():
+            xyz.append(p.xyz)
+            track.append(p.track.length())
+            err.append(p.error)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    track, err = np.asarray(track), np.asarray(err)
+    keep = (track >= min_track) & (err <= max_reproj_error) if len(xyz) else np.zeros(0, dtype=bool)
+    stats = {"views": len(image_names), "triangulated": int(len(xyz)), "kept": int(keep.sum()),
+             "min_track": int(min_track), "max_reproj_error_px": float(max_reproj_error),
+             "mean_reproj_error_px": float(err[keep].mean()) if keep.any() else None,
+             "mean_track_length": float(track[keep].mean()) if keep.any() else None}
+    log.info("triangulated %d points with the known cameras (%d kept: track >= %d, error <= %.1f px)",
+             len(xyz), int(keep.sum()), min_track, max_reproj_error)
+    return xyz[keep], stats
