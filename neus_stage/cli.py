@@ -163,13 +163,35 @@ def _add_hull(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="a voxel stays occupied while at most this many views that see it call it background",
     )
+    p.add_argument(
+        "--support",
+        default="cut",
+        choices=["cut", "record", "off"],
+        help="support plane under the object: cut = find it and bound the hull by it, record = find and record "
+        "it only, off = no search",
+    )
+    p.add_argument(
+        "--sparse",
+        type=_path,
+        default=None,
+        help="SfM model whose points hold the support plane (poses = sfm); without it, points are triangulated "
+        "from the dataset's images with its cameras held fixed",
+    )
     p.set_defaults(func=_run_hull)
 
 
 def _run_hull(a: argparse.Namespace) -> None:
     from .hull import carve_visual_hull
 
-    carve_visual_hull(a.dataset, a.bbox, a.hull, resolution=a.resolution, max_background_votes=a.max_background_votes)
+    carve_visual_hull(
+        a.dataset,
+        a.bbox,
+        a.hull,
+        resolution=a.resolution,
+        max_background_votes=a.max_background_votes,
+        support=a.support,
+        sparse_dir=a.sparse,
+    )
 
 
 # -------------------------------------------------------------------------------------------- train
@@ -212,8 +234,10 @@ def _add_mesh(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", type=_path, required=True, help="NeuS dataset folder (scale_mat, masks for culling)")
     p.add_argument("--bbox", type=_path, required=True, help="bbox.json (the box to extract)")
     p.add_argument("--hull", type=_path, default=None, help="hull.npz: blocks outside it are skipped")
-    p.add_argument("--out", type=_path, required=True, help="mesh.ply to write (world units)")
-    p.add_argument("--clean", type=_path, default=None, help="mesh_clean.ply to write (cleaned, mask-culled)")
+    p.add_argument("--out", type=_path, required=True, help="mesh to write (world units; .ply or .obj)")
+    p.add_argument(
+        "--clean", type=_path, default=None, help="clean mesh to write (cleaned, mask-culled; .ply or .obj)"
+    )
     p.add_argument("--resolution", type=int, default=512, help="grid samples along the longest box side")
     p.add_argument("--block", type=int, default=128, help="block size for evaluating the SDF")
     p.add_argument(
@@ -232,6 +256,13 @@ def _add_mesh(sub: argparse._SubParsersAction) -> None:
         help="drop connected parts with fewer faces than this share of the largest",
     )
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument(
+        "--cut-at-support",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="end the mesh where bbox.json says the object ends: a flat cap on the support plane, or (without a "
+        "plane) the clean mesh without what no camera observes; --no-cut-at-support keeps the raw extent",
+    )
     p.set_defaults(func=_run_mesh)
 
 
@@ -251,6 +282,7 @@ def _run_mesh(a: argparse.Namespace) -> None:
         dilation=a.dilation,
         min_component=a.min_component,
         device=a.device,
+        cut_at_support=a.cut_at_support,
     )
 
 

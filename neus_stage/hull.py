@@ -2,6 +2,13 @@
 
 A voxel is empty only when more than ``max_background_votes`` of the views that see it call it
 background; masks are dilated by a voxel's projected size, so thin parts survive the carving.
+
+Under an object that stands on a surface no camera looks, so the hull continues below the base as a
+cone. The stage finds the support plane (:mod:`neus_stage.geometry.support`, in the SfM points or in
+points triangulated with reference cameras), checks that cutting there takes nothing from any
+silhouette (lowering it below a base plate where needed), and bounds the hull by it; training (its box
+and occupancy grid come from hull.npz) and the mesh stage then stop there too. bbox.json records the
+plane, its inliers and how it was found, or why there is none.
 """
 
 from __future__ import annotations
@@ -90,10 +97,118 @@ def _occupied_box(occ: np.ndarray, box_min: np.ndarray, box_max: np.ndarray) -> 
     return box_min + idx.min(0) * size, box_min + (idx.max(0) + 1) * size
 
 
+SUPPORT_MODES = ("cut", "record", "off")
+MAX_SILHOUETTE_LOSS = 0.005
+"""A cut may take at most this share of a view's silhouette (the splatting's own discretisation noise)."""
+MAX_LOWERING = 0.05
+"""A support plane may be lowered (to below a base plate) by at most this share of the object's height."""
+
+
+def _camera_frames(world_mats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera centres (N,3) and up vectors (N,3, minus the camera y axis) in the world frame."""
+    from .cameras import decompose_projection
+
+    poses = np.stack([decompose_projection(wm[:3, :4])[1] for wm in world_mats])
+    return poses[:, :3, 3], -poses[:, :3, 1]
+
+
+def support_points(dataset_dir: Path, stems: list[str], world_mats: np.ndarray, sparse_dir: Path | None
+                   ) -> tuple[np.ndarray, dict]:
+    """World points to find the support plane in: the SfM model's (``sparse_dir``) or, for reference
+    cameras, points triangulated from the dataset's images with its cameras held fixed."""
+    if sparse_dir is not None:
+        import pycolmap
+
+        sparse_dir = Path(sparse_dir)
+        if not sparse_dir.is_dir():
+            raise StageError(f"{sparse_dir}: SfM model not found; run the sfm stage or leave out --sparse")
+        rec = pycolmap.Reconstruction(str(sparse_dir))
+        pts = np.array([p.xyz for p in rec.points3D.values()], dtype=np.float64).reshape(-1, 3)
+        return pts, {"kind": "sfm points", "path": str(sparse_dir), "points": int(len(pts))}
+    from .triangulate import triangulate_known_cameras
+
+    pts, stats = triangulate_known_cameras(Path(dataset_dir) / "image", [f"{s}.png" for s in stems], world_mats)
+    return pts, {"kind": "triangulated with the dataset's cameras held fixed", "path": str(Path(dataset_dir) / "image"),
+                 "points": int(len(pts)), **stats}
+
+
+def _box_around(occ: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c_lo, c_hi = _occupied_box(occ, lo, hi)
+    pad = 2 * (hi - lo) / np.array(occ.shape)
+    return np.maximum(c_lo - pad, -1.0), np.minimum(c_hi + pad, 1.0)
+
+
+def _find_plane(dataset_dir: Path, stems: list[str], world_mats: np.ndarray, scale_mat: np.ndarray, P: np.ndarray,
+                masks: np.ndarray, occ: np.ndarray, f_lo: np.ndarray, f_hi: np.ndarray, sparse_dir: Path | None,
+                points_out: dict) -> tuple[object | None, dict]:
+    """The support plane in the normalised frame (lowered below a base plate where needed) that cuts no
+    silhouette, or None; and the record for bbox.json. ``points_out`` receives the points searched and the
+    found plane's inliers (for the report's figure)."""
+    from .geometry.silhouette import lowest_safe_cut
+    from .geometry.support import find_support
+
+    rec: dict = {}
+    try:
+        pts, source = support_points(dataset_dir, stems, world_mats, sparse_dir)
+    except StageError as exc:  # no points (plain photos, a failed triangulation): the run goes on
+        rec.update(reason="no points", message=f"no points to find a support plane in: {exc}")
+        return None, rec
+    rec["source"] = source
+    centres, ups = _camera_frames(world_mats)
+    search = find_support(pts, centres, ups)
+    points_out["support_points"] = pts.astype(np.float32)
+    points_out["support_inliers"] = (search.plane.inliers if search.plane is not None
+                                     else np.zeros(len(pts), dtype=bool))
+    rec["search"] = search.to_json()
+    rec.update(reason=search.reason, message=search.message)
+    if search.plane is None:
+        return None, rec
+    to_norm = np.linalg.inv(scale_mat)
+    plane_n = search.plane.transformed(to_norm)
+    n_inl = max(int(search.plane.inliers.sum()), 1)
+    margin = 3.0 * plane_n.rms / np.sqrt(n_inl)  # the fitted plane's own uncertainty
+    lowering, trials = lowest_safe_cut(P, masks, occ, f_lo, f_hi, plane_n, margin, max_loss=MAX_SILHOUETTE_LOSS,
+                                       max_lowering=MAX_LOWERING)
+    r = float(scale_mat[0, 0])
+    rec["plane_found"] = {"world": search.plane.to_json(), "normalized": plane_n.to_json()}
+    rec["silhouette_check"] = {"max_loss": MAX_SILHOUETTE_LOSS, "max_lowering_share": MAX_LOWERING,
+                               "trials": [{**t, "lowering_world": t["lowering"] * r,
+                                           "worst_view": None if t["worst_view"] is None else stems[t["worst_view"]]}
+                                          for t in trials]}
+    if lowering is None:
+        worst = trials[-1]
+        view = "?" if worst["worst_view"] is None else stems[worst["worst_view"]]
+        rec.update(reason="cuts the silhouettes",
+                   message=f"the plane found ({search.message}) cuts through the object's silhouettes: cut there "
+                           f"(or up to {MAX_LOWERING:.0%} of the object's height lower) it takes "
+                           f"{worst['worst_loss']:.1%} of view {view}'s mask")
+        return None, rec
+    used = type(plane_n)(plane_n.normal, plane_n.offset + lowering, plane_n.inliers, plane_n.inlier_share,
+                         plane_n.rms, plane_n.tolerance, plane_n.tilt_deg, plane_n.below_share)
+    rec["lowered_by"] = {"normalized": lowering, "world": lowering * r}
+    rec["margin"] = {"normalized": margin, "world": margin * r}
+    rec["plane"] = {"normalized": used.to_json(), "world": used.transformed(scale_mat).to_json()}
+    if lowering > 0:
+        rec["message"] = (f"{search.message}; lowered by {lowering * r:.3g} world units to where the object's "
+                          "silhouettes begin (a base plate's thickness)")
+    return used, rec
+
+
 def carve_visual_hull(
-    dataset_dir: Path, bbox_path: Path, hull_path: Path, *, resolution: int = 128, max_background_votes: int = 1
+    dataset_dir: Path, bbox_path: Path, hull_path: Path, *, resolution: int = 128, max_background_votes: int = 1,
+    support: str = "cut", sparse_dir: Path | None = None,
 ) -> dict:
-    """Carve the hull in the normalised frame; write bbox.json (normalised and world) and hull.npz."""
+    """Carve the hull in the normalised frame; write bbox.json (normalised and world) and hull.npz.
+
+    ``support``: "cut" finds the support plane (in the SfM points of ``sparse_dir``, or in points
+    triangulated with the dataset's cameras) and bounds the hull by it; "record" finds and records it
+    only; "off" does neither. Where no plane is found, or the plane would cut the object's silhouettes,
+    bbox.json says so and the mesh stage culls what no camera observes instead.
+    """
+    from .geometry.halfspace import cut_occupancy
+
+    if support not in SUPPORT_MODES:
+        raise StageError(f"unknown support mode {support!r}; choose one of {', '.join(SUPPORT_MODES)}")
     dataset_dir = Path(dataset_dir)
     stems = sorted(p.stem for p in (dataset_dir / "image").glob("*.png"))
     if not stems:
@@ -111,15 +226,43 @@ def carve_visual_hull(
             f"{dataset_dir}: the visual hull is empty: no region is foreground in enough views. The masks "
             "and cameras disagree (wrong masks, masks of other photos, or wrong cameras)"
         )
-    c_lo, c_hi = _occupied_box(coarse, lo, hi)
-    touches = bool((c_lo <= lo + 1e-6).any() or (c_hi >= hi - 1e-6).any())
-    if touches:
-        log.warning("the hull touches the normalised cube's boundary: the object may extend beyond the unit sphere")
-    pad = 2 * (hi - lo) / 64
-    f_lo, f_hi = np.maximum(c_lo - pad, -1.0), np.minimum(c_hi + pad, 1.0)
+    f_lo, f_hi = _box_around(coarse, lo, hi)
     occ, votes = carve(P, masks, f_lo, f_hi, resolution, max_background_votes, min_views)
     if not occ.any():
         raise StageError(f"{dataset_dir}: the fine visual hull is empty; check the masks")
+    support_rec: dict = {"mode": support}
+    plane = None
+    extra: dict[str, np.ndarray] = {}
+    if support == "off":
+        support_rec.update(method="none", reason="off", message="support plane search switched off (support: off)")
+    else:
+        plane, found = _find_plane(dataset_dir, stems, world_mats, scale_mat, P, masks, occ, f_lo, f_hi, sparse_dir,
+                                   extra)
+        support_rec.update(found)
+        support_rec["method"] = "plane" if plane is not None else "visibility"
+        if plane is None:
+            log.warning("no support plane (%s): %s; the mesh stage culls what no camera observes instead",
+                        found.get("reason"), found.get("message"))
+        else:
+            log.info("support plane: %s", found["message"])
+    hull_cut = plane is not None and support == "cut"
+    support_rec["hull_cut"] = hull_cut
+    if hull_cut:
+        coarse = cut_occupancy(coarse, lo, hi, plane, support_rec["margin"]["normalized"])
+    c_lo, c_hi = _occupied_box(coarse, lo, hi)
+    touches = bool((c_lo <= lo + 1e-6).any() or (c_hi >= hi - 1e-6).any())
+    if touches:
+        log.warning("the hull touches the normalised cube's boundary: the object may extend beyond the unit sphere%s",
+                    "" if hull_cut else " (or it is the cone under an object no camera sees from below)")
+    if hull_cut:
+        margin = support_rec["margin"]["normalized"]
+        f_lo, f_hi = _box_around(coarse, lo, hi)
+        occ, votes = carve(P, masks, f_lo, f_hi, resolution, max_background_votes, min_views)
+        before = int(occ.sum())
+        occ = cut_occupancy(occ, f_lo, f_hi, plane, margin)
+        support_rec["hull_voxels_removed"] = before - int(occ.sum())
+        if not occ.any():  # pragma: no cover - the silhouette check keeps the object
+            raise StageError(f"{dataset_dir}: the visual hull is empty above the support plane")
     o_lo, o_hi = _occupied_box(occ, f_lo, f_hi)
     r, c = scale_mat[0, 0], scale_mat[:3, 3]
     bbox = {
@@ -131,6 +274,7 @@ def carve_visual_hull(
         "views": len(stems),
         "max_background_votes": max_background_votes,
         "touches_unit_cube": touches,
+        "support": support_rec,
     }
     write_text_atomic(Path(bbox_path), json.dumps(bbox, indent=2))
     with atomic_write(Path(hull_path)) as fh:  # all or nothing: training and meshing read it
@@ -141,6 +285,7 @@ def carve_visual_hull(
             bounds_min=f_lo,
             bounds_max=f_hi,
             scale_mat=scale_mat,
+            **extra,  # support_points (world) and support_inliers, where a plane was searched
         )
     log.info(
         "visual hull: %d occupied voxels of %d^3, object box %s .. %s (normalised)",

@@ -418,6 +418,33 @@ def read_bbox(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+def read_support(path: Path) -> dict:
+    """The support decision of a bbox.json: ``method`` ("plane": the support plane in the normalised frame
+    is ``plane``, with the fit's ``margin``; "visibility": none was found, cull what no camera observes;
+    "none": not searched, as in a bbox.json written before the support search existed) and ``message``."""
+    from .geometry.support import SupportPlane
+
+    data = json.loads(Path(path).read_text())
+    rec = data.get("support")
+    if not isinstance(rec, dict) or "method" not in rec:
+        return {"method": "none", "plane": None, "margin": 0.0,
+                "message": f"{path} records no support search (written by an older visual-hull stage)"}
+    plane = None
+    if rec["method"] == "plane":
+        try:
+            p = rec["plane"]["normalized"]
+            n = np.asarray(p["normal"], dtype=np.float64).reshape(3)
+            plane = SupportPlane(n / np.linalg.norm(n), float(p["offset"]), np.zeros(0, dtype=bool),
+                                 float(p.get("inlier_share", 0.0)), float(p.get("rms", 0.0)),
+                                 float(p.get("tolerance", 0.0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StageError(f"{path}: support.method is 'plane' but support.plane.normalized is not a plane "
+                             f"with a normal and an offset ({exc}); run the visual-hull stage again") from exc
+    margin = float((rec.get("margin") or {}).get("normalized", 0.0))
+    return {"method": rec["method"], "plane": plane, "margin": margin, "message": rec.get("message", ""),
+            "reason": rec.get("reason")}
+
+
 def read_hull(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(occupancy bool (R,R,R), bounds_min, bounds_max) of a hull.npz."""
     path = Path(path)
@@ -450,6 +477,19 @@ def read_masks(dataset_dir: Path, n_views: int) -> list[np.ndarray]:
         a = np.asarray(Image.open(p))
         masks.append((a[..., :3].max(axis=-1) if a.ndim == 3 else a) > 127)
     return masks
+
+
+def _image_size(dataset_dir: Path, masks: list[np.ndarray]) -> tuple[int, int]:
+    """(width, height) of the dataset's views: its masks', else its first image's."""
+    if masks:
+        return int(masks[0].shape[1]), int(masks[0].shape[0])
+    from PIL import Image
+
+    images = sorted((Path(dataset_dir) / "image").glob("*.png"))
+    if not images:
+        raise StageError(f"{Path(dataset_dir) / 'image'}: no images to size the views for the visibility cull")
+    with Image.open(images[0]) as im:
+        return im.size
 
 
 def _load_fields(checkpoint: Path, device: str) -> tuple[SdfFunc, Callable | None]:
@@ -497,6 +537,34 @@ def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray, colors: np.ndarr
     write_bytes_atomic(Path(path), mesh.export(file_type="ply", encoding="binary"))
 
 
+MESH_FORMATS = (".ply", ".obj")
+"""Mesh files the mesh stage writes, named by their extension."""
+
+
+def check_mesh_path(path: Path, what: str = "--out") -> Path:
+    """``path`` if its extension names a format the mesh stage writes; else a StageError before any work."""
+    path = Path(path)
+    if path.suffix.lower() not in MESH_FORMATS:
+        raise StageError(f"{what} {path}: cannot write a mesh as '{path.suffix or '(no extension)'}'; name the file "
+                         f"with one of {', '.join(MESH_FORMATS)} (e.g. {path.with_suffix('.ply').name})")
+    return path
+
+
+def write_mesh(path: Path, verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None) -> None:
+    """The mesh in the format its extension names: binary PLY (.ply) or Wavefront OBJ (.obj, vertex colours
+    as the common ``v x y z r g b`` extension)."""
+    import trimesh
+
+    path = check_mesh_path(path, "mesh file")
+    if path.suffix.lower() == ".ply":
+        write_ply(path, verts, faces, colors)
+        return
+    mesh = trimesh.Trimesh(vertices=verts, faces=faces, vertex_colors=colors, process=False)
+    text = mesh.export(file_type="obj", include_color=colors is not None, include_normals=False,
+                       include_texture=False)
+    write_bytes_atomic(path, text.encode() if isinstance(text, str) else text)
+
+
 def _mesh_info(verts: np.ndarray, faces: np.ndarray) -> dict:
     return {"vertices": int(len(verts)), "faces": int(len(faces)), **edge_stats(faces)}
 
@@ -504,22 +572,32 @@ def _mesh_info(verts: np.ndarray, faces: np.ndarray) -> dict:
 def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, out_path: Path, *,
                          clean_path: Path | None = None, hull_path: Path | None = None, resolution: int = 512,
                          block: int = 128, dilation: int = 12, min_component: float = 0.05,
-                         device: str = "auto", coarse: int = 4) -> dict:
+                         device: str = "auto", coarse: int = 4, cut_at_support: bool = True,
+                         visibility_min_cos: float = 0.1) -> dict:
     """The mesh stage: marching cubes on a trained SDF over the bbox, written in world units.
 
     Writes ``out_path`` (the raw mesh), ``clean_path`` where given (mask-culled with ``dilation``, then
     cleaned of small parts) and ``<out_path stem>.json`` (parameters, counts, timings), which is also
-    returned as a dict.
+    returned as a dict. Meshes are written in the format their extension names (.ply or .obj).
+
+    With ``cut_at_support``, the object ends where bbox.json says it ends: on a support plane the SDF is
+    intersected with the half-space above it (half a voxel below the plane), so the base is a flat cap,
+    not the visual hull's cone; without a plane the clean mesh loses the regions no camera observes
+    (``visibility_min_cos``: the grazing limit), and mesh.json records the area removed.
     """
     from .cameras import load_cameras_sphere
 
     t_start = time.perf_counter()
     checkpoint, dataset_dir, bbox_path, out_path = map(Path, (checkpoint, dataset_dir, bbox_path, out_path))
+    check_mesh_path(out_path, "--out")
+    if clean_path is not None:
+        check_mesh_path(clean_path, "--clean")
     if not checkpoint.is_file():
         raise StageError(f"{checkpoint}: checkpoint not found; run the train stage first")
     cameras = dataset_dir / "cameras_sphere.npz"
     world_mats, scale_mat = load_cameras_sphere(cameras)
     bmin, bmax = read_bbox(bbox_path)
+    support = read_support(bbox_path)
     occupancy = None
     if hull_path is not None:
         occ, omin, omax = read_hull(hull_path)
@@ -539,6 +617,22 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
         occupancy=None if occupancy is None else occupancy[0],
         occupancy_bounds=None if occupancy is None else occupancy[1], device=device, coarse=coarse)
     timings["sdf_grid"] = time.perf_counter() - t
+    support_meta: dict = {"method": support["method"], "cut_at_support": bool(cut_at_support),
+                          "bbox_message": support["message"], "cut": False}
+    if cut_at_support and support["plane"] is not None:
+        from .geometry.halfspace import cut_sdf_grid
+
+        margin = support["margin"] + 0.5 * spacing  # the flat cap half a voxel below the plane
+        grid, changed = cut_sdf_grid(grid, origin, spacing, support["plane"], margin)
+        scale_w = float(abs(np.linalg.det(scale_mat[:3, :3])) ** (1 / 3))
+        support_meta.update(cut=True, how="SDF intersected with the half-space above the support plane",
+                            plane_normalized={"normal": support["plane"].normal.tolist(),
+                                              "offset": support["plane"].offset},
+                            margin_normalized=margin, margin_world=margin * scale_w, grid_samples_cut=changed)
+        log.info("support plane: the SDF is cut %.3g world units below the plane (%d grid samples changed)",
+                 margin * scale_w, changed)
+    elif not cut_at_support:
+        support_meta["how"] = "not cut (cut_at_support: false): the raw extent"
     t = time.perf_counter()
     try:
         verts_n, faces = marching_cubes_grid(grid, origin, spacing)
@@ -560,7 +654,7 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
     verts_w = verts_n @ A.T + c
     if np.linalg.det(A) < 0:  # a mirroring scale_mat would turn the mesh inside out
         faces = faces[:, ::-1].copy()
-    write_ply(out_path, verts_w, faces, colors)
+    write_mesh(out_path, verts_w, faces, colors)
     scale = float(abs(np.linalg.det(A)) ** (1 / 3))
     meta: dict = {
         "checkpoint": str(checkpoint), "dataset": str(dataset_dir), "bbox": str(bbox_path),
@@ -585,7 +679,21 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
                         dataset_dir / "mask")
             keep = np.ones(len(verts_w), dtype=bool)
         meta["mask_culled"] = bool(masks)
-        f = faces[keep[faces].all(axis=1)]
+        face_keep = keep[faces].all(axis=1)
+        if cut_at_support and support["method"] == "visibility":
+            from .geometry.visibility import visibility_cull
+
+            t_vis = time.perf_counter()
+            seen_keep, vis = visibility_cull(verts_w, faces, world_mats[:, :3, :4], _image_size(dataset_dir, masks),
+                                             min_cos=visibility_min_cos)
+            face_keep &= seen_keep
+            support_meta.update(cut=vis["faces_removed"] > 0,
+                                how="regions no camera observes removed from the clean mesh (no support plane)",
+                                visibility=vis, visibility_s=round(time.perf_counter() - t_vis, 2))
+            log.info("visibility cull (no support plane: %s): removed %d faces, %.4g world units^2 (%.1f%% of the "
+                     "area)", support.get("reason") or support["message"], vis["faces_removed"], vis["area_removed"],
+                     100 * vis["area_removed_share"])
+        f = faces[face_keep]
         if len(f) == 0:
             raise StageError(f"{clean_path}: mask culling removed the whole mesh: the mesh does not project "
                              f"onto the masks of {dataset_dir} (wrong frame or cameras?)")
@@ -593,10 +701,11 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
         t = time.perf_counter()
         v_c, f_c, index = _clean(verts_w, f, min_component)
         timings["clean"] = time.perf_counter() - t
-        write_ply(clean_path, v_c, f_c, None if colors is None else colors[index])
+        write_mesh(clean_path, v_c, f_c, None if colors is None else colors[index])
         meta["mesh_clean"] = {"path": str(clean_path), **_mesh_info(v_c, f_c)}
         log.info("clean mesh: %d vertices, %d faces -> %s", len(v_c), len(f_c), clean_path)
 
+    meta["support"] = support_meta
     timings["total"] = time.perf_counter() - t_start
     meta["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     meta_path = out_path.with_suffix(".json")
@@ -607,4 +716,4 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
 
 __all__ = ["EmptySurfaceError", "clean_mesh", "cull_by_masks", "edge_stats", "extract_mesh", "grid_layout",
            "marching_cubes_grid", "mesh_from_checkpoint", "read_bbox", "read_hull", "sample_sdf_grid",
-           "signed_volume", "write_ply"]
+           "signed_volume", "write_mesh", "write_ply"]

@@ -2,8 +2,18 @@
 
 - :mod:`.support`: the support surface an object stands on (a RANSAC plane of the scene's points, with
   an up prior from the cameras).
+- :mod:`.halfspace`: the half-space above that plane applied to an occupancy grid, a sampled SDF or an
+  SDF callable.
+- :mod:`.silhouette`: whether a cut hull still explains every silhouette (and how far a plane must be
+  lowered below a base plate until it does).
+- :mod:`.visibility`: which faces of a mesh some camera observes (a ray test against the mesh itself).
 """
 
+from .halfspace import cut_occupancy, cut_sdf, cut_sdf_grid
+from .silhouette import lowest_safe_cut, silhouette_loss
 from .support import SupportPlane, SupportSearch, find_support, fit_support_plane, up_prior
+from .visibility import observed_faces, visibility_cull
 
-__all__ = ["SupportPlane", "SupportSearch", "find_support", "fit_support_plane", "up_prior"]
+__all__ = ["SupportPlane", "SupportSearch", "cut_occupancy", "cut_sdf", "cut_sdf_grid", "find_support",
+           "fit_support_plane", "lowest_safe_cut", "observed_faces", "silhouette_loss", "up_prior",
+           "visibility_cull"]

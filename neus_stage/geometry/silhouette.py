@@ -1,0 +1,106 @@
+"""Does a cut of the visual hull still explain every silhouette? Projections of voxel grids into views.
+
+Below a true support plane lies only what no camera sees: the hull's cone under the object projects
+inside the object's own silhouette in every view (the hull is the intersection of the silhouette cones),
+so cutting it away loses no mask pixel. A plane that cuts through the object (a tilted table, the flat top
+of a base plate taken for the table) removes part of what the masks show: some mask pixels are no longer
+covered by the projection of the cut hull.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _surface(occ: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import binary_erosion
+
+    return occ & ~binary_erosion(occ, border_value=0)
+
+
+def splat(projection: np.ndarray, points: np.ndarray, radius: int, height: int, width: int) -> np.ndarray:
+    """Pixels (bool (H,W)) covered by ``points`` (P,3) projected by ``projection`` (3,4), each a square of
+    ``radius`` pixels (half side)."""
+    uvw = points @ projection[:, :3].T + projection[:, 3]
+    z = uvw[:, 2]
+    front = z > 1e-12
+    u = np.rint(uvw[front, 0] / z[front]).astype(np.int64)
+    v = np.rint(uvw[front, 1] / z[front]).astype(np.int64)
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    img = np.zeros((height, width), dtype=np.float32)
+    img[v[inside], u[inside]] = 1.0
+    if radius > 0:
+        t = torch.from_numpy(img)[None, None]
+        t = F.max_pool2d(t, (1, 2 * radius + 1), stride=1, padding=(0, radius))
+        t = F.max_pool2d(t, (2 * radius + 1, 1), stride=1, padding=(radius, 0))
+        img = t[0, 0].numpy()
+    return img > 0
+
+
+def _view_radius(P: np.ndarray, box_min: np.ndarray, box_max: np.ndarray, shape: tuple[int, ...]) -> int:
+    """Half a voxel's diagonal in pixels at the box centre's depth (the carving's mask dilation)."""
+    vox = float(np.linalg.norm((np.asarray(box_max) - np.asarray(box_min)) / np.array(shape)))
+    mid = np.append((np.asarray(box_min) + np.asarray(box_max)) / 2, 1.0)
+    focal = float(np.linalg.norm(P[0, :3]) / np.linalg.norm(P[2, :3]))
+    depth = float(P[2] @ mid / np.linalg.norm(P[2, :3]))
+    return int(np.ceil(0.5 * focal * vox / max(depth, 1e-12)))
+
+
+def silhouette_loss(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray, occ_cuts: list[np.ndarray],
+                    box_min: np.ndarray, box_max: np.ndarray) -> np.ndarray:
+    """(len(occ_cuts), N): per cut grid and view, the share of the mask pixels covered by the projection of
+    ``occ`` that the projection of the cut grid no longer covers (all grids over the same box; voxels
+    splatted with their projected half-diagonal, as the carving dilates the masks)."""
+    from .halfspace import voxel_centers
+
+    masks = np.asarray(masks, dtype=bool)
+    n, h, w = masks.shape
+    centers = voxel_centers(box_min, box_max, occ.shape)
+    full = centers[_surface(np.asarray(occ, dtype=bool))]
+    cuts = [centers[_surface(np.asarray(c, dtype=bool))] for c in occ_cuts]
+    out = np.zeros((len(cuts), n))
+    for i in range(n):
+        P = np.asarray(projections[i], dtype=np.float64)
+        r = _view_radius(P, box_min, box_max, occ.shape)
+        base = masks[i] & splat(P, full, r, h, w)
+        denom = int(base.sum())
+        for j, cut in enumerate(cuts):
+            if denom == 0:
+                continue
+            lost = base & ~splat(P, cut, r, h, w) if len(cut) else base
+            out[j, i] = float(lost.sum()) / denom
+    return out
+
+
+def lowest_safe_cut(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray, box_min: np.ndarray,
+                    box_max: np.ndarray, plane, margin: float, *, max_loss: float, max_lowering: float
+                    ) -> tuple[float | None, list[dict]]:
+    """How far (along the normal, >= 0) ``plane`` must be lowered so that cutting ``occ`` there (with
+    ``margin``) loses at most ``max_loss`` of any view's silhouette: 0 for the table an object stands on,
+    a base plate's thickness where the plane was fitted to the plate's top; None when that takes more than
+    ``max_lowering`` of the object's height above the plane (the plane cuts through the object). Steps of
+    one voxel's extent along the normal; returns the lowering and each step's worst loss."""
+    from .halfspace import cut_occupancy, voxel_centers
+
+    occ = np.asarray(occ, dtype=bool)
+    vox = (np.asarray(box_max, dtype=np.float64) - np.asarray(box_min, dtype=np.float64)) / np.array(occ.shape)
+    step = float(np.abs(plane.normal) @ vox)
+    heights = plane.height(voxel_centers(box_min, box_max, occ.shape)[occ])
+    top = float(heights.max()) if len(heights) else 0.0
+    if top <= 0:
+        return None, [{"lowering": 0.0, "worst_loss": 1.0, "worst_view": None}]
+    n_steps = int(np.floor(max_lowering * top / step)) + 1
+    trials: list[dict] = []
+    for k in range(n_steps):
+        lowering = k * step
+        cut = cut_occupancy(occ, box_min, box_max, plane, margin + lowering)
+        loss = silhouette_loss(projections, masks, occ, [cut], box_min, box_max)[0]
+        trials.append({"lowering": lowering, "worst_loss": float(loss.max()), "worst_view": int(loss.argmax())})
+        if loss.max() <= max_loss:
+            return lowering, trials
+    return None, trials
+
+
+__all__ = ["lowest_safe_cut", "silhouette_loss", "splat"]
