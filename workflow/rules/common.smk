@@ -155,6 +155,14 @@ def dataset_args(wildcards, input):
     return f"--photos {q(row['photos'])} --reference-cameras {q(row['cameras'])}"
 
 
+def hull_args(wildcards):
+    """The support-plane search: the SfM points (poses sfm), else points triangulated with the reference cameras."""
+    args = f"--support {config['visual_hull']['support']}"
+    if uses_sfm(wildcards):
+        args += f" --sparse results/{wildcards.scene}/sfm/undistorted/sparse"
+    return args
+
+
 def train_settings(wildcards):
     """Preset and field overrides for one scene: config train.overrides, then scene_overrides."""
     overrides = dict(config["train"].get("overrides") or {})

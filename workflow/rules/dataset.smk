@@ -42,7 +42,8 @@ rule visual_hull:
     params:
         resolution=config["visual_hull"]["resolution"],
         votes=config["visual_hull"]["max_background_votes"],
+        support=hull_args,
     shell:
         "{NEUS_STAGE} --log {log} visual-hull --dataset results/{wildcards.scene}/dataset --bbox {output.bbox}"
         " --hull {output.hull} --resolution {params.resolution}"
-        " --max-background-votes {params.votes}"
+        " --max-background-votes {params.votes} {params.support}"

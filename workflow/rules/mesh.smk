@@ -22,8 +22,13 @@ rule mesh:
         resolution=config["mesh"]["resolution"],
         dilation=config["mesh"]["dilation"],
         min_component=config["mesh"]["min_component"],
+        cut=(
+            "--cut-at-support"
+            if config["mesh"]["cut_at_support"]
+            else "--no-cut-at-support"
+        ),
     shell:
         "{NEUS_STAGE} --log {log} mesh --checkpoint {input.checkpoint} --dataset results/{wildcards.scene}/dataset"
         " --bbox {input.bbox} --hull {input.hull} --out {output.mesh} --clean {output.clean}"
         " --resolution {params.resolution} --dilation {params.dilation}"
-        " --min-component {params.min_component}"
+        " --min-component {params.min_component} {params.cut}"
