@@ -29,6 +29,8 @@ Scenes (``SCENES``):
 - ``house``: a model town (blocks with roofs, a tower) on a textured base plate that is part of the object,
   photographed from close so that it fills most of every frame (as DTU scan 24): single-image saliency
   fails there.
+- ``vase``: a hollow vase (a surface of revolution 1.4 tall) on a textured floor, two rings at 30 and 55 deg.
+- ``box``: a rounded box 0.55 tall on a textured floor, two rings: its flat top is parallel to the floor.
 """
 
 from __future__ import annotations
@@ -440,6 +442,58 @@ def _parts(rng: np.random.Generator) -> Scene:
     )
 
 
+def _vase(rng: np.random.Generator) -> Scene:
+    """A vase on a textured floor: a surface of revolution 1.4 tall (belly radius 0.5, neck 0.22, a flared
+    lip), hollow (wall 0.04, bottom 0.08 thick), base at z = 0, seen from two rings: a curved body on a
+    small footprint, the hull's cone under it reaching far below the floor."""
+
+    def radius(z: np.ndarray) -> np.ndarray:
+        t = np.clip(z / 1.4, 0.0, 1.0)
+        return 0.3 + 0.2 * np.sin(np.pi * np.clip(t / 0.7, 0.0, 1.0)) + 0.1 * np.clip((t - 0.75) / 0.25, 0.0, 1.0) ** 2
+
+    def sdf(p: np.ndarray) -> np.ndarray:
+        rho = _length(p[:, 0], p[:, 1])
+        z = p[:, 2]
+        r = radius(z)
+        # |dr/dz| < 0.6 here: dividing by sqrt(1 + 0.6^2) keeps the radial distance a lower bound
+        outer = np.maximum((rho - r) / 1.17, np.maximum(-z, z - 1.4))
+        inner = np.maximum((rho - (r - 0.04)) / 1.17, 0.08 - z)
+        return smax(outer, -inner, 0.01)
+
+    return Scene(
+        name="vase",
+        sdf=sdf,
+        albedo=_palette_albedo(rng, MUG_PALETTE[1:] + MUG_PALETTE[:1], scale=1.2),
+        bound_center=np.array([0.0, 0.0, 0.7]),
+        bound_radius=float(np.hypot(0.5, 0.7) + 0.05),
+        floor_z=0.0,
+        floor_albedo=_wood_albedo(rng, board=0.5),
+        floor_half=6.0,
+        rings=((30.0, 1.0, 0.5), (55.0, 1.05, 0.5)),
+    )
+
+
+def _box(rng: np.random.Generator) -> Scene:
+    """A box (1.0 x 0.7, 0.55 tall, edges rounded by 0.03) on a textured floor at z = 0, turned 25 deg about
+    z, seen from two rings: flat faces whose top is a plane parallel to the floor (not a support)."""
+    rot, off = _rot_z(25.0), np.array([0.1, -0.05, 0.0])
+
+    def local(p: np.ndarray) -> np.ndarray:
+        return sd_round_box(p - np.float32([0.0, 0.0, 0.275]), np.float32([0.5, 0.35, 0.275]), 0.03)
+
+    return Scene(
+        name="box",
+        sdf=_placed(local, rot, off),
+        albedo=_palette_albedo(rng, MUG_PALETTE[::-1], scale=0.9),
+        bound_center=off + np.array([0.0, 0.0, 0.275]),
+        bound_radius=float(np.linalg.norm([0.5, 0.35, 0.275]) + 0.05),
+        floor_z=0.0,
+        floor_albedo=_wood_albedo(rng, board=0.45),
+        floor_half=6.0,
+        rings=((30.0, 1.0, 0.5), (55.0, 1.05, 0.5)),
+    )
+
+
 SCENES: dict[str, Callable[[np.random.Generator], Scene]] = {
     "mug": _mug,
     "cut": _cut,
@@ -448,6 +502,8 @@ SCENES: dict[str, Callable[[np.random.Generator], Scene]] = {
     "teapot": _teapot,
     "pot": _pot,
     "house": _house,
+    "vase": _vase,
+    "box": _box,
 }
 
 
