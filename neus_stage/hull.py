@@ -99,7 +99,8 @@ def _occupied_box(occ: np.ndarray, box_min: np.ndarray, box_max: np.ndarray) -> 
 
 SUPPORT_MODES = ("cut", "record", "off")
 MAX_SILHOUETTE_LOSS = 0.005
-"""A cut may take at most this share of a view's silhouette (the splatting's own discretisation noise)."""
+"""A cut may take at most this share of a view's silhouette, and no region deeper than 1.5 pixels (what the
+voxels' splatting leaves is boundary noise of about a pixel)."""
 MAX_LOWERING = 0.05
 """A support plane may be lowered (to below a base plate) by at most this share of the object's height."""
 
@@ -164,33 +165,46 @@ def _find_plane(dataset_dir: Path, stems: list[str], world_mats: np.ndarray, sca
     if search.plane is None:
         return None, rec
     to_norm = np.linalg.inv(scale_mat)
-    plane_n = search.plane.transformed(to_norm)
-    n_inl = max(int(search.plane.inliers.sum()), 1)
-    margin = 3.0 * plane_n.rms / np.sqrt(n_inl)  # the fitted plane's own uncertainty
-    lowering, trials = lowest_safe_cut(P, masks, occ, f_lo, f_hi, plane_n, margin, max_loss=MAX_SILHOUETTE_LOSS,
-                                       max_lowering=MAX_LOWERING)
     r = float(scale_mat[0, 0])
-    rec["plane_found"] = {"world": search.plane.to_json(), "normalized": plane_n.to_json()}
-    rec["silhouette_check"] = {"max_loss": MAX_SILHOUETTE_LOSS, "max_lowering_share": MAX_LOWERING,
-                               "trials": [{**t, "lowering_world": t["lowering"] * r,
-                                           "worst_view": None if t["worst_view"] is None else stems[t["worst_view"]]}
-                                          for t in trials]}
+    attempts = []
+    # the largest qualifying plane first; where it cuts the silhouettes (a box's top), the next one
+    for plane_w in [search.plane, *search.alternatives]:
+        plane_n = plane_w.transformed(to_norm)
+        n_inl = max(int(plane_w.inliers.sum()), 1)
+        margin = 3.0 * plane_n.rms / np.sqrt(n_inl)  # the fitted plane's own uncertainty
+        lowering, trials = lowest_safe_cut(P, masks, occ, f_lo, f_hi, plane_n, margin,
+                                           max_loss=MAX_SILHOUETTE_LOSS, max_lowering=MAX_LOWERING)
+        attempts.append({"plane_world": plane_w.to_json(), "accepted": lowering is not None,
+                         "trials": [{**t, "lowering_world": t["lowering"] * r,
+                                     "worst_view": None if t["worst_view"] is None else stems[t["worst_view"]]}
+                                    for t in trials]})
+        if lowering is not None:
+            break
+    rec["silhouette_check"] = {"max_loss": MAX_SILHOUETTE_LOSS, "max_depth_px": 1.5, "max_lowering_share": MAX_LOWERING,
+                               "attempts": attempts}
+    rec["plane_found"] = {"world": plane_w.to_json(), "normalized": plane_n.to_json()}
     if lowering is None:
-        worst = trials[-1]
-        view = "?" if worst["worst_view"] is None else stems[worst["worst_view"]]
+        worst = attempts[0]["trials"][-1]
         rec.update(reason="cuts the silhouettes",
                    message=f"the plane found ({search.message}) cuts through the object's silhouettes: cut there "
                            f"(or up to {MAX_LOWERING:.0%} of the object's height lower) it takes "
-                           f"{worst['worst_loss']:.1%} of view {view}'s mask")
+                           f"{worst['worst_loss']:.1%} of view {worst['worst_view']}'s mask, a region "
+                           f"{worst['worst_depth_px']:.0f} px deep"
+                           + (f"; so do the {len(attempts) - 1} other plane(s) found" if len(attempts) > 1 else ""))
         return None, rec
+    if len(attempts) > 1:
+        points_out["support_inliers"] = plane_w.inliers
+        rec["message"] = (f"support plane through {int(plane_w.inliers.sum())} points ({plane_w.inlier_share:.0%}), "
+                          f"rms {plane_w.rms:.3g}, the {len(attempts)}. plane found (the larger ones cut the "
+                          "object's silhouettes)")
     used = type(plane_n)(plane_n.normal, plane_n.offset + lowering, plane_n.inliers, plane_n.inlier_share,
                          plane_n.rms, plane_n.tolerance, plane_n.tilt_deg, plane_n.below_share)
     rec["lowered_by"] = {"normalized": lowering, "world": lowering * r}
     rec["margin"] = {"normalized": margin, "world": margin * r}
     rec["plane"] = {"normalized": used.to_json(), "world": used.transformed(scale_mat).to_json()}
     if lowering > 0:
-        rec["message"] = (f"{search.message}; lowered by {lowering * r:.3g} world units to where the object's "
-                          "silhouettes begin (a base plate's thickness)")
+        rec["message"] += (f"; lowered by {lowering * r:.3g} world units to where the object's silhouettes begin "
+                           "(a base plate's thickness)")
     return used, rec
 
 

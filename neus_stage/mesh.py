@@ -598,6 +598,11 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
     world_mats, scale_mat = load_cameras_sphere(cameras)
     bmin, bmax = read_bbox(bbox_path)
     support = read_support(bbox_path)
+    if cut_at_support and support["plane"] is not None:
+        # the flat cap lies half a voxel below the plane, which may be the hull's lowest face: two voxels of
+        # room all round keep the cap inside the grid (the half-space leaves no surface below it)
+        pad = 2.0 * float((bmax - bmin).max()) / max(int(resolution) - 1, 1)
+        bmin, bmax = bmin - pad, bmax + pad
     occupancy = None
     if hull_path is not None:
         occ, omin, omax = read_hull(hull_path)

@@ -49,10 +49,16 @@ def _view_radius(P: np.ndarray, box_min: np.ndarray, box_max: np.ndarray, shape:
 
 
 def silhouette_loss(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray, occ_cuts: list[np.ndarray],
-                    box_min: np.ndarray, box_max: np.ndarray) -> np.ndarray:
-    """(len(occ_cuts), N): per cut grid and view, the share of the mask pixels covered by the projection of
-    ``occ`` that the projection of the cut grid no longer covers (all grids over the same box; voxels
-    splatted with their projected half-diagonal, as the carving dilates the masks)."""
+                    box_min: np.ndarray, box_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What each cut grid takes from each view's silhouette: (share, depth), both (len(occ_cuts), N).
+
+    share: the share of the mask pixels covered by the projection of ``occ`` that the projection of the
+    cut grid no longer covers; depth: how deep (pixels, the largest distance of a lost pixel to a kept one)
+    the lost region reaches, so a thin band along the base (a cut a few pixels into the object) counts
+    however small its share of the mask. All grids over the same box; voxels are splatted with their
+    projected half-diagonal, as the carving dilates the masks, so discretisation loses nothing."""
+    from scipy.ndimage import distance_transform_edt
+
     from .halfspace import voxel_centers
 
     masks = np.asarray(masks, dtype=bool)
@@ -60,7 +66,8 @@ def silhouette_loss(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray,
     centers = voxel_centers(box_min, box_max, occ.shape)
     full = centers[_surface(np.asarray(occ, dtype=bool))]
     cuts = [centers[_surface(np.asarray(c, dtype=bool))] for c in occ_cuts]
-    out = np.zeros((len(cuts), n))
+    share = np.zeros((len(cuts), n))
+    depth = np.zeros((len(cuts), n))
     for i in range(n):
         P = np.asarray(projections[i], dtype=np.float64)
         r = _view_radius(P, box_min, box_max, occ.shape)
@@ -70,18 +77,22 @@ def silhouette_loss(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray,
             if denom == 0:
                 continue
             lost = base & ~splat(P, cut, r, h, w) if len(cut) else base
-            out[j, i] = float(lost.sum()) / denom
-    return out
+            if lost.any():
+                share[j, i] = float(lost.sum()) / denom
+                depth[j, i] = float(distance_transform_edt(lost).max())
+    return share, depth
 
 
 def lowest_safe_cut(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray, box_min: np.ndarray,
-                    box_max: np.ndarray, plane, margin: float, *, max_loss: float, max_lowering: float
-                    ) -> tuple[float | None, list[dict]]:
+                    box_max: np.ndarray, plane, margin: float, *, max_loss: float, max_lowering: float,
+                    max_depth: float = 1.5) -> tuple[float | None, list[dict]]:
     """How far (along the normal, >= 0) ``plane`` must be lowered so that cutting ``occ`` there (with
-    ``margin``) loses at most ``max_loss`` of any view's silhouette: 0 for the table an object stands on,
-    a base plate's thickness where the plane was fitted to the plate's top; None when that takes more than
-    ``max_lowering`` of the object's height above the plane (the plane cuts through the object). Steps of
-    one voxel's extent along the normal; returns the lowering and each step's worst loss."""
+    ``margin``) takes from no view's silhouette more than ``max_loss`` of its pixels nor a region deeper
+    than ``max_depth`` pixels (one pixel of boundary noise is tolerated): 0 for the table an object stands
+    on, a base plate's thickness where the plane was fitted to the plate's top; None when that takes more
+    than ``max_lowering`` of the object's height above the plane (the plane cuts through the object).
+    Steps of one voxel's extent along the normal; returns the lowering and each step's worst loss. What a
+    cut shallower than about one voxel's projection takes is below what the masks can tell."""
     from .halfspace import cut_occupancy, voxel_centers
 
     occ = np.asarray(occ, dtype=bool)
@@ -90,15 +101,18 @@ def lowest_safe_cut(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray,
     heights = plane.height(voxel_centers(box_min, box_max, occ.shape)[occ])
     top = float(heights.max()) if len(heights) else 0.0
     if top <= 0:
-        return None, [{"lowering": 0.0, "worst_loss": 1.0, "worst_view": None}]
+        return None, [{"lowering": 0.0, "worst_loss": 1.0, "worst_depth_px": float("inf"), "worst_view": None}]
     n_steps = int(np.floor(max_lowering * top / step)) + 1
     trials: list[dict] = []
     for k in range(n_steps):
         lowering = k * step
         cut = cut_occupancy(occ, box_min, box_max, plane, margin + lowering)
-        loss = silhouette_loss(projections, masks, occ, [cut], box_min, box_max)[0]
-        trials.append({"lowering": lowering, "worst_loss": float(loss.max()), "worst_view": int(loss.argmax())})
-        if loss.max() <= max_loss:
+        share, depth = silhouette_loss(projections, masks, occ, [cut], box_min, box_max)
+        share, depth = share[0], depth[0]
+        worst = int(np.argmax(np.maximum(share / max_loss, depth / max_depth)))
+        trials.append({"lowering": lowering, "worst_loss": float(share.max()), "worst_depth_px": float(depth.max()),
+                       "worst_view": worst})
+        if share.max() <= max_loss and depth.max() <= max_depth:
             return lowering, trials
     return None, trials
 

@@ -10,17 +10,18 @@ The plane is ``normal @ x + offset = 0`` with ``normal`` pointing to the cameras
 
 - every camera lies above it (photos of an object on a table are taken from above the table),
 - it tilts at most ``max_tilt_deg`` from the cameras' up direction (walls are not supports),
-- it is flat: its residuals' spread is well inside the first inlier band,
+- it is flat: its points spread about it by at most twice their own noise (a slab through a curved,
+  densely textured object spreads much more than its points' local noise),
 - it holds at least ``min_share`` of the points and more points than lie below it (a table top, not the
   flat top of the object or a shelf above it),
 - no other plane of comparable size (``ambiguous_ratio``) and another orientation is in view (an object
   in a corner, or two tables): then no single plane bounds the object and none is returned.
 
-Tolerances come from the data: the inlier band starts at four times the points' own noise (the median
-distance of a point's nearest neighbours to their local plane; at most ``band`` of the cameras' distance
-to the points) and is then tightened to three robust standard deviations of the plane's own residuals; a
-plane whose residuals fill the whole first band is not flat (a slab through a curved, densely textured
-object).
+Tolerances come from the data: each point's own noise is the distance of its nearest neighbours to their
+local plane; RANSAC's band is four times the median of that (at most ``band`` of the cameras' distance to
+the points), and each plane's band is then re-estimated from its own residuals (three robust standard
+deviations), so that a floor far from the cameras, triangulated less precisely than the object, keeps its
+points.
 
 The up prior comes from the cameras alone: photos are taken upright, so every camera's x axis (image
 right) is horizontal and the up direction is the direction most perpendicular to all of them (for a ring
@@ -85,7 +86,8 @@ class SupportSearch:
     up_source: str  # how the prior was found
     scale: float  # median camera distance to the points (the unit of the tolerances)
     candidates: list[dict] = field(default_factory=list)
-    band: float = 0.0  # the first inlier half-width (from the points' noise)
+    band: float = 0.0  # RANSAC's inlier half-width (from the points' noise)
+    alternatives: list[SupportPlane] = field(default_factory=list)  # other qualifying planes, largest first
 
     def to_json(self) -> dict:
         return {"found": self.plane is not None, "reason": self.reason, "message": self.message,
@@ -131,19 +133,28 @@ def up_prior(camera_centers: np.ndarray, camera_up: np.ndarray | None = None,
     return (v if v @ (C.mean(0) - target) >= 0 else -v), "normal of the camera ring"
 
 
-def local_noise(points: np.ndarray, rng: np.random.Generator, k: int = 12, n_sample: int = 3000) -> float:
-    """The points' own noise: the median RMS distance of a point's ``k`` nearest neighbours to their
-    best-fitting plane (noise plus the surface's curvature at the scale of the point spacing)."""
+def local_noise(points: np.ndarray, k: int = 12, max_points: int = 40000,
+                rng: np.random.Generator | None = None) -> np.ndarray:
+    """Each point's own noise (N,): the RMS distance of its ``k`` nearest neighbours to their best-fitting
+    plane (noise plus the surface's curvature at the scale of the point spacing). Above ``max_points``
+    points, a random subset is measured and the others get the value of their nearest measured point."""
     from scipy.spatial import cKDTree
 
     P = np.asarray(points, dtype=np.float64)
     if len(P) <= k:
-        return 0.0
-    Q = P if len(P) <= n_sample else P[rng.choice(len(P), n_sample, replace=False)]
-    _, idx = cKDTree(P).query(Q, k=k)
+        return np.zeros(len(P))
+    tree = cKDTree(P)
+    sub = np.arange(len(P))
+    if len(P) > max_points:
+        sub = np.sort((rng or np.random.default_rng(0)).choice(len(P), max_points, replace=False))
+    _, idx = tree.query(P[sub], k=k)
     X = P[idx] - P[idx].mean(1, keepdims=True)
     w = np.linalg.eigvalsh(np.einsum("nki,nkj->nij", X, X) / k)
-    return float(np.median(np.sqrt(np.maximum(w[:, 0], 0.0))))
+    noise = np.sqrt(np.maximum(w[:, 0], 0.0))
+    if len(sub) == len(P):
+        return noise
+    _, nearest = cKDTree(P[sub]).query(P)
+    return noise[nearest]
 
 
 def _fit_lsq(P: np.ndarray) -> tuple[np.ndarray, float]:
@@ -186,33 +197,47 @@ def _ransac(P: np.ndarray, C: np.ndarray, tau: float, rng: np.random.Generator, 
     return best
 
 
-def _refine(P: np.ndarray, n: np.ndarray, d: float, tau0: float) -> tuple[np.ndarray, float, np.ndarray, float, float]:
-    """Least-squares refit on the inliers, the band tightened to 3 robust sigma: (n, d, inliers, tol, rms)."""
-    tol = tau0
-    inl = np.abs(P @ n + d) < tol
-    for _ in range(4):
-        if inl.sum() < 3:
-            break
-        n, d = _fit_lsq(P[inl])
+def _refine(P: np.ndarray, n: np.ndarray, d: float, tau: float, cap: float
+            ) -> tuple[np.ndarray, float, np.ndarray, float, float, float]:
+    """Least-squares refit on the inliers with the band re-estimated from the plane's own residuals: three
+    robust sigma, measured in a window twice the band, so the band grows for a plane noisier than the
+    RANSAC band (a floor far from the cameras) and shrinks for a crisp one, up to ``cap``.
+    Returns (n, d, inliers, tolerance, rms, sigma)."""
+    tol = tau
+    sigma = tau / 3.0
+    for _ in range(10):
         r = np.abs(P @ n + d)
-        sigma = 1.4826 * float(np.median(r[r < tol]))  # robust spread of the band's residuals
-        tol = float(np.clip(3.0 * sigma, 1e-9 * tau0, tau0))
-        inl = r < tol
-    rms = float(np.sqrt(np.mean((P[inl] @ n + d) ** 2))) if inl.any() else float("nan")
-    return n, d, inl, tol, rms
+        if (r < tol).sum() >= 3:
+            n, d = _fit_lsq(P[r < tol])
+            r = np.abs(P @ n + d)
+        window = r[r < 2.0 * tol]
+        if len(window) < 3:
+            break
+        sigma = 1.4826 * float(np.median(window))
+        new = float(np.clip(3.0 * sigma, 1e-9 * cap, cap))
+        done = abs(new - tol) <= 0.01 * tol
+        tol = new
+        if done:
+            break
+    r = np.abs(P @ n + d)
+    inl = r < tol
+    rms = float(np.sqrt(np.mean(r[inl] ** 2))) if inl.any() else float("nan")
+    return n, d, inl, tol, rms, sigma
 
 
 def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.ndarray | None = None, *,
                  seed: int = 0, max_tilt_deg: float = 45.0, min_share: float = 0.05, ambiguous_ratio: float = 0.5,
-                 band: float = 0.01, max_planes: int = 4) -> SupportSearch:
+                 band: float = 0.02, max_planes: int = 4) -> SupportSearch:
     """Search the support plane among ``points`` (N,3), seen by cameras at ``camera_centers`` (M,3)
     whose up vectors (minus the camera y axis, in the same frame) are ``camera_up`` (M,3) or unknown.
 
     Support candidates are found one after another (RANSAC among planes with every camera on one side and
     at most ``max_tilt_deg`` from the cameras' up; a plane's points are removed before the next is
     searched), at most ``max_planes``; then up to two planes of any orientation among the points left, as
-    rivals. ``band`` caps the first inlier half-width (four times the points' noise) as a share of the
-    median camera-to-points distance. See the module docstring for what makes a plane the support.
+    rivals. ``band`` caps every inlier half-width as a share of the median camera-to-points distance.
+    ``alternatives`` lists the other planes that qualify (a box's top besides the floor), largest first,
+    for a caller that checks a plane against the silhouettes and needs the next one. See the module
+    docstring for what makes a plane the support.
     Deterministic for a given ``seed``.
     """
     P_all = np.asarray(points, dtype=np.float64).reshape(-1, 3)
@@ -225,8 +250,10 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
         return SupportSearch(None, "too few points", f"only {len(P)} points: no support plane can be fitted",
                              up, up_source, scale)
     rng = np.random.default_rng(seed)
-    noise = local_noise(P, rng)
-    tau0 = min(4.0 * noise, band * scale) if noise > 0 else band * scale
+    noise = local_noise(P, rng=rng)
+    cap = band * scale
+    med_noise = float(np.median(noise))
+    tau0 = min(4.0 * med_noise, cap) if med_noise > 0 else cap
     cos_tilt = float(np.cos(np.radians(max_tilt_deg)))
     n_pts = len(P)
     tilted = f"tilted more than {max_tilt_deg:g} deg from the cameras' up"
@@ -238,7 +265,7 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
         hyp = _ransac(P[idx], C, tau0, rng, up=up if gated else None, cos_tilt=cos_tilt)
         if hyp is None:
             return None
-        n, d, _, tol, rms = _refine(P[idx], *hyp, tau0)
+        n, d, _, tol, rms, sigma = _refine(P[idx], *hyp, tau0, cap)
         if n @ C.mean(0) + d < 0:  # orient towards the cameras
             n, d = -n, -d
         h = P @ n + d
@@ -246,19 +273,21 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
         if inl.sum() < 3:
             return None
         below = float(np.mean(h < -2.0 * tol))
+        own_noise = float(np.median(noise[inl]))
         tilt = float(np.degrees(np.arccos(np.clip(n @ up, -1.0, 1.0))))
         mask = np.zeros(len(P_all), dtype=bool)
         mask[np.flatnonzero(finite)[inl]] = True
         plane = SupportPlane(n, float(d), mask, float(inl.mean()), rms, tol, tilt, below)
         info = {"normal": [round(float(v), 6) for v in n], "offset": float(d), "inliers": int(inl.sum()),
                 "inlier_share": round(float(inl.mean()), 4), "rms": float(rms), "tolerance": float(tol),
-                "tilt_deg": round(tilt, 2), "below_share": round(below, 4),
+                "tilt_deg": round(tilt, 2), "below_share": round(below, 4), "sigma": sigma,
+                "points_own_noise": own_noise,
                 "cameras_above": bool((C @ n + d > tol).all()), "searched": "support" if gated else "rival"}
         # the tests a support passes (a wall of a corner passes all but the tilt)
         if not info["cameras_above"]:
             info["role"] = "cameras on both sides"
-        elif tol >= 0.99 * tau0:
-            info["role"] = "not flat: its residuals fill the whole inlier band"
+        elif tol >= 0.99 * cap or sigma > 2.0 * own_noise:
+            info["role"] = "not flat: it spreads more than twice its points' own noise"
         elif plane.inlier_share < min_share:
             info["role"] = f"holds less than {min_share:.0%} of the points"
         elif below * n_pts > inl.sum():
@@ -283,8 +312,12 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
         return SupportSearch(None, "no plane", f"no plane of the {n_pts} points qualifies as a support "
                              f"({len(candidates)} candidate plane(s), see candidates)", up, up_source, scale,
                              [c[0] for c in candidates], tau0)
-    best_i, best = max(qualified, key=lambda t: t[1].inlier_share)
+    qualified.sort(key=lambda t: -t[1].inlier_share)
+    best_i, best = qualified[0]
     candidates[best_i][0]["role"] = "support"
+    for i, _ in qualified[1:]:
+        candidates[i][0]["role"] = "qualifies (smaller)"
+    alternatives = [pl for _, pl in qualified[1:]]
     # rivals, of any orientation, among the points no support candidate explains: a plane that would bound
     # the object as well (a corner's wall: flat, nothing seen behind it, the cameras on one side), of
     # comparable size and another orientation
@@ -304,7 +337,7 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
                                  "plane", up, up_source, scale, [c[0] for c in candidates], tau0)
     return SupportSearch(best, "plane", f"support plane through {int(best.inliers.sum())} of {n_pts} points "
                          f"({best.inlier_share:.0%}), rms {best.rms:.3g}, tilted {best.tilt_deg:.1f} deg from the "
-                         "cameras' up", up, up_source, scale, [c[0] for c in candidates], tau0)
+                         "cameras' up", up, up_source, scale, [c[0] for c in candidates], tau0, alternatives)
 
 
 def fit_support_plane(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.ndarray | None = None, *,
