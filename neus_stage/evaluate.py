@@ -147,6 +147,38 @@ def _bbox_str(lo, hi) -> str:
     return f"{f(lo)} .. {f(hi)}"
 
 
+def mesh_support(mesh_path: Path) -> dict:
+    """Whether the mesh stage cut the mesh where the object ends (its support plane, or what no camera
+    observes), from the mesh.json written beside it; ``cut`` is None where there is none."""
+    mesh_path = Path(mesh_path)
+    for meta_path in dict.fromkeys([mesh_path.with_suffix(".json"), mesh_path.parent / "mesh.json"]):
+        if not meta_path.is_file():
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+        except ValueError:
+            continue
+        names = [Path(str((meta.get(k) or {}).get("path", ""))).name for k in ("mesh", "mesh_clean")]
+        if mesh_path.name not in names:
+            continue
+        sup = meta.get("support")
+        if not isinstance(sup, dict):
+            return {"cut": False, "method": "none", "meta": str(meta_path),
+                    "note": "written before the mesh stage cut at the support: the raw extent"}
+        out = {"cut": bool(sup.get("cut")), "method": sup.get("method"), "how": sup.get("how"),
+               "meta": str(meta_path)}
+        vis = sup.get("visibility")
+        if vis and (mesh_path.name == names[1] or sup.get("method") != "visibility"):
+            out["area_removed"] = vis.get("area_removed")
+            out["area_removed_share"] = vis.get("area_removed_share")
+        elif vis:  # the raw mesh: the visibility cull applies to the clean mesh only
+            out["cut"] = False
+        if sup.get("margin_world") is not None:
+            out["margin_world"] = sup["margin_world"]
+        return out
+    return {"cut": None, "note": f"no mesh.json beside {mesh_path.name}: whether it was cut is unknown"}
+
+
 def _write_json(out_json: Path, result: dict) -> None:
     write_text_atomic(Path(out_json), json.dumps(result, indent=2) + "\n")
 
@@ -444,6 +476,7 @@ def evaluate_dtu(mesh_path: Path, dtu_root: Path, scan: int, out_json: Path, *, 
     }
     if alignment is not None:
         result["alignment"] = alignment.to_json()
+    result["support"] = mesh_support(mesh_path)  # whether the mesh ends where the object ends (or is raw)
     _write_json(out_json, result)
     log.info("DTU scan %d: accuracy %.4f mm, completeness %.4f mm, overall %.4f mm (%.1f s)",
              scan, acc, comp, result["overall"], timings["total"])
@@ -623,6 +656,7 @@ def evaluate_generic(mesh_path: Path, gt_path: Path, out_json: Path, *, alignmen
         result["error_cloud"] = {"path": str(error_cloud), "colormap": "viridis", "vmax": thresholds[-1]}
         t = lap("error_cloud", t)
     timer.total()
+    result["support"] = mesh_support(mesh_path)  # whether the mesh ends where the object ends (or is raw)
     _write_json(out_json, result)
     log.info("Chamfer vs %s: accuracy %.4g, completeness %.4g, overall %.4g (%.3f%% of the GT diagonal), "
              "F@%.3g = %.3f (%.1f s)", gt_path.name, acc, comp, result["overall"],

@@ -298,11 +298,15 @@ def camera_figure(
     point_colors: np.ndarray | None = None,
     box: tuple[np.ndarray, np.ndarray] | None = None,
     hull: np.ndarray | None = None,
+    plane: tuple[np.ndarray, float] | None = None,
+    plane_inliers: np.ndarray | None = None,
 ) -> bytes:
     """Two 3D panels: the whole scene (cameras as frusta, sparse points, object box) and the object (box,
-    visual-hull surface voxels, the sparse points inside the box). Inputs in world coordinates."""
+    visual-hull surface voxels, the sparse points inside the box). Inputs in world coordinates. ``plane``
+    (unit normal, offset: normal @ x + offset = 0) is the support plane, drawn as a translucent square
+    under the object box in both panels, with ``plane_inliers`` (points, world) in orange."""
     from matplotlib.figure import Figure
-    from mpl_toolkits.mplot3d.art3d import Line3DCollection
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
 
     fig = Figure(figsize=(12, 5.6), dpi=100)
     box_edges = frame.apply(_box_edges(*box).reshape(-1, 3)).reshape(-1, 2, 3) if box is not None else None
@@ -334,8 +338,23 @@ def camera_figure(
         ax.text(*cams[0], " 0", fontsize=7, color="tab:blue")
     if box_edges is not None:
         ax.add_collection3d(Line3DCollection(box_edges, colors="tab:red", linewidths=1.0))
+    square = None
+    if plane is not None:
+        n, off = np.asarray(plane[0], dtype=np.float64), float(plane[1])
+        mid = (box[0] + box[1]) / 2 if box is not None else (poses[:, :3, 3].mean(0) if poses is not None else 0 * n)
+        foot = mid - (n @ mid + off) * n  # the box centre dropped onto the plane
+        half = 0.75 * (float(np.linalg.norm(box[1] - box[0])) if box is not None else size / 4)
+        a = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 else [0.0, 1.0, 0.0])
+        a /= np.linalg.norm(a)
+        b = np.cross(n, a)
+        square = frame.apply(np.array([foot + half * (sa * a + sb * b) for sa, sb in ((-1, -1), (1, -1), (1, 1),
+                                                                                       (-1, 1))]))
+        ax.add_collection3d(Poly3DCollection([square], facecolors=(1.0, 0.55, 0.0, 0.25), edgecolors="tab:orange"))
+        if plane_inliers is not None and len(plane_inliers):
+            ax.scatter(*frame.apply(plane_inliers).T, s=0.8, c="tab:orange", depthshade=False, linewidths=0)
     _set_equal(ax, extent)
-    ax.set_title("cameras (blue), sparse points, object box (red)", fontsize=9)
+    ax.set_title("cameras (blue), sparse points, object box (red)"
+                 + (", support plane and its points (orange)" if plane is not None else ""), fontsize=9)
     ax.tick_params(labelsize=6)
 
     ax2 = fig.add_subplot(1, 2, 2, projection="3d")
@@ -351,8 +370,11 @@ def camera_figure(
             lo, hi = box_edges.reshape(-1, 3).min(0), box_edges.reshape(-1, 3).max(0)
             inside = ((pts >= lo) & (pts <= hi)).all(1)
             ax2.scatter(*pts[inside].T, s=2, c="tab:green", depthshade=False, linewidths=0)
+    if square is not None:
+        ax2.add_collection3d(Poly3DCollection([square], facecolors=(1.0, 0.55, 0.0, 0.25), edgecolors="tab:orange"))
     _set_equal(ax2, np.concatenate(inner) if inner else extent)
-    ax2.set_title("object: visual hull surface, box (red), sparse points in the box (green)", fontsize=9)
+    ax2.set_title("object: visual hull surface, box (red), sparse points in the box (green)"
+                  + (", support plane (orange)" if square is not None else ""), fontsize=9)
     ax2.tick_params(labelsize=6)
     fig.subplots_adjust(left=0, right=1, top=0.93, bottom=0.02, wspace=0.05)
     return _figure(fig)
@@ -557,13 +579,60 @@ def _cameras_section(ctx: _Context) -> str:
         notes.append("hull.npz not found: no visual hull (the visual_hull stage has not run)")
     if ctx.box is None:
         notes.append("bbox.json not found: no object box")
-    png = camera_figure(ctx.poses, ctx.Ks, ctx.frame, points=points, point_colors=colors, box=ctx.box, hull=hull)
+    plane, inliers, support_line = _support(f)
+    if points is None and f.p("hull.npz").is_file():
+        with np.load(f.p("hull.npz")) as h:
+            if "support_points" in h.files:  # points triangulated with the reference cameras
+                points = h["support_points"].astype(np.float64)
+    png = camera_figure(ctx.poses, ctx.Ks, ctx.frame, points=points, point_colors=colors, box=ctx.box, hull=hull,
+                        plane=plane, plane_inliers=inliers)
     cap = (f"{len(ctx.poses)} cameras from dataset/cameras_sphere.npz (frusta; camera 0 labelled), in world "
            "units, z = the cameras' mean up direction"
-           + (f"; {len(points)} sparse points from sfm/sparse/0" if points is not None else "")
+           + (f"; {len(points)} sparse points from sfm/sparse/0" if points is not None and sparse.is_dir() else "")
+           + (f"; {len(points)} points triangulated with these cameras (hull.npz)"
+              if points is not None and not sparse.is_dir() else "")
            + (f"; {len(hull)} hull surface voxels from hull.npz" if hull is not None else "") + ".")
     return "\n".join([_img_tag(png, "image/png", "cameras and sparse points", "wide"),
-                      f"<p class='caption'>{_esc(cap)}</p>", *(_missing(n) for n in notes)])
+                      f"<p class='caption'>{_esc(cap)}</p>",
+                      *([f"<p class='caption'>{_esc(support_line)}</p>"] if support_line else []),
+                      *(_missing(n) for n in notes)])
+
+
+def _support(f: SceneFiles) -> tuple[tuple[np.ndarray, float] | None, np.ndarray | None, str]:
+    """The support plane of bbox.json (world), its inlier points (hull.npz) and one line saying what bounds
+    the object (the plane, or the visibility cull of the mesh stage, and why)."""
+    if not f.p("bbox.json").is_file():
+        return None, None, ""
+    sup = json.loads(f.p("bbox.json").read_text()).get("support")
+    if not isinstance(sup, dict):
+        return None, None, "Support: not searched (bbox.json from before the support search)."
+    mesh_note = ""
+    if f.p("mesh.json").is_file():
+        m = json.loads(f.p("mesh.json").read_text()).get("support") or {}
+        vis = m.get("visibility")
+        if vis:
+            mesh_note = (f" The mesh stage removed {vis['area_removed']:.4g} world units^2 "
+                         f"({vis['area_removed_share']:.1%} of the surface) that no camera observes.")
+        elif m.get("cut"):
+            mesh_note = f" The mesh ends on the plane (a flat cap {m.get('margin_world', 0):.3g} below it)."
+        elif m:
+            mesh_note = " The mesh keeps its raw extent (mesh.cut_at_support: false)."
+    if sup.get("method") == "plane":
+        src = sup.get("source", {})
+        w = sup["plane"]["world"]
+        line = (f"Support plane: {sup.get('message', '')} ({src.get('kind', '?')}: {src.get('points', '?')} points); "
+                f"{'the hull is cut there' if sup.get('hull_cut') else 'recorded only (visual_hull.support: record)'}."
+                + mesh_note)
+        inl = None
+        if f.p("hull.npz").is_file():
+            with np.load(f.p("hull.npz")) as h:
+                if "support_points" in h.files and "support_inliers" in h.files:
+                    inl = h["support_points"][h["support_inliers"].astype(bool)].astype(np.float64)
+        return (np.asarray(w["normal"], dtype=np.float64), float(w["offset"])), inl, line
+    if sup.get("method") == "none":
+        return None, None, "Support: search switched off (visual_hull.support: off)." + mesh_note
+    return None, None, (f"No support plane ({sup.get('reason', '?')}): {sup.get('message', '')}. The visual hull is "
+                        "not cut; the mesh stage culls what no camera observes instead." + mesh_note)
 
 
 def _training_section(ctx: _Context) -> str:
