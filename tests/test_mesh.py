@@ -348,3 +348,25 @@ def test_mesh_stage_errors_name_the_file(tmp_path, monkeypatch):
     with pytest.raises(EmptySurfaceError, match=r"checkpoint\.pt.*surface is empty"):
         mesh_from_checkpoint(s["checkpoint"], s["dataset"], s["bbox"], tmp_path / "x.ply", resolution=16)
     assert main([*args[:-4], "--resolution", "16"]) == 2
+
+
+def test_mesh_files_are_written_in_the_format_their_extension_names(tmp_path, monkeypatch, run_cli):
+    """`--out x.obj` writes OBJ (it used to write PLY bytes into x.obj); an extension the stage cannot write
+    is refused before any work, naming the file and the formats."""
+    import trimesh
+
+    _fake_trainer(monkeypatch)
+    s = _fake_scene(tmp_path)
+    meta = mesh_from_checkpoint(s["checkpoint"], s["dataset"], s["bbox"], tmp_path / "m.obj",
+                                clean_path=tmp_path / "c.obj", resolution=32, block=16, device="cpu")
+    head = (tmp_path / "m.obj").read_bytes()[:200]
+    assert not head.startswith(b"ply") and b"\nv " in b"\n" + head
+    raw = trimesh.load(tmp_path / "m.obj", process=False)
+    assert len(raw.faces) == meta["mesh"]["faces"] and json.loads((tmp_path / "m.json").read_text())["mesh"]
+    clean = trimesh.load(tmp_path / "c.obj", process=False)
+    assert len(clean.faces) == meta["mesh_clean"]["faces"]
+    with pytest.raises(StageError, match=r"x\.stl.*\.ply, \.obj"):
+        mesh_from_checkpoint(s["checkpoint"], s["dataset"], s["bbox"], tmp_path / "x.stl")
+    args = ["mesh", "--checkpoint", str(s["checkpoint"]), "--dataset", str(s["dataset"]), "--bbox", str(s["bbox"]),
+            "--out", str(tmp_path / "y.ply"), "--clean", str(tmp_path / "y.mesh"), "--device", "cpu"]
+    assert run_cli(args) == 2 and not (tmp_path / "y.ply").exists()
