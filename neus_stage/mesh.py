@@ -9,6 +9,12 @@ shared faces, which breaks the welding. Blocks that lie wholly outside the (dila
 queried at all, which is where the time goes: marching cubes on a ready 512^3 grid takes about a second,
 the network queries minutes.
 
+Where the object ends: under an object standing on a surface no camera looks, so a trained SDF keeps the
+visual hull's cone there. With the support plane that the visual-hull stage recorded in bbox.json, the
+sampled SDF is intersected with the half-space above the plane before marching cubes (the base becomes a
+flat cap half a voxel below the plane); without one, the clean mesh loses the regions no camera observes
+(:mod:`neus_stage.geometry.visibility`). ``cut_at_support=False`` keeps the raw extent.
+
 Sign convention: negative inside, positive outside. Triangles are wound so that their normals point
 toward positive SDF (out of the object): a closed surface has positive signed volume.
 """
