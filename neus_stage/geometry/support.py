@@ -10,18 +10,18 @@ The plane is ``normal @ x + offset = 0`` with ``normal`` pointing to the cameras
 
 - every camera lies above it (photos of an object on a table are taken from above the table),
 - it tilts at most ``max_tilt_deg`` from the cameras' up direction (walls are not supports),
-- it is flat: its points spread about it by at most twice their own noise (a slab through a curved,
-  densely textured object spreads much more than its points' local noise),
+- it is flat: its points spread about it by at most ``MAX_SPREAD`` times their own noise (a slab through
+  a curved, densely textured object spreads much more than its points' local noise),
 - it holds at least ``min_share`` of the points and more points than lie below it (a table top, not the
   flat top of the object or a shelf above it),
 - no other plane of comparable size (``ambiguous_ratio``) and another orientation is in view (an object
   in a corner, or two tables): then no single plane bounds the object and none is returned.
 
 Tolerances come from the data: each point's own noise is the distance of its nearest neighbours to their
-local plane; RANSAC's band is four times the median of that (at most ``band`` of the cameras' distance to
-the points), and each plane's band is then re-estimated from its own residuals (three robust standard
-deviations), so that a floor far from the cameras, triangulated less precisely than the object, keeps its
-points.
+local plane (at most ``band`` of the cameras' distance to the points). Residuals are measured in units of
+that noise: a point is an inlier within three of its own noise, so the floor far from the cameras,
+triangulated far less precisely than the object near them, keeps its points while the object's base,
+precise and just above the floor, stays out; the fit is a robust (biweight) weighted least squares.
 
 The up prior comes from the cameras alone: photos are taken upright, so every camera's x axis (image
 right) is horizontal and the up direction is the direction most perpendicular to all of them (for a ring
@@ -37,6 +37,9 @@ import numpy as np
 
 MIN_POINTS = 30
 """Fewer points than this give no plane (RANSAC needs a population to vote)."""
+MAX_SPREAD = 2.0
+"""A plane is flat when its points' residuals, each divided by that point's own noise, have a robust
+standard deviation of at most this (1: the plane explains them exactly as well as their local surface)."""
 
 
 @dataclass
@@ -86,7 +89,7 @@ class SupportSearch:
     up_source: str  # how the prior was found
     scale: float  # median camera distance to the points (the unit of the tolerances)
     candidates: list[dict] = field(default_factory=list)
-    band: float = 0.0  # RANSAC's inlier half-width (from the points' noise)
+    band: float = 0.0  # three times the points' median own noise (how far above a plane the cameras must be)
     alternatives: list[SupportPlane] = field(default_factory=list)  # other qualifying planes, largest first
 
     def to_json(self) -> dict:
@@ -157,20 +160,26 @@ def local_noise(points: np.ndarray, k: int = 12, max_points: int = 40000,
     return noise[nearest]
 
 
-def _fit_lsq(P: np.ndarray) -> tuple[np.ndarray, float]:
-    mu = P.mean(0)
-    _, _, Vt = np.linalg.svd(P - mu, full_matrices=False)
+def _fit_lsq(P: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Plane through ``P`` minimising the (``w``-weighted) squared distances: (unit normal, offset)."""
+    w = np.ones(len(P)) if w is None else w
+    mu = (w[:, None] * P).sum(0) / w.sum()
+    X = (P - mu) * np.sqrt(w)[:, None]
+    _, _, Vt = np.linalg.svd(X, full_matrices=False)
     n = Vt[2]
     return n, float(-n @ mu)
 
 
-def _ransac(P: np.ndarray, C: np.ndarray, tau: float, rng: np.random.Generator, *, up: np.ndarray | None = None,
-            cos_tilt: float = -1.0, n_hyp: int = 2000, n_score: int = 4000) -> tuple[np.ndarray, float] | None:
-    """The plane that best explains ``P`` within ``tau`` (MSAC: each point scores 1 - (r / tau)^2, so a
-    tight plane beats a slab of the same count) among those with every camera more than ``tau`` on one
-    side and, with ``up``, a normal within the tilt whose cosine is ``cos_tilt``; normal towards the cameras."""
+def _ransac(P: np.ndarray, sig: np.ndarray, C: np.ndarray, cam_tol: float, rng: np.random.Generator, *,
+            up: np.ndarray | None = None, cos_tilt: float = -1.0, n_hyp: int = 2000, n_score: int = 4000
+            ) -> tuple[np.ndarray, float] | None:
+    """The plane that best explains ``P`` within three of each point's own noise ``sig`` (MSAC: a point
+    scores 1 - (r / 3 sig)^2, so a tight plane beats a slab of the same count) among those with every
+    camera more than ``cam_tol`` on one side and, with ``up``, a normal within the tilt whose cosine is
+    ``cos_tilt``; normal towards the cameras."""
     n = len(P)
-    S = P if n <= n_score else P[rng.choice(n, n_score, replace=False)]
+    pick = np.arange(n) if n <= n_score else rng.choice(n, n_score, replace=False)
+    S, band = P[pick], 3.0 * sig[pick, None]
     best, best_score = None, 0.0
     for _ in range(max(1, n_hyp // 500)):
         idx = rng.integers(0, n, size=(500, 3))
@@ -183,13 +192,13 @@ def _ransac(P: np.ndarray, C: np.ndarray, tau: float, rng: np.random.Generator, 
         hc = C @ nrm.T + d  # (M,K) camera heights
         side = np.where(hc[0] >= 0, 1.0, -1.0)
         nrm, d, hc = nrm * side[:, None], d * side, hc * side
-        valid = (hc > tau).all(0)
+        valid = (hc > cam_tol).all(0)
         if up is not None:
             valid &= nrm @ up >= cos_tilt
         if not valid.any():
             continue
         nrm, d = nrm[valid], d[valid]
-        r = np.abs(S @ nrm.T + d) / tau
+        r = np.abs(S @ nrm.T + d) / band
         score = np.where(r < 1.0, 1.0 - r * r, 0.0).sum(0)
         k = int(np.argmax(score))
         if score[k] > best_score:
@@ -197,32 +206,30 @@ def _ransac(P: np.ndarray, C: np.ndarray, tau: float, rng: np.random.Generator, 
     return best
 
 
-def _refine(P: np.ndarray, n: np.ndarray, d: float, tau: float, cap: float
-            ) -> tuple[np.ndarray, float, np.ndarray, float, float, float]:
-    """Least-squares refit on the inliers with the band re-estimated from the plane's own residuals: three
-    robust sigma, measured in a window twice the band, so the band grows for a plane noisier than the
-    RANSAC band (a floor far from the cameras) and shrinks for a crisp one, up to ``cap``.
-    Returns (n, d, inliers, tolerance, rms, sigma)."""
-    tol = tau
-    sigma = tau / 3.0
-    for _ in range(10):
-        r = np.abs(P @ n + d)
-        if (r < tol).sum() >= 3:
-            n, d = _fit_lsq(P[r < tol])
-            r = np.abs(P @ n + d)
-        window = r[r < 2.0 * tol]
-        if len(window) < 3:
+def _refine(P: np.ndarray, sig: np.ndarray, n: np.ndarray, d: float) -> tuple[np.ndarray, float, np.ndarray, float]:
+    """Robust refit: weighted least squares (weights 1 / sig^2 times Tukey's biweight of the normalised
+    residual r / sig, zero beyond 3) on the points within three of their own noise, repeated until stable;
+    a structure just above the plane (a pot's inside bottom) gets little weight. Returns (n, d, inliers,
+    spread), the spread being the robust standard deviation of the inliers' normalised residuals: about
+    1 for a plane that explains its points as well as their own local surface does, 2 and more for a slab
+    (residuals spread evenly over the whole band)."""
+    for _ in range(8):
+        z = np.abs(P @ n + d) / sig
+        inl = z < 3.0
+        if inl.sum() < 3:
             break
-        sigma = 1.4826 * float(np.median(window))
-        new = float(np.clip(3.0 * sigma, 1e-9 * cap, cap))
-        done = abs(new - tol) <= 0.01 * tol
-        tol = new
+        w = (1.0 - (z[inl] / 3.0) ** 2) ** 2 / sig[inl] ** 2
+        n_new, d_new = _fit_lsq(P[inl], w)
+        if n_new @ n < 0:
+            n_new, d_new = -n_new, -d_new
+        done = np.linalg.norm(n_new - n) < 1e-6 and abs(d_new - d) < 1e-3 * float(np.median(sig[inl]))
+        n, d = n_new, d_new
         if done:
             break
-    r = np.abs(P @ n + d)
-    inl = r < tol
-    rms = float(np.sqrt(np.mean(r[inl] ** 2))) if inl.any() else float("nan")
-    return n, d, inl, tol, rms, sigma
+    z = np.abs(P @ n + d) / sig
+    inl = z < 3.0
+    spread = 1.4826 * float(np.median(z[inl])) if inl.any() else float("inf")
+    return n, d, inl, spread
 
 
 def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.ndarray | None = None, *,
@@ -234,7 +241,7 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
     Support candidates are found one after another (RANSAC among planes with every camera on one side and
     at most ``max_tilt_deg`` from the cameras' up; a plane's points are removed before the next is
     searched), at most ``max_planes``; then up to two planes of any orientation among the points left, as
-    rivals. ``band`` caps every inlier half-width as a share of the median camera-to-points distance.
+    rivals. ``band`` caps each point's noise as a share of the median camera-to-points distance.
     ``alternatives`` lists the other planes that qualify (a box's top besides the floor), largest first,
     for a caller that checks a plane against the silhouettes and needs the next one. See the module
     docstring for what makes a plane the support.
@@ -250,10 +257,10 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
         return SupportSearch(None, "too few points", f"only {len(P)} points: no support plane can be fitted",
                              up, up_source, scale)
     rng = np.random.default_rng(seed)
-    noise = local_noise(P, rng=rng)
-    cap = band * scale
-    med_noise = float(np.median(noise))
-    tau0 = min(4.0 * med_noise, cap) if med_noise > 0 else cap
+    # each point's own noise (the far floor is triangulated far less precisely than the object), at most
+    # ``band`` of the scene's scale (an isolated point), at least a millionth of it
+    sig = np.clip(local_noise(P, rng=rng), 1e-6 * scale, band * scale)
+    tau0 = 3.0 * float(np.median(sig))  # how far above a plane every camera must be
     cos_tilt = float(np.cos(np.radians(max_tilt_deg)))
     n_pts = len(P)
     tilted = f"tilted more than {max_tilt_deg:g} deg from the cameras' up"
@@ -262,32 +269,35 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
         idx = np.flatnonzero(avail)
         if len(idx) < max(MIN_POINTS, min_share * n_pts):
             return None
-        hyp = _ransac(P[idx], C, tau0, rng, up=up if gated else None, cos_tilt=cos_tilt)
+        hyp = _ransac(P[idx], sig[idx], C, tau0, rng, up=up if gated else None, cos_tilt=cos_tilt)
         if hyp is None:
             return None
-        n, d, _, tol, rms, sigma = _refine(P[idx], *hyp, tau0, cap)
+        n, d, _, spread = _refine(P[idx], sig[idx], *hyp)
         if n @ C.mean(0) + d < 0:  # orient towards the cameras
             n, d = -n, -d
         h = P @ n + d
-        inl = np.abs(h) < tol  # over all points (planes may share a few)
+        band_i = 3.0 * sig  # each point's inlier half-width
+        inl = np.abs(h) < band_i  # over all points (planes may share a few)
         if inl.sum() < 3:
             return None
-        below = float(np.mean(h < -2.0 * tol))
-        own_noise = float(np.median(noise[inl]))
+        tol = float(np.median(band_i[inl]))
+        rms = float(np.sqrt(np.mean(h[inl] ** 2)))
+        below = float(np.mean(h < -2.0 * band_i))
         tilt = float(np.degrees(np.arccos(np.clip(n @ up, -1.0, 1.0))))
         mask = np.zeros(len(P_all), dtype=bool)
         mask[np.flatnonzero(finite)[inl]] = True
         plane = SupportPlane(n, float(d), mask, float(inl.mean()), rms, tol, tilt, below)
         info = {"normal": [round(float(v), 6) for v in n], "offset": float(d), "inliers": int(inl.sum()),
-                "inlier_share": round(float(inl.mean()), 4), "rms": float(rms), "tolerance": float(tol),
-                "tilt_deg": round(tilt, 2), "below_share": round(below, 4), "sigma": sigma,
-                "points_own_noise": own_noise,
-                "cameras_above": bool((C @ n + d > tol).all()), "searched": "support" if gated else "rival"}
+                "inlier_share": round(float(inl.mean()), 4), "rms": rms, "tolerance": tol,
+                "tilt_deg": round(tilt, 2), "below_share": round(below, 4), "spread": round(spread, 3),
+                "points_own_noise": float(np.median(sig[inl])),
+                "cameras_above": bool((C @ n + d > tau0).all()), "searched": "support" if gated else "rival"}
+        avail &= ~(np.abs(h) < 3.0 * band_i)
         # the tests a support passes (a wall of a corner passes all but the tilt)
         if not info["cameras_above"]:
             info["role"] = "cameras on both sides"
-        elif tol >= 0.99 * cap or sigma > 2.0 * own_noise:
-            info["role"] = "not flat: it spreads more than twice its points' own noise"
+        elif spread > MAX_SPREAD:
+            info["role"] = f"not flat: it spreads more than {MAX_SPREAD:g} times its points' own noise"
         elif plane.inlier_share < min_share:
             info["role"] = f"holds less than {min_share:.0%} of the points"
         elif below * n_pts > inl.sum():
@@ -296,7 +306,6 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
             info["role"] = tilted
         else:
             info["role"] = "qualifies"
-        avail &= ~(np.abs(h) < 3.0 * tol)
         return info, plane
 
     # support candidates: planes within the tilt of the cameras' up, one after another
