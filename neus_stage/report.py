@@ -370,8 +370,10 @@ def camera_figure(
             lo, hi = box_edges.reshape(-1, 3).min(0), box_edges.reshape(-1, 3).max(0)
             inside = ((pts >= lo) & (pts <= hi)).all(1)
             ax2.scatter(*pts[inside].T, s=2, c="tab:green", depthshade=False, linewidths=0)
-    if square is not None:
-        ax2.add_collection3d(Poly3DCollection([square], facecolors=(1.0, 0.55, 0.0, 0.25), edgecolors="tab:orange"))
+    if square is not None:  # a tighter, fainter square: matplotlib draws it over the hull whatever the depth
+        mid2 = square.mean(0)
+        ax2.add_collection3d(Poly3DCollection([mid2 + 0.6 * (square - mid2)], facecolors=(1.0, 0.55, 0.0, 0.1),
+                                              edgecolors="tab:orange", linewidths=1.2))
     _set_equal(ax2, np.concatenate(inner) if inner else extent)
     ax2.set_title("object: visual hull surface, box (red), sparse points in the box (green)"
                   + (", support plane (orange)" if square is not None else ""), fontsize=9)
