@@ -275,6 +275,15 @@ def test_mesh_ends_at_the_floor_and_keeps_everything_above(floor_scene, tmp_path
     above, above0 = area[z > 2 * voxel].sum(), area0[z0 > 2 * voxel].sum()
     assert above == pytest.approx(above0, rel=0.02)
     assert cut["mesh"]["watertight"]
+    # the evaluation says whether the mesh was cut
+    from neus_stage.evaluate import evaluate_generic
+
+    gt = root / "render" / "gt.ply"
+    e_cut = evaluate_generic(tmp_path / "cut.ply", gt, tmp_path / "e_cut.json", n_samples=2000)
+    e_raw = evaluate_generic(tmp_path / "raw.ply", gt, tmp_path / "e_raw.json", n_samples=2000)
+    assert e_cut["support"]["cut"] is True and e_cut["support"]["method"] == "plane"
+    assert e_raw["support"]["cut"] is False
+    assert json.loads((tmp_path / "e_cut.json").read_text())["support"]["cut"] is True
 
 
 def test_without_a_plane_the_unobserved_cone_is_culled(mug_stage, tmp_path, monkeypatch):
