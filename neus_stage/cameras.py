@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.linalg import rq
 
 from .atomic import atomic_write
 from .errors import StageError
@@ -91,6 +90,14 @@ def load_cameras_sphere(path: Path, n_views: int | None = None) -> tuple[np.ndar
     scale_key = "scale_mat_0"
     scale_mat = data[scale_key].astype(np.float64) if scale_key in data.files else np.eye(4)
     return world_mats, scale_mat
+
+
+def rq(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RQ decomposition of a 3x3 matrix (upper-triangular R, orthogonal Q, M = R Q) from numpy's QR, as
+    scipy.linalg.rq computes it; numpy alone, so that training runs in a stock PyTorch environment."""
+    flip = np.eye(3)[::-1]
+    q, r = np.linalg.qr((flip @ M).T)
+    return flip @ r.T @ flip, flip @ q.T
 
 
 def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
