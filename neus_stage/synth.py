@@ -442,6 +442,45 @@ def _parts(rng: np.random.Generator) -> Scene:
     )
 
 
+def _bowl(rng: np.random.Generator) -> Scene:
+    """A wide bowl: a spherical shell (outer radius 0.8, wall 0.06) below its rim at z = 0.8, on a ring foot
+    (base at z = 0). Its inside, open to every camera above the rim, is the concavity a silhouette fills."""
+
+    def sdf(p: np.ndarray) -> np.ndarray:
+        c = np.float32([0.0, 0.0, 0.82])
+        shell = np.abs(np.linalg.norm(p - c, axis=1) - 0.77) - 0.03
+        shell = smax(shell, p[:, 2] - 0.8, 0.01)  # only below the rim
+        foot = sd_capped_cylinder_z(p - np.float32([0.0, 0.0, 0.05]), 0.32, 0.05)
+        foot = smax(foot, -sd_capped_cylinder_z(p - np.float32([0.0, 0.0, 0.05]), 0.26, 0.06), 0.005)
+        return smin(shell, foot, 0.02)
+
+    return Scene(
+        name="bowl",
+        sdf=sdf,
+        albedo=_palette_albedo(rng, MUG_PALETTE[::-1]),
+        bound_center=np.array([0.0, 0.0, 0.42]),
+        bound_radius=float(np.hypot(0.8, 0.42) + 0.05),
+    )
+
+
+def _slot(rng: np.random.Generator) -> Scene:
+    """A block (1.2 x 0.8, 0.9 tall) with a deep slot cut from the top (0.9 long, 0.24 wide, 0.7 deep),
+    turned 20 deg about z: a narrow concavity whose floor only views along the slot can see."""
+
+    def local(p: np.ndarray) -> np.ndarray:
+        block = sd_round_box(p - np.float32([0.0, 0.0, 0.45]), np.float32([0.6, 0.4, 0.45]), 0.02)
+        cut = sd_round_box(p - np.float32([0.0, 0.0, 0.9]), np.float32([0.45, 0.12, 0.7]), 0.005)
+        return smax(block, -cut, 0.01)
+
+    return Scene(
+        name="slot",
+        sdf=_placed(local, _rot_z(20.0), np.zeros(3)),
+        albedo=_palette_albedo(rng, MUG_PALETTE, scale=0.7),
+        bound_center=np.array([0.0, 0.0, 0.45]),
+        bound_radius=float(np.linalg.norm([0.62, 0.42, 0.47]) + 0.05),
+    )
+
+
 def _vase(rng: np.random.Generator) -> Scene:
     """A vase on a textured floor: a surface of revolution 1.4 tall (belly radius 0.5, neck 0.22, a flared
     lip), hollow (wall 0.04, bottom 0.08 thick), base at z = 0, seen from two rings: a curved body on a
@@ -502,6 +541,8 @@ SCENES: dict[str, Callable[[np.random.Generator], Scene]] = {
     "teapot": _teapot,
     "pot": _pot,
     "house": _house,
+    "bowl": _bowl,
+    "slot": _slot,
     "vase": _vase,
     "box": _box,
 }
