@@ -89,7 +89,7 @@ def test_repaired_masks_match_the_true_masks(hard_scene):
     assert min(rep.values()) >= 0.9  # every view, not only the mean
     assert np.mean(list(rep.values())) >= np.mean(list(raw.values())) - 0.01  # never much worse than rembg
     c = hard_scene["report"]["consistency"]
-    assert c["n_views"] == len(rep) and c["adjusted"] and c["foreground_points"] == 0  # the cameras' sphere
+    assert c["n_views"] == len(rep) and c["adjusted"] and c["region"]["centre_from"] == "reference cameras' sphere"
 
 
 @pytest.mark.parametrize("hard_scene", ["cut"], indirect=True)

@@ -105,7 +105,9 @@ def test_user_masks_undistorted_and_consistent(subset_sfm, reference_user_masks,
     for s in SUBSET:
         assert Image.open(tmp_path / "masks" / f"{s}.png").size == und_size
     c = report["consistency"]
-    assert c["n_views"] == len(SUBSET) and c["outliers"] == [] and c["median_iou"] > 0.9
+    # 12 views of one arc bound the object loosely in depth: the reference masks reach a median IoU of 0.87 with
+    # their hull (0.90 with all 49 views of DTU scan 24), and no view is an outlier
+    assert c["n_views"] == len(SUBSET) and c["outliers"] == [] and c["median_iou"] > 0.85
 
 
 def test_user_masks_mismatched_names(dtu_scan65, reference_user_masks, tmp_path):
@@ -120,7 +122,7 @@ def test_user_masks_mismatched_names(dtu_scan65, reference_user_masks, tmp_path)
         M.compute_masks(images, tmp_path / "out", user_masks=masks)
 
 
-@pytest.mark.parametrize("value,word", [(0, "empty"), (255, "all foreground")])
+@pytest.mark.parametrize("value,word", [(0, "empty"), (255, "all white")])
 def test_degenerate_masks_refused(dtu_scan65, tmp_path, value, word):
     images, masks = tmp_path / "images", tmp_path / "user"
     images.mkdir()
@@ -159,7 +161,8 @@ def test_hull_repairs_a_broken_view(subset_sfm, reference_user_masks):
     blob = good["027"].copy()
     blob[20:120, 20:160] = True  # a background region taken for the object
     broken["027"] = blob
-    final, c = M._make_consistent(M.views_from_sfm(subset_sfm, SUBSET, sizes), broken, [], adjust=True)
+    views = M.views_from_sfm(subset_sfm, SUBSET, sizes)
+    final, c = M.repair(views, broken, M.check_consistency(views, broken, []))
     assert "024" in c["outliers"]
     assert M._iou(final["024"], good["024"]) > 0.85 > M._iou(cut, good["024"])
     assert final["027"][20:120, 20:160].mean() < 0.02  # the blob is gone (a few pixels may stay)
