@@ -103,6 +103,19 @@ def _add_masks(sub: argparse._SubParsersAction) -> None:
         help="a NeuS cameras_sphere.npz for --images (poses = reference): cameras for the multi-view repair",
     )
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold")
+    p.add_argument(
+        "--mode",
+        default="auto",
+        choices=["auto", "rembg", "geometry", "user", "none"],
+        help="auto: the user's masks, else rembg where consistent across views, else geometry-seeded or fused "
+        "masks, else none (training then models the background); the others force one source",
+    )
+    p.add_argument(
+        "--no-multiview",
+        dest="multiview",
+        action="store_false",
+        help="take the masks as they are: no check or repair against the views' voting hull",
+    )
     p.set_defaults(func=_run_masks)
 
 
@@ -117,6 +130,8 @@ def _run_masks(a: argparse.Namespace) -> None:
         sfm_dir=a.sfm,
         cameras=a.cameras,
         threshold=a.threshold,
+        mode=a.mode,
+        multiview=a.multiview,
     )
 
 
@@ -223,8 +238,17 @@ def _run_train(a: argparse.Namespace) -> None:
     overrides = parse_overrides(a.overrides)
     if a.config_json:
         overrides = {**json.loads(a.config_json), **overrides}
+    if not any((Path(a.dataset) / "mask").glob("*.png")) and "use_mask" not in overrides:
+        # masks mode none (or a dataset without masks): train on whole images with the background modelled,
+        # from NeuS's sphere rather than a hull (there is none)
+        log.warning("%s has no masks: training with use_mask=false (the background is modelled) and "
+                    "hull_prior=none", a.dataset)
+        overrides = {"use_mask": False, "hull_prior": "none", **overrides}
+        hull = None  # the visual-hull stage wrote the box only (no masks, no hull): train in bbox.json's box
+    else:
+        hull = a.hull
     cfg = resolve_config(a.preset, overrides)
-    train(cfg, a.dataset, a.out, hull_path=a.hull, bbox_path=a.bbox)
+    train(cfg, a.dataset, a.out, hull_path=hull, bbox_path=a.bbox)
 
 
 # --------------------------------------------------------------------------------------------- mesh

@@ -35,12 +35,27 @@ def _check_mask_sizes(masks: np.ndarray, folder: Path, w: int, h: int) -> None:
         )
 
 
-def _write_views(out_dir: Path, stems: list[str], images: list[np.ndarray] | list[Path], masks: np.ndarray) -> None:
+def masks_mode(masks_dir: Path) -> tuple[str, str]:
+    """(mode, why) the masks stage recorded in ``masks_dir/report.json``: ``none`` means the scene has no
+    masks (training models the background); a folder without a report holds the user's own masks."""
+    report = Path(masks_dir) / "report.json"
+    if not report.is_file():
+        return "user", "masks given as a folder"
+    try:
+        data = json.loads(report.read_text())
+    except ValueError as exc:
+        raise StageError(f"{report}: not a readable masks report ({exc}); re-run the masks stage") from exc
+    return str(data.get("mode") or data.get("source") or "rembg"), str(data.get("why", ""))
+
+
+def _write_views(out_dir: Path, stems: list[str], images: list[np.ndarray] | list[Path],
+                 masks: np.ndarray | None) -> None:
+    """image/<stem>.png and mask/<stem>.png; without masks (masks mode none) mask/ stays empty."""
     for sub in ("image", "mask"):
         if (out_dir / sub).exists():
             shutil.rmtree(out_dir / sub)
         (out_dir / sub).mkdir(parents=True)
-    for stem, img, m in zip(stems, images, masks):
+    for i, (stem, img) in enumerate(zip(stems, images)):
         if isinstance(img, Path):
             if img.suffix.lower() == ".png":
                 shutil.copyfile(img, out_dir / "image" / f"{stem}.png")
@@ -48,7 +63,8 @@ def _write_views(out_dir: Path, stems: list[str], images: list[np.ndarray] | lis
                 Image.open(img).convert("RGB").save(out_dir / "image" / f"{stem}.png")
         else:
             Image.fromarray(img).save(out_dir / "image" / f"{stem}.png")
-        Image.fromarray((m * 255).astype(np.uint8)).save(out_dir / "mask" / f"{stem}.png")
+        if masks is not None:
+            Image.fromarray((masks[i] * 255).astype(np.uint8)).save(out_dir / "mask" / f"{stem}.png")
 
 
 def build_dataset_from_reference(photos_dir: Path, cameras: Path, masks_dir: Path, out_dir: Path) -> dict:
@@ -57,8 +73,10 @@ def build_dataset_from_reference(photos_dir: Path, cameras: Path, masks_dir: Pat
     w, h = check_photos(photos)
     world_mats, scale_mat = load_cameras_sphere(cameras, n_views=len(photos))
     stems = [p.stem for p in photos]
-    masks = read_masks(masks_dir, stems)
-    _check_mask_sizes(masks, Path(masks_dir), w, h)
+    mode, why = masks_mode(masks_dir)
+    masks = None if mode == "none" else read_masks(masks_dir, stems)
+    if masks is not None:
+        _check_mask_sizes(masks, Path(masks_dir), w, h)
     out_dir = Path(out_dir)
     _write_views(out_dir, stems, [read_photo(p) for p in photos], masks)
     write_cameras_sphere(out_dir / "cameras_sphere.npz", world_mats, scale_mat)
@@ -68,6 +86,8 @@ def build_dataset_from_reference(photos_dir: Path, cameras: Path, masks_dir: Pat
         "image_size": [w, h],
         "views": [{"name": s, "photo": p.name, "photo_index": i} for i, (s, p) in enumerate(zip(stems, photos))],
         "scale_mat": scale_mat.tolist(),
+        "masks": mode,
+        "masks_why": why,
     }
     write_text_atomic(out_dir / "meta.json", json.dumps(meta, indent=2))
     log.info("dataset: %d views from reference cameras %s", len(stems), cameras)
@@ -164,14 +184,51 @@ def object_sphere(
     )
 
 
+def sphere_without_masks(cams: CameraSet, rec, margin: float) -> tuple[np.ndarray, float, dict]:
+    """Centre and radius of a sphere around the object when there are no masks: the SfM points that stand
+    where the cameras converge (in at least half the views, nearer than the cameras, above a floor; see
+    :func:`neus_stage.segment.classify_points`), or a sphere half as large as the cameras' distance."""
+    from .masks import convergence_point, views_from_camera_set
+    from .segment import classify_points
+
+    views = views_from_camera_set(cams, rec)
+    centre = convergence_point(views)
+    pts = np.array([p.xyz for p in rec.points3D.values()]).reshape(-1, 3)
+    if centre is None:
+        if not len(pts):
+            raise StageError("the cameras do not converge on one region and the SfM model has no points: no "
+                             "object to bound; photograph the object from all around it")
+        centre = np.median(pts, axis=0)
+    reach = float(np.median(np.linalg.norm(cams.centers - centre, axis=1)))
+    sizes = dict.fromkeys(views.stems, (cams.width, cams.height))
+    labels = classify_points(views, sizes, centre) if len(pts) >= 30 else None
+    obj = labels.xyz[labels.label == 1] if labels is not None else np.zeros((0, 3))
+    if len(obj) >= 20:
+        c = np.median(obj, axis=0)
+        r = float(np.percentile(np.linalg.norm(obj - c, axis=1), 98)) * 1.1
+        how = f"{len(obj)} SfM points where the cameras converge"
+    else:
+        c, r, how = centre, 0.5 * reach, "half the cameras' distance around their convergence point"
+    r = min(r, 0.8 * float(np.linalg.norm(cams.centers - c, axis=1).min()))
+    return c, r * (1 + margin), {"sphere_from": how, "seed_points": len(obj),
+                                 "points": None if labels is None else labels.info}
+
+
 def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, margin: float = 0.1) -> dict:
     """poses = sfm: the registered, undistorted views with COLMAP's cameras and an automatic sphere."""
     sfm_dir, masks_dir, out_dir = Path(sfm_dir), Path(masks_dir), Path(out_dir)
     cams, rec = cameras_from_sfm(sfm_dir)
-    masks = read_masks(masks_dir, cams.names)
-    _check_mask_sizes(masks, masks_dir, cams.width, cams.height)
-    seeds = object_points(rec, cams.names, masks)
-    center, radius, info = object_sphere(cams, masks, seeds, margin)
+    mode, why = masks_mode(masks_dir)
+    if mode == "none":
+        masks = None
+        center, radius, info = sphere_without_masks(cams, rec, margin)
+        seeds = np.zeros((0, 3))
+        log.warning("no masks (%s): the bounding sphere comes from the SfM points and the cameras' convergence", why)
+    else:
+        masks = read_masks(masks_dir, cams.names)
+        _check_mask_sizes(masks, masks_dir, cams.width, cams.height)
+        seeds = object_points(rec, cams.names, masks)
+        center, radius, info = object_sphere(cams, masks, seeds, margin)
     scale_mat = scale_mat_from_sphere(center, radius)
     img_dir = sfm_dir / "undistorted" / "images"
     images = []
@@ -200,6 +257,8 @@ def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, mar
         ],
         "dropped": report.get("dropped", []),
         "scale_mat": scale_mat.tolist(),
+        "masks": mode,
+        "masks_why": why,
         "sphere": {"center": center.tolist(), "radius": radius, "margin": margin},
         **info,
     }

@@ -208,6 +208,35 @@ def _find_plane(dataset_dir: Path, stems: list[str], world_mats: np.ndarray, sca
     return used, rec
 
 
+def _box_without_masks(dataset_dir: Path, bbox_path: Path, hull_path: Path, scale_mat: np.ndarray,
+                       n_views: int) -> dict:
+    """A scene without masks (masks mode none) has no visual hull: the object box is the dataset's sphere
+    (from the SfM points and the cameras' convergence), and hull.npz marks all of it as possibly occupied
+    (``carved`` false), so training samples the whole box and models the background beyond it."""
+    lo, hi = -np.ones(3), np.ones(3)
+    occ = np.ones((32, 32, 32), dtype=bool)
+    r, c = scale_mat[0, 0], scale_mat[:3, 3]
+    reason = "the scene has no masks (masks mode none): no visual hull, so no support plane is searched"
+    bbox = {
+        "normalized": {"min": lo.tolist(), "max": hi.tolist()},
+        "world": {"min": (lo * r + c).tolist(), "max": (hi * r + c).tolist()},
+        "hull_box": {"min": lo.tolist(), "max": hi.tolist()},
+        "resolution": int(occ.shape[0]),
+        "occupied_voxels": int(occ.sum()),
+        "views": n_views,
+        "carved": False,
+        "touches_unit_cube": True,
+        "support": {"mode": "off", "method": "visibility", "reason": "no masks", "message": reason,
+                    "hull_cut": False},
+    }
+    write_text_atomic(Path(bbox_path), json.dumps(bbox, indent=2))
+    with atomic_write(Path(hull_path)) as fh:
+        np.savez_compressed(fh, occupancy=occ, background_votes=np.zeros(occ.shape, np.uint8), bounds_min=lo,
+                            bounds_max=hi, scale_mat=scale_mat, carved=np.array(False))
+    log.warning("%s: no masks, so no visual hull: the object box is the unit sphere's cube", dataset_dir)
+    return bbox
+
+
 def carve_visual_hull(
     dataset_dir: Path, bbox_path: Path, hull_path: Path, *, resolution: int = 128, max_background_votes: int = 1,
     support: str = "cut", sparse_dir: Path | None = None,
@@ -228,6 +257,8 @@ def carve_visual_hull(
     if not stems:
         raise StageError(f"{dataset_dir / 'image'}: no images; run the dataset stage first")
     world_mats, scale_mat = load_cameras_sphere(dataset_dir / "cameras_sphere.npz", n_views=len(stems))
+    if not any((dataset_dir / "mask").glob("*.png")):
+        return _box_without_masks(dataset_dir, bbox_path, hull_path, scale_mat, len(stems))
     masks = read_masks(dataset_dir / "mask", stems)
     P = np.stack([(wm @ scale_mat)[:3, :4] for wm in world_mats])
     # coarse pass over the whole normalised cube, then a fine pass over the occupied part

@@ -97,7 +97,7 @@ def _warn_subfolders(folder: Path, subfolders: list[Path]) -> None:
         )
 
 
-def _to_rgb8(im: Image.Image) -> np.ndarray:
+def to_rgb8(im: Image.Image) -> np.ndarray:
     """RGB uint8 of any Pillow image. 16-bit and float grey images (mode I;16, I, F) are scaled to 8 bits
     (Pillow's own convert("RGB") clips them, so a 16-bit PNG turns white)."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -113,7 +113,7 @@ def read_photo(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
-            return _to_rgb8(im)
+            return to_rgb8(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         hint = ""
         if Path(path).suffix.lower() in (".heic", ".heif"):
