@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -25,8 +26,19 @@ mesh: {resolution: 64, dilation: 2}
 """
 
 
+def _no_venv_env() -> dict[str, str]:
+    """As a user's shell without the venv activated: the venv's bin folder is not on PATH (the rules must
+    not need `neus-stage` there)."""
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin) or "/usr/bin:/bin"
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*SNAKEMAKE, "-d", str(workdir), *args], capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run([*SNAKEMAKE, "-d", str(workdir), *args], capture_output=True, text=True, timeout=1200,
+                          env=_no_venv_env())
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
@@ -65,8 +77,14 @@ def test_dry_run_of_the_demo_lists_every_stage():
 
 
 def test_workflow_end_to_end(tiny_project: Path):
-    snakemake(tiny_project, "--cores", "2")
+    proc = snakemake(tiny_project, "--cores", "2")
     res = tiny_project / "results" / "mug"
+    out = proc.stdout + proc.stderr
+    # on the terminal: progress lines of the long steps (tagged with rule and scene), and at the end where
+    # the mesh and the report are
+    assert re.search(r"^\[sfm mug\] SIFT features: ", out, re.M) and re.search(r"^\[masks mug\] rembg", out, re.M)
+    assert f"mug: mesh {(res / 'mesh_clean.ply').resolve()}" in out
+    assert f"mug: report {(res / 'report.html').resolve()}" in out
     for rel in ("sfm/report.json", "dataset/cameras_sphere.npz", "dataset/meta.json", "bbox.json", "hull.npz",
                 "neus/checkpoint.pt", "neus/config.yaml", "mesh.ply", "mesh_clean.ply", "eval.json", "report.html"):
         assert (res / rel).is_file(), rel

@@ -121,21 +121,28 @@ def q(path):
 
 
 def masks_args(wildcards, input):
+    """The masks command's arguments, built in one pass: the images (undistorted for SfM poses, whose camera
+    also undistorts user masks), the cameras of the multi-view check, the user's masks, the mode.
+    """
     row = scene_row(wildcards)
+    mode = config["masks"]["mode"]
+    if mode == "user" and not row["masks"]:
+        raise ValueError(
+            f"scene '{wildcards.scene}': masks.mode is 'user' but the scene table gives no 'masks' folder"
+        )
     if uses_sfm(wildcards):
         sfm = Path(input.sfm).parent
-        args = f"--images {sfm / 'undistorted' / 'images'} --sfm {sfm}"
-        if not config["masks"]["multiview"]:
-            args = f"--images {sfm / 'undistorted' / 'images'}"
+        args = [f"--images {sfm / 'undistorted' / 'images'}", f"--sfm {sfm}"]
     else:
-        args = f"--images {q(row['photos'])}"
+        args = [f"--images {q(row['photos'])}"]
         if "cameras" in input.keys():
-            args += f" --cameras {q(input.cameras)}"
+            args.append(f"--cameras {q(input.cameras)}")
     if row["masks"]:
-        args += f" --user-masks {q(row['masks'])}"
-        if uses_sfm(wildcards):
-            args += f" --sfm {Path(input.sfm).parent}"
-    return args
+        args.append(f"--user-masks {q(row['masks'])}")
+    args.append(f"--mode {mode}")
+    if not config["masks"]["multiview"]:
+        args.append("--no-multiview")
+    return " ".join(args)
 
 
 def dataset_inputs(wildcards):
@@ -249,9 +256,16 @@ def run_summary():
         )
         if not mesh.is_file():
             continue
-        lines.append(f"{scene}: mesh {mesh.absolute()}")
+        lines.append(f"{scene}: mesh {mesh.resolve()}")
         if report.is_file():
-            lines.append(f"{scene}: report {report.absolute()}")
+            lines.append(f"{scene}: report {report.resolve()}")
+        masks_report = res / "masks" / "report.json"
+        if masks_report.is_file():
+            m = json.loads(masks_report.read_text())
+            if m.get("mode") == "none":
+                lines.append(
+                    f"{scene}: WARNING: trained without masks: {m.get('why', '')}"
+                )
         if ev.is_file():
             e = json.loads(ev.read_text())
             if "chamfer_pct_diag" in e:
