@@ -409,3 +409,115 @@ def test_training_killed_outright_then_rerun(mug_render, tmp_path):
     assert proc.returncode != 0 and "Error in rule train" in out, out[-3000:]
     assert not (neus / "checkpoint.pt").exists() and not (neus / "config.yaml").exists()  # removed by snakemake
     _finish_and_check(work, "none", after_step=10)  # a plain re-run: nothing is marked incomplete
+
+
+# ============================================================ 9. silent wrong results that are now errors or handled
+def test_photos_in_subfolders_are_warned_about(tmp_path, caplog):
+    """30 photos at the top and 6 in extra/: the 6 are not silently dropped from view (a warning names them)."""
+    from neus_stage import photos as P
+
+    for i in range(4):
+        _textured(tmp_path / "p", f"{i:03d}.jpg", i)
+    for i in range(2):
+        _textured(tmp_path / "p" / "extra", f"x{i}.jpg", 10 + i)
+    P._warned_subfolders.clear()
+    with caplog.at_level("WARNING"):
+        assert len(list_photos(tmp_path / "p")) == 4
+    assert "2 photo(s) in subfolders are not used: extra/ (2)" in caplog.text
+
+
+def test_16_bit_grey_pngs_are_read_not_clipped_to_white(tmp_path):
+    """Pillow's convert('RGB') clips 16-bit grey to 255 (every photo white, then 'duplicates')."""
+    folder = tmp_path / "p"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        a = (rng.random((24, 32)) * 65535).astype(np.uint16)
+        Image.fromarray(a).save(folder / f"{i}.png")
+    from neus_stage.photos import read_photo
+
+    img = read_photo(folder / "0.png")
+    assert img.dtype == np.uint8 and img.std() > 40 and 100 < img.mean() < 160
+    check_photos(list_photos(folder))  # no "identical to" error
+
+
+def test_heic_photos_are_read(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    folder = tmp_path / "p"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        im = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+        pillow_heif.from_pillow(im).save(folder / f"IMG_{i}.HEIC", quality=95)
+    photos = list_photos(folder)
+    assert [p.name for p in photos] == ["IMG_0.HEIC", "IMG_1.HEIC", "IMG_2.HEIC"]
+    assert check_photos(photos) == (64, 48)
+
+
+def _mask_set(tmp_path: Path, value_object: int, inverted: bool = False) -> tuple[Path, Path]:
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    for i in range(4):
+        _textured(images, f"{i:03d}.png", i, size=(64, 48))
+        m = np.zeros((48, 64), np.uint8)
+        m[12:36, 16:48] = value_object
+        if inverted:
+            m = value_object - m
+        masks.mkdir(exist_ok=True)
+        Image.fromarray(m).save(masks / f"{i:03d}.png")
+    return images, masks
+
+
+def test_user_masks_with_0_1_values_are_read(tmp_path):
+    from neus_stage.masks import compute_masks
+
+    images, masks = _mask_set(tmp_path, 1)
+    report = compute_masks(images, tmp_path / "out", user_masks=masks)
+    assert report["mode"] == "user"
+    out = np.asarray(Image.open(tmp_path / "out" / "000.png"))
+    assert out.max() == 255 and abs((out > 0).mean() - 0.25) < 1e-6
+
+
+def test_inverted_user_masks_are_named(tmp_path):
+    images, masks = _mask_set(tmp_path, 255, inverted=True)
+    proc = neus_stage("masks", "--images", images, "--user-masks", masks, "--out", tmp_path / "out")
+    one_error(proc, "masks", f"{masks}: the masks look inverted", "invert them")
+
+
+def test_ctrl_c_in_sfm_is_one_line(tmp_path):
+    """SIGINT while COLMAP works: one line and exit status 130, no traceback."""
+    photos = ROOT.parent / "shared" / "data" / "dtu_scan65" / "photos"
+    if not photos.is_dir():
+        photos = DEMO_PHOTOS
+    proc = subprocess.Popen([BIN / "neus-stage", "sfm", "--photos", photos, "--out", tmp_path / "sfm"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "sfm" / "database.db").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("neus-stage sfm: error: interrupted")]
+    assert len(lines) == 1, err[-2000:]
+
+
+def test_an_error_is_printed_once(tmp_path):
+    """One line, as the README promises: not a log record and then the same message again."""
+    (tmp_path / "p").mkdir()
+    proc = neus_stage("sfm", "--photos", tmp_path / "p", "--out", tmp_path / "sfm")
+    one_error(proc, "sfm", "no photos found")
+    assert proc.stderr.count("no photos found") == 1, proc.stderr
+
+
+def test_misspelt_scene_override_stops_before_any_work(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "scenes.tsv").write_text(f"scene\tphotos\nmug\t{DEMO_PHOTOS}\n")
+    (tmp_path / "config" / "config.yaml").write_text(
+        "scenes: config/scenes.tsv\nscene_overrides: {mugg: {train: {steps: 10}}}\n")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path),
+                           "-n", "--cores", "1", "--workflow-profile", "none"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert "scene_overrides names scene(s) mugg that the scene table does not have (its scenes: mug)" in (
+        proc.stdout + proc.stderr)

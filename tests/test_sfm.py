@@ -226,3 +226,15 @@ def test_matchers_without_their_inputs_are_refused(dtu_scan65, tmp_path, matcher
         shutil.copy(dtu_scan65 / "photos" / f"{s}.jpg", photos)
     with pytest.raises(StageError, match=message):
         run_sfm(photos, tmp_path / "sfm", matcher=matcher)
+
+
+def test_large_photos_are_downscaled_to_the_working_size(tmp_path):
+    """images.max_size: photos above it are downscaled once, in the sfm stage, and every later stage reads
+    those images (the undistorted ones at the same size); the report says so."""
+    demo = Path(__file__).resolve().parents[1] / "resources" / "demo" / "photos"
+    report = run_sfm(demo, tmp_path / "sfm", max_size=320)
+    assert report["image_size"] == [400, 300] and report["working_size"] == [320, 240]
+    assert report["n_registered"] >= 30
+    sizes = {Image.open(p).size for p in (tmp_path / "sfm" / "undistorted" / "images").glob("*.png")}
+    assert len(sizes) == 1 and max(next(iter(sizes))) <= 320
+    assert report["undistorted_camera"]["width"] <= 320
