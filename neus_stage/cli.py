@@ -37,11 +37,12 @@ def _add_sfm(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--matcher",
         default="auto",
-        choices=["auto", "exhaustive", "sequential", "spatial", "vocabtree"],
-        help="feature matching; auto = exhaustive up to --exhaustive-max photos, sequential above",
+        choices=["auto", "exhaustive", "retrieval", "sequential", "spatial", "vocabtree"],
+        help="feature matching; auto = exhaustive up to --exhaustive-max photos, retrieval above (each photo "
+        "with its most similar ones by a bag of words learnt from the photos' own features)",
     )
     p.add_argument(
-        "--exhaustive-max", type=int, default=150, help="largest photo count matched exhaustively by --matcher auto"
+        "--exhaustive-max", type=int, default=40, help="largest photo count matched exhaustively by --matcher auto"
     )
     p.add_argument("--mapper", default="incremental", choices=["incremental", "global"], help="COLMAP mapper")
     p.add_argument(

@@ -45,7 +45,9 @@ from .timing import StageTimer
 
 log = logging.getLogger(__name__)
 
-MATCHERS = ("auto", "exhaustive", "sequential", "spatial", "vocabtree")
+MATCHERS = ("auto", "exhaustive", "retrieval", "sequential", "spatial", "vocabtree")
+# retrieval matching: each photo with its RETRIEVAL_K most similar photos (and its next few by name)
+RETRIEVAL_K = 20
 MAPPERS = ("incremental", "global")
 # keypoints per photo below which a photo is called "too plain" (SIFT finds thousands on a textured object)
 MIN_KEYPOINTS = 100
@@ -168,10 +170,12 @@ class _DatabaseProgress:
 
 
 def planned_pairs(matcher: str, n: int, overlap: int = 10) -> int:
-    """Image pairs a matcher compares: every pair (exhaustive), or each photo with its next ``overlap``
-    (sequential, COLMAP's default overlap); the retrieval-based matchers are bounded by the sequential count."""
+    """Image pairs a matcher compares: every pair (exhaustive), each photo with its next ``overlap``
+    (sequential, COLMAP's default overlap), or about RETRIEVAL_K per photo (retrieval: an upper bound)."""
     if matcher == "exhaustive":
         return n * (n - 1) // 2
+    if matcher == "retrieval":
+        return min(n * (n - 1) // 2, n * (RETRIEVAL_K + 3))
     return sum(min(overlap, n - 1 - i) for i in range(n))
 
 
@@ -211,8 +215,26 @@ def _choose_matcher(matcher: str, n: int, exhaustive_max: int) -> str:
     if matcher not in MATCHERS:
         raise StageError(f"unknown matcher '{matcher}'; choose one of {', '.join(MATCHERS)}")
     if matcher == "auto":
-        return "exhaustive" if n <= exhaustive_max else "sequential"
+        return "exhaustive" if n <= exhaustive_max else "retrieval"
     return matcher
+
+
+def _retrieval_pairs_file(pycolmap, db_path: Path, out: Path) -> int:
+    """Write COLMAP's image-pair list for retrieval matching (:mod:`neus_stage.geometry.retrieval`); the pair
+    count."""
+    from .geometry.retrieval import retrieval_pairs
+
+    db = pycolmap.Database.open(db_path)
+    try:
+        images = sorted(db.read_all_images(), key=lambda im: im.name)
+        descriptors = [np.asarray(db.read_descriptors(im.image_id).data) for im in images]
+    finally:
+        db.close()
+    pairs = retrieval_pairs(descriptors, k=RETRIEVAL_K)
+    out.write_text("".join(f"{images[i].name} {images[j].name}\n" for i, j in pairs))
+    log.info("retrieval: %d image pairs (each photo with its %d most similar and its next 3), against %d for "
+             "exhaustive matching", len(pairs), RETRIEVAL_K, len(images) * (len(images) - 1) // 2)
+    return len(pairs)
 
 
 def _match(pycolmap, db_path: Path, matcher: str, threads: int, n_photos: int) -> None:
@@ -242,10 +264,17 @@ def _match(pycolmap, db_path: Path, matcher: str, threads: int, n_photos: int) -
         if n_priors < n_images:
             log.warning("only %d of %d photos have a GPS position: the others get no spatial matches", n_priors,
                         n_images)
-    progress = _DatabaseProgress(db_path, "matches", f"{matcher} matching", planned_pairs(matcher, n_photos), "pairs")
+    total = planned_pairs(matcher, n_photos)
+    if matcher == "retrieval":
+        pairing = pycolmap.ImportedPairingOptions()
+        pairing.match_list_path = str(Path(db_path).parent / "retrieval_pairs.txt")
+        total = _retrieval_pairs_file(pycolmap, db_path, Path(pairing.match_list_path))
+    progress = _DatabaseProgress(db_path, "matches", f"{matcher} matching", total, "pairs")
     with _colmap_logs(), progress:
         if matcher == "exhaustive":
             pycolmap.match_exhaustive(db_path, matching_options=options, device=device)
+        elif matcher == "retrieval":
+            pycolmap.match_image_pairs(db_path, matching_options=options, pairing_options=pairing, device=device)
         elif matcher == "sequential":
             pairing = pycolmap.SequentialPairingOptions()
             pairing.loop_detection = False  # needs a vocabulary tree file, which would be a download
@@ -445,7 +474,7 @@ def run_sfm(
     out_dir: Path,
     *,
     matcher: str = "auto",
-    exhaustive_max: int = 150,
+    exhaustive_max: int = 40,
     mapper: str = "incremental",
     camera_model: str = "OPENCV",
     min_registered: float = 0.8,
