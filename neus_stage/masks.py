@@ -124,7 +124,7 @@ def _rembg_probabilities(session, images: dict[str, Path]) -> dict[str, np.ndarr
     for stem, path in track(list(images.items()), "rembg", unit="views"):
         img = Image.fromarray(read_photo(path))
         (mask,) = session.predict(img)[:1]
-        probs[stem] = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
+        probs[stem] = np.asarray(mask.convert("L"), dtype=np.uint8)  # 0..255: a quarter of float32's memory
     return probs
 
 
@@ -616,7 +616,7 @@ def _geometry_candidates(views: _Views, images: dict[str, Path], sizes: dict[str
         centre = np.median(np.array([p.xyz for p in views.rec.points3D.values()]), axis=0)
     labels = classify_points(views, sizes, centre)
     seeds = view_seeds(views, labels)
-    pictures = {s: read_photo(images[s]) for s in views.stems}
+    pictures = {s: images[s] for s in views.stems}  # read view by view: memory flat in the photo count
     starts = {"geometry": None}
     if rembg_masks is not None:
         starts["fused"] = {s: rembg_masks[s] for s in views.stems}
@@ -732,7 +732,8 @@ def compute_masks(
             report["model"] = model
             log.info("rembg %s on %d images", model, len(images))
             probs = _rembg_probabilities(session, images)
-            candidates["rembg"] = {s: p >= threshold for s, p in probs.items()}
+            candidates["rembg"] = {s: p >= threshold * 255 for s, p in probs.items()}
+            del probs
         timings["rembg_s"] = round(time.perf_counter() - t, 2)
 
         def evaluate(name: str) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -223,12 +224,15 @@ def seed_agreement(masks: dict[str, np.ndarray], seeds: dict[str, tuple[np.ndarr
             "background_seeds": n_bg}
 
 
-def segment_views(images: dict[str, np.ndarray], seeds: dict[str, tuple[np.ndarray, np.ndarray]],
+def segment_views(images: dict[str, Path], seeds: dict[str, tuple[np.ndarray, np.ndarray]],
                   priors: dict[str, np.ndarray] | None = None, desc: str = "geometry masks") -> dict[str, np.ndarray]:
-    """GrabCut every view from its seeds (and prior, where given)."""
+    """GrabCut every view from its seeds (and prior, where given); the images are read one at a time."""
+    from .photos import read_photo
+
     out = {}
     with Progress(desc, len(images), "views") as bar:
-        for s, img in images.items():
+        for s, path in images.items():
+            img = read_photo(path) if isinstance(path, Path) else path
             fg, bg = seeds.get(s, (np.zeros((0, 2)), np.zeros((0, 2))))
             prior = None if priors is None else priors.get(s)
             if prior is None and len(fg) == 0:

@@ -57,7 +57,7 @@ def _masks_with_raw(images: Path, out: Path, **kwargs) -> tuple[dict, dict[str, 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(M, "_rembg_probabilities", keep)
         report = M.compute_masks(images, out, **kwargs)
-    raw = {s: p >= report["threshold"] for s, p in captured.items()}
+    raw = {s: p >= 255 * report["threshold"] for s, p in captured.items()}
     return report, raw, _true_masks(out)
 
 

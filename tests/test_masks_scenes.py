@@ -52,7 +52,7 @@ def _scene(tmp_path_factory, scene: str, views: int, width: int, height: int, se
 
     def keep(session, paths):
         probs = real(session, paths)
-        raw.update({s: p >= 0.5 for s, p in probs.items()})
+        raw.update({s: p >= 128 for s, p in probs.items()})
         return probs
 
     with pytest.MonkeyPatch.context() as mp:
@@ -128,9 +128,9 @@ def test_inconsistent_masks_go_on_without_masks(mug_render, tmp_path, run_cli, m
         out = {}
         for s, p in paths.items():
             w, h = Image.open(p).size
-            m = np.zeros((h, w), np.float32)
+            m = np.zeros((h, w), np.uint8)
             y, x = rng.integers(0, h // 2), rng.integers(0, w // 2)
-            m[y: y + h // 3, x: x + w // 3] = 1.0
+            m[y: y + h // 3, x: x + w // 3] = 255
             out[s] = m
         return out
 
