@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .atomic import write_bytes_atomic, write_text_atomic
 from .errors import StageError
+from .progress import track
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def sample_sdf_grid(sdf_func: SdfFunc, bounds_min: Sequence[float], bounds_max: 
 def _query(sdf_func: SdfFunc, pts: torch.Tensor, chunk: int, progress: bool = False) -> np.ndarray:
     values = torch.empty(pts.shape[0], dtype=torch.float32, device="cpu")
     starts = range(0, pts.shape[0], chunk)
-    for s in tqdm(starts, desc="SDF near the surface", unit="chunk", mininterval=2.0, disable=not progress or None):
+    for s in (track(starts, "SDF near the surface", unit="chunks") if progress else starts):
         values[s: s + chunk] = torch.as_tensor(sdf_func(pts[s: s + chunk])).reshape(-1).float().cpu()
     return values.numpy()
 
@@ -165,7 +165,7 @@ def _sample_blocks(sdf_func: SdfFunc, shape: tuple[int, int, int], origin: np.nd
     axes = [origin[k] + spacing * np.arange(shape[k]) for k in range(3)]
     stats = {"blocks": len(blocks), "blocks_skipped": 0, "samples_queried": 0}
     with torch.no_grad():
-        for i0, j0, k0 in tqdm(blocks, desc="SDF grid", unit="block", mininterval=2.0):
+        for i0, j0, k0 in track(blocks, "SDF grid", unit="blocks"):
             sl = (slice(i0, min(i0 + block, shape[0])), slice(j0, min(j0 + block, shape[1])),
                   slice(k0, min(k0 + block, shape[2])))
             xs, ys, zs = (axes[k][sl[k]] for k in range(3))
