@@ -24,6 +24,29 @@ def _path(s: str) -> Path:
     return Path(s)
 
 
+# ------------------------------------------------------------------------------------------- frames
+def _add_frames(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("frames", help="a video of the object -> its sharp, distinct frames (NNNNN.jpg, report.json)")
+    p.add_argument("--video", type=_path, required=True, help="video file (mp4, mov, mkv, avi, ...)")
+    p.add_argument("--out", type=_path, required=True, help="folder for the kept frames and report.json")
+    p.add_argument("--target", type=int, default=80, help="frames to keep, spread over the camera's motion")
+    p.add_argument("--min", dest="min_frames", type=int, default=20,
+                   help="stop when fewer usable (sharp, distinct) frames than this remain")
+    p.add_argument("--blur-ratio", type=float, default=0.5,
+                   help="drop a frame whose sharpness is below this share of the sharp frames around it")
+    p.add_argument("--min-motion", type=float, default=0.002,
+                   help="drop a frame that moved less than this share of the picture's diagonal since the last "
+                   "kept one (a near-duplicate)")
+    p.set_defaults(func=_run_frames)
+
+
+def _run_frames(a: argparse.Namespace) -> None:
+    from .video import extract_frames
+
+    extract_frames(a.video, a.out, target=a.target, min_frames=a.min_frames, blur_ratio=a.blur_ratio,
+                   min_motion=a.min_motion)
+
+
 # ---------------------------------------------------------------------------------------------- sfm
 def _add_sfm(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sfm", help="pose the photos with COLMAP (pycolmap) and undistort them")
@@ -311,6 +334,33 @@ def _run_mesh(a: argparse.Namespace) -> None:
     )
 
 
+# ------------------------------------------------------------------------------------------- export
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="the clean mesh as textured GLB and OBJ (decimated, UV-unwrapped, texture "
+                       "baked from the photos)")
+    p.add_argument("--mesh", type=_path, required=True, help="mesh to export (results/<scene>/mesh_clean.ply)")
+    p.add_argument("--dataset", type=_path, required=True, help="the scene's NeuS dataset (photos, masks, cameras)")
+    p.add_argument("--out", type=_path, required=True, help="folder for <name>.glb, .obj, .mtl, .png, export.json")
+    p.add_argument("--name", default=None, help="file name stem (default: the mesh's folder name, the scene)")
+    p.add_argument("--faces", type=int, default=200_000, help="decimate to this many faces (at least 1000)")
+    p.add_argument("--texture-size", type=int, default=2048, help="texture side in texels (a power of two)")
+    p.add_argument("--texture-from", default="photos", choices=["photos", "network"],
+                   help="bake the texture from the photos, or from the trained colour network (--checkpoint)")
+    p.add_argument("--checkpoint", type=_path, default=None, help="neus/checkpoint.pt, with --texture-from network")
+    p.add_argument("--holdout-every", type=int, default=0,
+                   help="leave every k-th view out of the texture and report their re-rendered PSNR (0: use all)")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto (the colour network)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(a: argparse.Namespace) -> None:
+    from .export import export_textured
+
+    export_textured(a.mesh, a.dataset, a.out, name=a.name, faces=a.faces, texture_size=a.texture_size,
+                    texture_from=a.texture_from, checkpoint=a.checkpoint, holdout_every=a.holdout_every,
+                    device=a.device)
+
+
 # ----------------------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="Chamfer / F-score of a mesh: DTU protocol or against any ground truth")
@@ -436,12 +486,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
+        _add_frames,
         _add_sfm,
         _add_masks,
         _add_dataset,
         _add_hull,
         _add_train,
         _add_mesh,
+        _add_export,
         _add_evaluate,
         _add_synth,
         _add_report,

@@ -15,6 +15,27 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mts", ".3gp"}
+FRAMES_KIND = "frames"
+"""``kind`` of the frames stage's ``report.json``, which lives among the frames it lists (neus_stage.video)."""
+
+
+def is_video(path: Path) -> bool:
+    """Whether ``path`` names a video file (by its extension; the frames stage decodes it)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES and Path(path).is_file()
+
+
+def frames_report(folder: Path) -> dict | None:
+    """The frames stage's report of a folder of frames extracted from a video, or None for a photo folder."""
+    import json
+
+    path = Path(folder) / "report.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("kind") == FRAMES_KIND else None
 
 try:  # HEIC/HEIF photos (phones) through pillow-heif's Pillow plugin
     from pillow_heif import register_heif_opener
@@ -40,17 +61,26 @@ def list_photos(folder: Path, min_photos: int = MIN_PHOTOS) -> list[Path]:
         raise StageError(f"{folder}: photo folder not found; check the 'photos' column of the scene table")
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     files = [p for p in entries if p.is_file()]
+    if frames_report(folder) is not None:  # frames from a video: their report lies beside them
+        files = [p for p in files if p.name != "report.json"]
     others = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    videos = [p for p in others if p.suffix.lower() in VIDEO_SUFFIXES]
+    if videos and len(videos) < len(files):
+        raise StageError(
+            f"{folder}: holds a video ({videos[0].name}) beside {len(files) - len(videos)} other file(s); a scene is "
+            f"either photos or one video: move {videos[0].name} out of the photo folder and, to use it, give it a "
+            f"scene row of its own whose 'photos' column names the video file itself (e.g. {videos[0]})"
+        )
+    if videos:
+        raise StageError(
+            f"{folder}: holds {'a video' if len(videos) == 1 else f'{len(videos)} videos'} ({videos[0].name}) and no "
+            f"photos; name the video file itself in the scene table's 'photos' column (e.g. {videos[0]}), one "
+            "scene per video"
+        )
     if others:
         names = ", ".join(p.name for p in others[:5])
-        videos = [p for p in others if p.suffix.lower() in VIDEO_SUFFIXES]
-        hint = (
-            f"; {videos[0].name} is a video: give videos a scene (and folder) of their own"
-            if videos and len(videos) < len(files)
-            else ""
-        )
         raise StageError(
-            f"{folder}: holds files that are not photos ({names}){hint}; move them out of the photo folder "
+            f"{folder}: holds files that are not photos ({names}); move them out of the photo folder "
             f"(accepted: {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     _warn_subfolders(folder, [p for p in entries if p.is_dir()])

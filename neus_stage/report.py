@@ -734,7 +734,38 @@ def _mesh_section(ctx: _Context) -> str:
                                                 value_label=label), "image/png", "mesh coloured by error", "wide"))
         parts.append(f"<p class='caption'>coloured by the distance of each part of the mesh to the ground truth "
                      f"(eval_errors.ply; yellow = {_fmt(vmax)} or more, the largest F-score threshold).</p>")
+    parts.extend(_textured_view(ctx))
     return "\n".join(parts)
+
+
+def _textured_view(ctx: _Context) -> list[str]:
+    """The textured export (export/export.json, export/preview.jpg): its numbers and photos beside the textured
+    mesh re-rendered from their cameras."""
+    f = ctx.files
+    meta_path = f.p("export/export.json")
+    if not meta_path.is_file():
+        return [_missing("export/export.json not found: no textured view (the export stage has not run)")]
+    x = json.loads(meta_path.read_text())
+    psnr = x.get("psnr") or {}
+    bake = x.get("bake") or {}
+    parts = ["<h3>Textured export</h3>", _kv_table([
+        ("files", ", ".join(f"export/{v}" for v in (x.get("files") or {}).values())),
+        ("faces", f"{x.get('faces')} (from {x.get('faces_in')}; target {x.get('target_faces')})"),
+        ("texture", f"{x.get('texture_size')}^2 from the {x.get('texture_from')}"),
+        ("surface seen by a photo", f"{100 * bake['seen_share']:.1f}%" if "seen_share" in bake else None),
+        (f"re-render PSNR (dB), {psnr.get('kind', '')}", psnr.get("mean")),
+        ("frame", (x.get("frame") or {}).get("description")),
+    ])]
+    preview = f.p("export/preview.jpg")
+    if preview.is_file():
+        views = (x.get("preview") or {}).get("views") or []
+        per_view = psnr.get("views") or {}
+        parts.append(_img_tag(preview.read_bytes(), "image/jpeg", "photos beside the textured mesh", "wide"))
+        parts.append("<p class='caption'>left: the photo; right: the textured mesh rendered from that photo's camera "
+                     f"(views {', '.join(f'{v} ({_fmt(per_view.get(v))} dB)' for v in views)}; PSNR inside the "
+                     "mask).</p>")
+    return parts
+
 
 
 def _evaluation_section(ctx: _Context) -> str:

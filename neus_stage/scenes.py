@@ -13,7 +13,7 @@ from .settings import find_path
 
 COLUMNS = {
     "scene": "name of the scene (results/<scene>/...), letters, digits, '-', '_'",
-    "photos": "folder of photos of the object",
+    "photos": "folder of photos of the object, or a video file of it (mp4, mov, mkv, avi)",
     "masks": "optional: folder of masks (<photo stem>.png) used instead of computed ones",
     "cameras": "optional: reference cameras_sphere.npz for the photos (evaluation aligns to it)",
     "poses": "optional: 'sfm' (default) or 'reference' (train on the reference cameras)",
@@ -111,15 +111,29 @@ def read_scene_table(path: Path, base: Path | None = None, *, bases: Sequence[Pa
         resolved = {col: str(find_path(getattr(row, col), *roots)) if getattr(row, col) else "" for col in PATH_COLUMNS}
         photos = Path(resolved["photos"])
         if photos.is_file() and photos.suffix.lower() in VIDEO_SUFFIXES:
+            # a video: the frames stage picks its frames; here only that it decodes, and what cannot go with it
+            if row.poses == "reference" or row.masks:
+                raise StageError(
+                    f"{where}: photos names a video ({row.photos}), whose frames are chosen by the frames stage, so "
+                    f"{'reference cameras' if row.poses == 'reference' else 'a masks folder'} cannot be matched to "
+                    "them; leave 'poses' (sfm) and 'masks' empty for a video, or give a folder of photos instead"
+                )
+            from .video import probe_video
+
+            try:
+                probe_video(photos)
+            except StageError as exc:
+                raise StageError(f"{where}: {exc}") from exc
+        elif photos.is_file():
             raise StageError(
-                f"{where}: photos names a video ({row.photos}); video input is not supported yet: extract frames "
-                f"into a folder first (e.g. `ffmpeg -i {row.photos} -vf fps=2 -q:v 2 frames/%05d.jpg`) and name "
-                "that folder"
+                f"{where}: photos names the file {row.photos}, neither a folder of photos nor a video "
+                f"({', '.join(sorted(VIDEO_SUFFIXES))}); name the folder that holds the photos"
             )
-        try:
-            list_photos(photos)
-        except StageError as exc:
-            raise StageError(f"{where}: {exc}") from exc
+        else:
+            try:
+                list_photos(photos)
+            except StageError as exc:
+                raise StageError(f"{where}: {exc}") from exc
         for col in ("masks",):
             value = getattr(row, col)
             if value and not Path(resolved[col]).is_dir():

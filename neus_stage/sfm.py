@@ -211,9 +211,13 @@ def _check_features(pycolmap, db_path: Path, photos_dir: Path) -> dict[str, int]
     return counts
 
 
-def _choose_matcher(matcher: str, n: int, exhaustive_max: int) -> str:
+def _choose_matcher(matcher: str, n: int, exhaustive_max: int, video: bool = False) -> str:
+    """``auto``: sequential for the frames of a video (neighbours in time overlap), else exhaustive up to
+    ``exhaustive_max`` photos and retrieval above."""
     if matcher not in MATCHERS:
         raise StageError(f"unknown matcher '{matcher}'; choose one of {', '.join(MATCHERS)}")
+    if matcher == "auto" and video:
+        return "sequential"
     if matcher == "auto":
         return "exhaustive" if n <= exhaustive_max else "retrieval"
     return matcher
@@ -503,7 +507,8 @@ def run_sfm(
     if not 0.0 <= min_registered <= 1.0:
         raise StageError(f"min_registered must be a share between 0 and 1, got {min_registered}")
     stems = [p.stem for p in photos]
-    matcher_used = _choose_matcher(matcher, len(photos), exhaustive_max)
+    from_video = photos_mod.frames_report(photos_dir) is not None  # frames of a video, in time order
+    matcher_used = _choose_matcher(matcher, len(photos), exhaustive_max, video=from_video)
     size = working_size(width, height, max_size)
     if size != (width, height):
         log.warning("photos are %dx%d: downscaled to %dx%d for every stage (images.max_size = %d; 0 keeps the full "
@@ -568,6 +573,7 @@ def run_sfm(
         "dropped": dropped,
         "n_models": len(models),
         "matcher": matcher_used,
+        "from_video": from_video,
         "mapper": mapper,
         "device": "cuda" if pycolmap.has_cuda else "cpu",
         "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),

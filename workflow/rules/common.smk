@@ -8,6 +8,8 @@ import pandas as pd
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from neus_stage.benchmark import dtu_scene_table, missing_dtu_data
+from neus_stage.export import check_export_settings
+from neus_stage.photos import is_video
 from neus_stage.scenes import read_scene_table
 from neus_stage.settings import find_path
 from neus_stage.train.config import resolve_config
@@ -71,6 +73,21 @@ if _unknown:
         f"scene_overrides names scene(s) {', '.join(_unknown)} that the scene table does not have "
         f"(its scenes: {', '.join(SCENES.index)}); fix the name or remove the entry"
     )
+# a scene whose photos column names a video: the frames rule picks its frames into results/<scene>/frames,
+# which every later stage reads as the scene's photos
+SCENES["video"] = [p if p and is_video(p) else "" for p in SCENES["photos"]]
+for _scene in SCENES.index[SCENES["video"] != ""]:
+    SCENES.loc[_scene, "photos"] = f"results/{_scene}/frames"
+# the export settings, checked before any job (the schema cannot say "a power of two")
+check_export_settings(
+    config["export"]["faces"],
+    config["export"]["texture_size"],
+    config["export"]["texture_from"],
+    faces_name="export.faces",
+    size_name="export.texture_size",
+    source_name="export.texture_from",
+)
+
 
 
 wildcard_constraints:
@@ -81,7 +98,14 @@ def scene_row(wildcards):
     return SCENES.loc[wildcards.scene]
 
 
+def video_file(wildcards):
+    """The scene's video (the frames rule's input)."""
+    return scene_row(wildcards)["video"]
+
+
 def photo_files(wildcards):
+    if scene_row(wildcards)["video"]:
+        return [f"results/{wildcards.scene}/frames"]  # the frames rule's folder
     folder = Path(scene_row(wildcards)["photos"])
     # absent only in a dry run of the DTU benchmark without its data (see DTU_MISSING)
     if not folder.is_dir():
@@ -225,12 +249,27 @@ def has_evaluation(row):
     return bool(row["gt"] or row["dtu_scan"])
 
 
-def report_inputs(wildcards):
-    """The report comes last: after the evaluation where there is one, else after the mesh."""
+def export_inputs(wildcards):
+    """The clean mesh and the dataset's photos and cameras; the checkpoint where the colour network paints."""
     scene = wildcards.scene
+    inputs = {
+        "mesh": f"results/{scene}/mesh_clean.ply",
+        "cameras": f"results/{scene}/dataset/cameras_sphere.npz",
+    }
+    if config["export"]["texture_from"] == "network":
+        inputs["checkpoint"] = f"results/{scene}/neus/checkpoint.pt"
+    return inputs
+
+
+def report_inputs(wildcards):
+    """The report comes last: after the evaluation where there is one, else after the mesh; and after the
+    textured export, whose view it shows."""
+    scene = wildcards.scene
+    export = {"export": f"results/{scene}/export/export.json"}
     if has_evaluation(scene_row(wildcards)):
-        return {"eval": f"results/{scene}/eval.json"}
-    return {"mesh": f"results/{scene}/mesh_clean.ply"}
+        return {"eval": f"results/{scene}/eval.json", **export}
+    return {"mesh": f"results/{scene}/mesh_clean.ply", **export}
+
 
 
 def final_targets():
@@ -240,6 +279,7 @@ def final_targets():
             targets.append(f"results/{row['scene']}/eval.json")
         else:
             targets.append(f"results/{row['scene']}/mesh_clean.ply")
+        targets.append(f"results/{row['scene']}/export/{row['scene']}.glb")
         targets.append(f"results/{row['scene']}/report.html")
     return targets
 
@@ -259,6 +299,13 @@ def run_summary():
         lines.append(f"{scene}: mesh {mesh.resolve()}")
         if report.is_file():
             lines.append(f"{scene}: report {report.resolve()}")
+        export = res / "export" / "export.json"
+        if export.is_file():
+            x = json.loads(export.read_text())
+            lines.append(
+                f"{scene}: textured mesh {(export.parent / x['files']['glb']).resolve()} and "
+                f"{x['files']['obj']} ({x['faces']} faces, {x['texture_size']}^2 texture)"
+            )
         masks_report = res / "masks" / "report.json"
         if masks_report.is_file():
             m = json.loads(masks_report.read_text())

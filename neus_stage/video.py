@@ -1,0 +1,330 @@
+"""The frames stage: a video of the object in, its sharp, distinct frames out, for the photo pipeline.
+
+Decoding is PyAV's (FFmpeg's libraries ship inside its wheel; nothing is downloaded). Every frame is
+decoded once for its scores and once more for the frames kept, so memory holds only small thumbnails.
+Phone videos store a display rotation instead of turning the pixels; it is applied to every frame.
+
+Which frames are kept (every frame gets a reason in ``report.json``):
+
+1. ``blurred``: motion blur and defocus lower the variance of the Laplacian of the frame's grey image. Its
+   absolute value depends on the scene's texture, so each frame is scored relative to its neighbours (the
+   frame's variance over the 75th percentile of the variances in a window of about one second around it):
+   ``blur`` = 1 for a frame as sharp as the sharp ones around it, and a frame below ``blur_ratio`` is dropped.
+2. ``duplicate``: a frame that shows little motion since the last frame kept so far (the median optical
+   flow of tracked corners, as a share of the thumbnail's diagonal, below ``min_motion``): a camera held
+   still, or a frame the encoder repeated, adds no view.
+3. ``spacing``: of the frames left, ``target`` are kept, spread evenly over the camera's accumulated motion
+   (not over time: a pause in the video gets no frames), the sharpest one in each stretch.
+
+The kept frames are written as ``NNNNN.jpg`` (NNNNN the 0-based index of the frame in the video), so that
+they sort in time order: the sfm stage then matches them sequentially (``sfm.matcher: auto``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .atomic import write_text_atomic
+from .errors import StageError
+from .photos import FRAMES_KIND, VIDEO_SUFFIXES
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+THUMB_SIZE = 320
+"""Long side (px) of the grey thumbnails the motion between frames is measured on."""
+BLUR_SIZE = 960
+"""Long side (px) of the grey image the blur score is computed on (finer detail is mostly noise)."""
+MIN_FRAMES = 20
+
+
+@dataclass
+class VideoInfo:
+    path: Path
+    frames: int | None  # from the container (may be missing or approximate)
+    fps: float | None
+    width: int  # after rotation
+    height: int
+    rotation: int  # degrees counter-clockwise the decoded picture is turned for display
+    codec: str
+    duration_s: float | None
+
+
+def _open(path: Path):
+    """The container, its first video stream; a StageError naming the file for anything unreadable."""
+    try:
+        import av
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise StageError("PyAV (the 'av' package) is not installed: run `make setup`") from exc
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{path}: video not found; check the 'photos' column of the scene table")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise StageError(f"{path}: cannot open this video ({exc}); it is damaged or not a video: re-export or "
+                         "re-copy it (mp4 with H.264 works everywhere)") from exc
+    if not container.streams.video:
+        container.close()
+        raise StageError(f"{path}: holds no video stream; give a video file of the object")
+    return container, container.streams.video[0]
+
+
+def _rotation_of(stream, frame=None) -> int:
+    """The display rotation (degrees, counter-clockwise, a multiple of 90) of a stream or its first frame."""
+    rot = getattr(frame, "rotation", None) if frame is not None else None
+    if rot is None:
+        try:
+            rot = int(float(stream.metadata.get("rotate", 0)))
+            rot = -rot  # the legacy tag says how far to turn clockwise
+        except (TypeError, ValueError):
+            rot = 0
+    return int(round(float(rot) / 90.0)) * 90 % 360
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """What a video holds, read from its header and first frame (fast): a StageError if it does not decode."""
+    import av
+
+    container, stream = _open(path)
+    try:
+        try:
+            frame = next(container.decode(stream))
+        except (StopIteration, av.error.FFmpegError, ValueError) as exc:
+            raise StageError(f"{path}: cannot decode this video ({exc or 'no frames'}); it is damaged or uses a "
+                             "codec FFmpeg cannot read: re-export it (mp4 with H.264 works everywhere)") from exc
+        rotation = _rotation_of(stream, frame)
+        w, h = frame.width, frame.height
+        if rotation in (90, 270):
+            w, h = h, w
+        fps = float(stream.average_rate) if stream.average_rate else None
+        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+        return VideoInfo(Path(path), int(stream.frames) or None, fps, w, h, rotation,
+                         stream.codec_context.name, duration)
+    finally:
+        container.close()
+
+
+def _upright(frame, rotation: int) -> np.ndarray:
+    """RGB uint8 of a decoded frame, turned for display (``rotation`` degrees counter-clockwise)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=k)) if k else rgb
+
+
+def decode_frames(path: Path):
+    """Yield (index, RGB uint8 upright frame) of every frame of the video, with the display rotation applied."""
+    import av
+
+    container, stream = _open(path)
+    stream.thread_type = "AUTO"
+    rotation = None
+    try:
+        for i, frame in enumerate(container.decode(stream)):
+            if rotation is None:
+                rotation = _rotation_of(stream, frame)
+            yield i, _upright(frame, rotation)
+    except av.error.FFmpegError as exc:
+        raise StageError(f"{path}: the video is damaged: decoding stopped ({exc}); re-export or re-copy it") from exc
+    finally:
+        container.close()
+
+
+# ---------------------------------------------------------------------------------------------- scores
+def _grey(rgb: np.ndarray, long_side: int) -> np.ndarray:
+    import cv2
+
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    s = long_side / max(g.shape)
+    if s < 1:
+        g = cv2.resize(g, (max(1, round(g.shape[1] * s)), max(1, round(g.shape[0] * s))),
+                       interpolation=cv2.INTER_AREA)
+    return g
+
+
+def laplacian_variance(grey: np.ndarray) -> float:
+    """Variance of the Laplacian: high for sharp detail, low for a blurred picture."""
+    import cv2
+
+    return float(cv2.Laplacian(grey, cv2.CV_64F, ksize=3).var())
+
+
+def relative_blur(scores: np.ndarray, window: int) -> np.ndarray:
+    """Each score over the 75th percentile of the scores within ``window`` frames on either side (the sharp
+    frames nearby): about 1 for a sharp frame, well below 1 for a blurred one."""
+    s = np.asarray(scores, dtype=np.float64)
+    out = np.empty_like(s)
+    for i in range(len(s)):
+        ref = np.percentile(s[max(0, i - window): i + window + 1], 75)
+        out[i] = s[i] / ref if ref > 0 else 1.0
+    return out
+
+
+def motion(a: np.ndarray, b: np.ndarray, corners: np.ndarray | None = None) -> float:
+    """How far the picture moved from thumbnail ``a`` to ``b``: the median length of the optical flow (LK) of
+    corners tracked from ``a``, as a share of the diagonal. Without trackable corners, the mean absolute
+    grey difference stands in (0 for identical pictures)."""
+    import cv2
+
+    diag = float(np.hypot(*a.shape))
+    if corners is None:
+        corners = cv2.goodFeaturesToTrack(a, maxCorners=300, qualityLevel=0.01, minDistance=5)
+    if corners is not None and len(corners) >= 8:
+        moved, status, _ = cv2.calcOpticalFlowPyrLK(a, b, corners, None, winSize=(21, 21), maxLevel=3)
+        ok = status.ravel() == 1
+        if ok.sum() >= max(8, len(corners) // 4):
+            return float(np.median(np.linalg.norm((moved - corners).reshape(-1, 2)[ok], axis=1)) / diag)
+        return 1.0  # most corners lost: the picture changed completely
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() / 255.0)
+
+
+@dataclass
+class Selection:
+    kept: list[int]
+    reasons: dict[int, str]
+    blur: np.ndarray
+    motion_since_kept: dict[int, float] = field(default_factory=dict)
+
+
+def select_frames(blur: np.ndarray, thumbs: list[np.ndarray], *, target: int, blur_ratio: float,
+                  min_motion: float) -> Selection:
+    """Which frames to keep, given each frame's relative blur score and thumbnail (see the module doc)."""
+    import cv2
+
+    n = len(blur)
+    reasons: dict[int, str] = {}
+    retained: list[int] = []
+    travelled: list[float] = []  # motion accumulated up to each retained frame
+    since: dict[int, float] = {}
+    last, last_corners, total = None, None, 0.0
+    for i in range(n):
+        if blur[i] < blur_ratio:
+            reasons[i] = "blurred"
+            continue
+        if last is not None:
+            m = motion(thumbs[last], thumbs[i], last_corners)
+            since[i] = m
+            if m < min_motion:
+                reasons[i] = "duplicate"
+                continue
+            total += m
+        retained.append(i)
+        travelled.append(total)
+        last = i
+        last_corners = cv2.goodFeaturesToTrack(thumbs[i], maxCorners=300, qualityLevel=0.01, minDistance=5)
+    kept = retained
+    if len(retained) > target:
+        # target stretches of equal accumulated motion; the sharpest retained frame of each
+        t = np.asarray(travelled)
+        edges = np.linspace(t[0], t[-1] + 1e-12, target + 1)
+        bins = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, target - 1)
+        chosen = []
+        for b in range(target):
+            members = [r for r, bb in zip(retained, bins) if bb == b]
+            if members:
+                chosen.append(max(members, key=lambda r: blur[r]))
+        kept = sorted(chosen)
+        for r in set(retained) - set(kept):
+            reasons[r] = "spacing"
+    for k in kept:
+        reasons[k] = "kept"
+    return Selection(kept, reasons, np.asarray(blur), since)
+
+
+# ------------------------------------------------------------------------------------------------ stage
+REASONS = {
+    "kept": "sharp, distinct, and chosen for the target count",
+    "blurred": "blur score (variance of the Laplacian over that of the sharp frames around it) below blur_ratio",
+    "duplicate": "little motion since the last kept frame (median optical flow below min_motion of the diagonal)",
+    "spacing": "sharp and distinct, but not needed: the target count is spread over the camera's motion",
+}
+
+
+def extract_frames(video: Path, out_dir: Path, *, target: int = 80, min_frames: int = MIN_FRAMES,
+                   blur_ratio: float = 0.5, min_motion: float = 0.002, quality: int = 95) -> dict:
+    """The frames stage: decode ``video``, keep sharp, distinct frames, write ``out_dir/NNNNN.jpg`` and
+    ``out_dir/report.json``; returns the report. StageErrors for a video that does not decode or holds fewer
+    than ``min_frames`` usable frames (with the counts and what to do)."""
+    video, out_dir = Path(video), Path(out_dir)
+    if target < 1 or min_frames < 1:
+        raise StageError(f"frames.target ({target}) and frames.min ({min_frames}) must be at least 1")
+    if min_frames > target:
+        raise StageError(f"frames.min ({min_frames}) is above frames.target ({target}); lower frames.min or raise "
+                         "frames.target")
+    if not 0 < blur_ratio < 1:
+        raise StageError(f"frames.blur_ratio {blur_ratio}: give a share between 0 and 1 (default 0.5)")
+    if video.suffix.lower() not in VIDEO_SUFFIXES:
+        raise StageError(f"{video}: not a video file name (accepted: {', '.join(sorted(VIDEO_SUFFIXES))})")
+    t0 = time.perf_counter()
+    info = probe_video(video)
+    log.info("video %s: %s frames, %s fps, %dx%d after a rotation of %d deg, codec %s", video,
+             info.frames or "?", f"{info.fps:.3g}" if info.fps else "?", info.width, info.height, info.rotation,
+             info.codec)
+    scores, thumbs = [], []
+    with Progress("decoding the video", info.frames, "frames") as bar:
+        for _, rgb in decode_frames(video):
+            scores.append(laplacian_variance(_grey(rgb, BLUR_SIZE)))
+            thumbs.append(_grey(rgb, THUMB_SIZE))
+            bar.update()
+    n = len(scores)
+    t_decode = time.perf_counter() - t0
+    if n < min_frames:
+        raise StageError(f"{video}: holds only {n} frame(s), fewer than the minimum of {min_frames}; film the object "
+                         f"longer, all around it, or lower frames.min")
+    window = max(3, round((info.fps or 30.0) / 2))
+    blur = relative_blur(np.asarray(scores), window)
+    sel = select_frames(blur, thumbs, target=target, blur_ratio=blur_ratio, min_motion=min_motion)
+    counts = {r: sum(1 for v in sel.reasons.values() if v == r) for r in REASONS}
+    if len(sel.kept) < min_frames:
+        raise StageError(
+            f"{video}: only {len(sel.kept)} usable frame(s) of {n} ({counts['blurred']} blurred, {counts['duplicate']} "
+            f"near-duplicates), fewer than the minimum of {min_frames}; film more slowly and steadily in good light "
+            "(less motion blur), move around the object rather than holding still, or lower frames.min "
+            "(frames.blur_ratio and frames.min_motion set what counts as blurred and as a duplicate)")
+
+    # second pass: write the kept frames (the folder starts over, so no stale frame is left)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    keep = set(sel.kept)
+    with Progress("writing the kept frames", len(keep), "frames") as bar:
+        for i, rgb in decode_frames(video):
+            if i in keep:
+                Image.fromarray(rgb).save(out_dir / f"{i:05d}.jpg", quality=int(quality))
+                bar.update()
+            if i >= max(keep):
+                break
+
+    def item(i: int) -> dict:
+        return {"frame": i, "blur": round(float(blur[i]), 3), "reason": sel.reasons[i]}
+
+    report = {
+        "kind": FRAMES_KIND,
+        "video": str(video),
+        "n_frames": n,
+        "fps": info.fps,
+        "duration_s": info.duration_s,
+        "size": [info.width, info.height],
+        "rotation_deg": info.rotation,
+        "codec": info.codec,
+        "settings": {"target": target, "min": min_frames, "blur_ratio": blur_ratio, "min_motion": min_motion,
+                     "blur_window_frames": window},
+        "counts": counts,
+        "reasons": REASONS,
+        "kept": [item(i) for i in sel.kept],
+        "dropped": [item(i) for i in range(n) if i not in keep],
+        "timings": {"decode_s": round(t_decode, 2), "total_s": round(time.perf_counter() - t0, 2)},
+    }
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2))
+    log.info("frames: kept %d of %d (%d blurred, %d near-duplicates, %d not needed for the target of %d) in %.1f s",
+             len(sel.kept), n, counts["blurred"], counts["duplicate"], counts["spacing"], target,
+             report["timings"]["total_s"])
+    return report
