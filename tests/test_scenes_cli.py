@@ -17,7 +17,8 @@ from neus_stage.photos import check_photos, list_photos, read_photo
 from neus_stage.scenes import read_scene_table
 
 BIN = Path(sys.executable).parent
-COMMANDS = {"sfm", "masks", "dataset", "visual-hull", "train", "mesh", "evaluate", "synth", "doctor", "report"}
+COMMANDS = {"sfm", "masks", "dataset", "visual-hull", "train", "mesh", "evaluate", "synth", "doctor", "report",
+            "frames", "export"}
 
 
 def _photos(folder: Path, n: int = 3, size: tuple[int, int] = (32, 24), ext: str = "png", seed: int = 0) -> Path:
@@ -134,9 +135,11 @@ def test_scene_table_paths_fall_back_to_later_bases(tmp_path):
 
 
 def test_scene_table_names_a_video(tmp_path):
+    """A video row is read (the frames stage picks its frames, tests/test_video.py); one that does not decode is
+    refused before any work, naming the file."""
     (tmp_path / "clip.mp4").write_bytes(b"\0" * 16)
     table = _table(tmp_path / "scenes.tsv", ["scene", "photos"], ["a", "clip.mp4"])
-    with pytest.raises(StageError, match="names a video.*ffmpeg"):
+    with pytest.raises(StageError, match="scene 'a': .*clip.mp4: cannot open this video"):
         read_scene_table(table, base=tmp_path)
 
 
