@@ -23,6 +23,7 @@ train:
   preset: cpu
   overrides: {steps: 150, n_rays: 128, validate_every: 0, image_downscale: 2}
 mesh: {resolution: 64, dilation: 2}
+export: {faces: 5000, texture_size: 512}
 """
 
 
@@ -72,7 +73,7 @@ def test_dry_run_of_the_demo_lists_every_stage():
     proc = subprocess.run([*SNAKEMAKE, "-n", "--forceall"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert set(job_counts(proc.stdout)) == {
-        "sfm", "masks", "neus_dataset", "visual_hull", "train", "mesh", "evaluate", "report", "all"
+        "sfm", "masks", "neus_dataset", "visual_hull", "train", "mesh", "evaluate", "export", "report", "all"
     }
 
 
@@ -85,15 +86,17 @@ def test_workflow_end_to_end(tiny_project: Path):
     assert re.search(r"^\[sfm mug\] SIFT features: ", out, re.M) and re.search(r"^\[masks mug\] rembg", out, re.M)
     assert f"mug: mesh {(res / 'mesh_clean.ply').resolve()}" in out
     assert f"mug: report {(res / 'report.html').resolve()}" in out
+    assert f"mug: textured mesh {(res / 'export' / 'mug.glb').resolve()} and mug.obj" in out
     for rel in ("sfm/report.json", "dataset/cameras_sphere.npz", "dataset/meta.json", "bbox.json", "hull.npz",
-                "neus/checkpoint.pt", "neus/config.yaml", "mesh.ply", "mesh_clean.ply", "eval.json", "report.html"):
+                "neus/checkpoint.pt", "neus/config.yaml", "mesh.ply", "mesh_clean.ply", "eval.json", "report.html",
+                "export/mug.glb", "export/mug.obj", "export/mug.mtl", "export/mug.png", "export/export.json"):
         assert (res / rel).is_file(), rel
     report = json.loads((res / "sfm" / "report.json").read_text())
     stems = sorted(p.stem for p in (tiny_project / "scene" / "photos").iterdir())
     assert sorted(report["registered"]) == [s for s in stems if s not in report["dropped"]]
     assert sorted(p.stem for p in (res / "dataset" / "image").glob("*.png")) == sorted(report["registered"])
     assert sorted(p.stem for p in (res / "masks").glob("*.png")) == sorted(report["registered"])
-    for rule in ("sfm", "masks", "neus_dataset", "visual_hull", "train", "mesh", "evaluate", "report"):
+    for rule in ("sfm", "masks", "neus_dataset", "visual_hull", "train", "mesh", "evaluate", "export", "report"):
         assert (tiny_project / "logs" / rule / "mug.log").is_file(), rule
         assert (tiny_project / "benchmarks" / rule / "mug.tsv").is_file(), rule
     ev = json.loads((res / "eval.json").read_text())
@@ -110,7 +113,7 @@ def test_rerun_has_nothing_to_do(tiny_project: Path):
 def test_changing_a_training_parameter_reruns_only_training_and_after(tiny_project: Path):
     override = "train={preset: cpu, overrides: {steps: 151, n_rays: 128, validate_every: 0, image_downscale: 2}}"
     proc = snakemake(tiny_project, "-n", "--cores", "2", "--config", override)
-    assert job_counts(proc.stdout) == {"train": 1, "mesh": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert job_counts(proc.stdout) == {"train": 1, "mesh": 1, "evaluate": 1, "export": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize(
