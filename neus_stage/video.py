@@ -1,7 +1,8 @@
 """The frames stage: a video of the object in, its sharp, distinct frames out, for the photo pipeline.
 
 Decoding is PyAV's (FFmpeg's libraries ship inside its wheel; nothing is downloaded). Every frame is
-decoded once for its scores and once more for the frames kept, so memory holds only small thumbnails.
+decoded once for its scores and once more for the frames kept; memory holds a second's worth of small
+grey thumbnails, whatever the video's length.
 Phone videos store a display rotation instead of turning the pixels; it is applied to every frame.
 
 Which frames are kept (every frame gets a reason in ``report.json``):
@@ -26,7 +27,8 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -157,15 +159,16 @@ def laplacian_variance(grey: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F, ksize=3).var())
 
 
-def relative_blur(scores: np.ndarray, window: int) -> np.ndarray:
-    """Each score over the 75th percentile of the scores within ``window`` frames on either side (the sharp
+def relative_blur_at(scores: list[float] | np.ndarray, i: int, window: int) -> float:
+    """Score ``i`` over the 75th percentile of the scores within ``window`` frames on either side (the sharp
     frames nearby): about 1 for a sharp frame, well below 1 for a blurred one."""
-    s = np.asarray(scores, dtype=np.float64)
-    out = np.empty_like(s)
-    for i in range(len(s)):
-        ref = np.percentile(s[max(0, i - window): i + window + 1], 75)
-        out[i] = s[i] / ref if ref > 0 else 1.0
-    return out
+    ref = float(np.percentile(np.asarray(scores[max(0, i - window): i + window + 1], dtype=np.float64), 75))
+    return float(scores[i]) / ref if ref > 0 else 1.0
+
+
+def relative_blur(scores: np.ndarray, window: int) -> np.ndarray:
+    """:func:`relative_blur_at` of every frame."""
+    return np.array([relative_blur_at(scores, i, window) for i in range(len(scores))])
 
 
 def motion(a: np.ndarray, b: np.ndarray, corners: np.ndarray | None = None) -> float:
@@ -190,53 +193,68 @@ def motion(a: np.ndarray, b: np.ndarray, corners: np.ndarray | None = None) -> f
 class Selection:
     kept: list[int]
     reasons: dict[int, str]
-    blur: np.ndarray
-    motion_since_kept: dict[int, float] = field(default_factory=dict)
+    blur: dict[int, float]
+
+
+class FrameSelector:
+    """Steps 1 and 2 of the module doc frame by frame (``push`` in video order), keeping one thumbnail (the last
+    retained frame's), then step 3 over the retained frames (``finish``)."""
+
+    def __init__(self, *, blur_ratio: float, min_motion: float):
+        self.blur_ratio, self.min_motion = blur_ratio, min_motion
+        self.reasons: dict[int, str] = {}
+        self.blur: dict[int, float] = {}
+        self.retained: list[int] = []
+        self.travelled: list[float] = []  # camera motion accumulated up to each retained frame
+        self._last: np.ndarray | None = None
+        self._corners = None
+        self._total = 0.0
+
+    def push(self, index: int, blur: float, thumb: np.ndarray) -> None:
+        import cv2
+
+        self.blur[index] = blur
+        if blur < self.blur_ratio:
+            self.reasons[index] = "blurred"
+            return
+        if self._last is not None:
+            m = motion(self._last, thumb, self._corners)
+            if m < self.min_motion:
+                self.reasons[index] = "duplicate"
+                return
+            self._total += m
+        self.retained.append(index)
+        self.travelled.append(self._total)
+        self._last = thumb
+        self._corners = cv2.goodFeaturesToTrack(thumb, maxCorners=300, qualityLevel=0.01, minDistance=5)
+
+    def finish(self, target: int) -> Selection:
+        """``target`` of the retained frames over equal stretches of accumulated motion, the sharpest of each."""
+        kept = list(self.retained)
+        if len(kept) > target:
+            t = np.asarray(self.travelled)
+            edges = np.linspace(t[0], t[-1] + 1e-12, target + 1)
+            bins = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, target - 1)
+            chosen = []
+            for b in range(target):
+                members = [r for r, bb in zip(self.retained, bins) if bb == b]
+                if members:
+                    chosen.append(max(members, key=lambda r: self.blur[r]))
+            kept = sorted(chosen)
+            for r in set(self.retained) - set(kept):
+                self.reasons[r] = "spacing"
+        for k in kept:
+            self.reasons[k] = "kept"
+        return Selection(kept, dict(self.reasons), dict(self.blur))
 
 
 def select_frames(blur: np.ndarray, thumbs: list[np.ndarray], *, target: int, blur_ratio: float,
                   min_motion: float) -> Selection:
     """Which frames to keep, given each frame's relative blur score and thumbnail (see the module doc)."""
-    import cv2
-
-    n = len(blur)
-    reasons: dict[int, str] = {}
-    retained: list[int] = []
-    travelled: list[float] = []  # motion accumulated up to each retained frame
-    since: dict[int, float] = {}
-    last, last_corners, total = None, None, 0.0
-    for i in range(n):
-        if blur[i] < blur_ratio:
-            reasons[i] = "blurred"
-            continue
-        if last is not None:
-            m = motion(thumbs[last], thumbs[i], last_corners)
-            since[i] = m
-            if m < min_motion:
-                reasons[i] = "duplicate"
-                continue
-            total += m
-        retained.append(i)
-        travelled.append(total)
-        last = i
-        last_corners = cv2.goodFeaturesToTrack(thumbs[i], maxCorners=300, qualityLevel=0.01, minDistance=5)
-    kept = retained
-    if len(retained) > target:
-        # target stretches of equal accumulated motion; the sharpest retained frame of each
-        t = np.asarray(travelled)
-        edges = np.linspace(t[0], t[-1] + 1e-12, target + 1)
-        bins = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, target - 1)
-        chosen = []
-        for b in range(target):
-            members = [r for r, bb in zip(retained, bins) if bb == b]
-            if members:
-                chosen.append(max(members, key=lambda r: blur[r]))
-        kept = sorted(chosen)
-        for r in set(retained) - set(kept):
-            reasons[r] = "spacing"
-    for k in kept:
-        reasons[k] = "kept"
-    return Selection(kept, reasons, np.asarray(blur), since)
+    selector = FrameSelector(blur_ratio=blur_ratio, min_motion=min_motion)
+    for i, (b, th) in enumerate(zip(blur, thumbs)):
+        selector.push(i, float(b), th)
+    return selector.finish(target)
 
 
 # ------------------------------------------------------------------------------------------------ stage
@@ -268,20 +286,26 @@ def extract_frames(video: Path, out_dir: Path, *, target: int = 80, min_frames: 
     log.info("video %s: %s frames, %s fps, %dx%d after a rotation of %d deg, codec %s", video,
              info.frames or "?", f"{info.fps:.3g}" if info.fps else "?", info.width, info.height, info.rotation,
              info.codec)
-    scores, thumbs = [], []
+    window = max(3, round((info.fps or 30.0) / 2))
+    selector = FrameSelector(blur_ratio=blur_ratio, min_motion=min_motion)
+    scores: list[float] = []
+    pending: deque[tuple[int, np.ndarray]] = deque()  # thumbnails whose blur score waits for later frames
     with Progress("decoding the video", info.frames, "frames") as bar:
-        for _, rgb in decode_frames(video):
+        for i, rgb in decode_frames(video):
             scores.append(laplacian_variance(_grey(rgb, BLUR_SIZE)))
-            thumbs.append(_grey(rgb, THUMB_SIZE))
+            pending.append((i, _grey(rgb, THUMB_SIZE)))
+            while pending and pending[0][0] + window < len(scores):
+                j, thumb = pending.popleft()
+                selector.push(j, relative_blur_at(scores, j, window), thumb)
             bar.update()
+    for j, thumb in pending:
+        selector.push(j, relative_blur_at(scores, j, window), thumb)
     n = len(scores)
     t_decode = time.perf_counter() - t0
     if n < min_frames:
         raise StageError(f"{video}: holds only {n} frame(s), fewer than the minimum of {min_frames}; film the object "
                          f"longer, all around it, or lower frames.min")
-    window = max(3, round((info.fps or 30.0) / 2))
-    blur = relative_blur(np.asarray(scores), window)
-    sel = select_frames(blur, thumbs, target=target, blur_ratio=blur_ratio, min_motion=min_motion)
+    sel = selector.finish(target)
     counts = {r: sum(1 for v in sel.reasons.values() if v == r) for r in REASONS}
     if len(sel.kept) < min_frames:
         raise StageError(
@@ -304,7 +328,7 @@ def extract_frames(video: Path, out_dir: Path, *, target: int = 80, min_frames: 
                 break
 
     def item(i: int) -> dict:
-        return {"frame": i, "blur": round(float(blur[i]), 3), "reason": sel.reasons[i]}
+        return {"frame": i, "blur": round(float(sel.blur[i]), 3), "reason": sel.reasons[i]}
 
     report = {
         "kind": FRAMES_KIND,
