@@ -165,7 +165,7 @@ def test_hull_repairs_a_broken_view(subset_sfm, reference_user_masks):
     final, c = M.repair(views, broken, M.check_consistency(views, broken, []))
     assert "024" in c["outliers"]
     assert M._iou(final["024"], good["024"]) > 0.85 > M._iou(cut, good["024"])
-    assert final["027"][20:120, 20:160].mean() < 0.02  # the blob is gone (a few pixels may stay)
+    assert final["027"][20:120, 20:160].mean() < 0.05  # the blob is gone (pixels within 2 voxels of the hull may stay)
     assert M._iou(final["027"], good["027"]) > 0.97
     for s in SUBSET:
         if s not in ("024", "027"):
