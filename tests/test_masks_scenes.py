@@ -161,3 +161,23 @@ def test_inconsistent_masks_go_on_without_masks(mug_render, tmp_path, run_cli, m
                     "--bbox", str(tmp_path / "bbox.json"), "--out", str(tmp_path / "mesh.ply"), "--clean",
                     str(tmp_path / "mesh_clean.ply"), "--resolution", "32"]) == 0
     assert json.loads((tmp_path / "mesh.json").read_text())["mask_culled"] is False
+
+
+@pytest.mark.slow
+def test_dtu_scan24_geometry_masks_match_the_reference(shared_data, tmp_path):
+    """The real frame-filling scene: 49 photos of a model town on its base. rembg alone: 0.54 mean IoU against
+    the reference masks; the masks stage chooses geometry-seeded masks: 0.982 (worst view 0.936) measured."""
+    _needs_model()
+    from neus_stage.sfm import run_sfm
+
+    scan = shared_data / "dtu_scan24"
+    if not scan.is_dir():
+        pytest.skip("../shared/data/dtu_scan24 is not present")
+    run_sfm(scan / "photos", tmp_path / "sfm")
+    report = M.compute_masks(tmp_path / "sfm" / "undistorted" / "images", tmp_path / "masks", sfm_dir=tmp_path / "sfm")
+    assert report["mode"] == "geometry"
+    undistort = M._undistorter(tmp_path / "sfm")[1]
+    ious = [M._iou(np.asarray(Image.open(p)) >= 128,
+                   undistort(np.asarray(Image.open(scan / "reference" / "mask" / p.name).convert("L")) >= 128))
+            for p in sorted((tmp_path / "masks").glob("*.png"))]
+    assert len(ious) == 49 and np.mean(ious) >= 0.95 and min(ious) >= 0.85
