@@ -173,14 +173,39 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--margin", type=float, default=0.1, help="extra radius around the object in the unit sphere (share)"
     )
+    p.add_argument(
+        "--marker-length", type=float, default=0.0,
+        help="side of an ArUco marker's black square lying in the scene, in metres (0: no marker); with --sfm",
+    )
+    p.add_argument("--marker-dictionary", default="DICT_4X4_50", help="OpenCV ArUco dictionary of the marker")
+    p.add_argument("--marker-ids", default="", help="only these marker ids, comma separated (default: any)")
+    p.add_argument("--scale-factor", type=float, default=0.0, help="metres per SfM unit, where known (0: none)")
+    p.add_argument(
+        "--known-length", nargs=3, default=None, metavar=("ID_A", "ID_B", "METRES"),
+        help="the distance in metres between two SfM points (their ids in sfm/undistorted/sparse)",
+    )
     p.set_defaults(func=_run_dataset)
+
+
+def _scale_settings(a: argparse.Namespace):
+    from .scale import ScaleSettings
+
+    try:
+        ids = tuple(int(x) for x in a.marker_ids.split(",") if x.strip())
+        known = None if a.known_length is None else (int(a.known_length[0]), int(a.known_length[1]),
+                                                     float(a.known_length[2]))
+    except ValueError as exc:
+        raise StageError(f"--marker-ids / --known-length: not numbers ({exc}); give ids as integers and the "
+                         "length in metres") from exc
+    return ScaleSettings(marker_length=a.marker_length, marker_dictionary=a.marker_dictionary, marker_ids=ids,
+                         factor=a.scale_factor, known_length=known)
 
 
 def _run_dataset(a: argparse.Namespace) -> None:
     from .dataset import build_dataset_from_reference, build_dataset_from_sfm
 
     if a.sfm is not None:
-        build_dataset_from_sfm(a.sfm, a.masks, a.out, margin=a.margin)
+        build_dataset_from_sfm(a.sfm, a.masks, a.out, margin=a.margin, scale=_scale_settings(a))
     else:
         if a.photos is None:
             raise StageError("--reference-cameras needs --photos (the photos the cameras belong to)")

@@ -6,6 +6,13 @@ and cameras (nor the matching against reference cameras).
 
 The bounding sphere (scale_mat) is found without a manual crop: a first guess from the SfM points that
 project inside the masks, then a coarse visual hull carved around it; the sphere encloses the hull.
+
+World frame (poses = sfm): COLMAP's frame made upright (:mod:`neus_stage.geometry.upright`: z up from the
+support plane or the cameras, the object's base at z = 0, its centre on the z axis, camera 0 on the -y
+side) and metric where a marker, a known length or a factor gives the scale (:mod:`neus_stage.scale`).
+Every file of the dataset is in that frame; meta.json ``frame.from_sfm`` holds the similarity from the
+SfM model's frame (:func:`neus_stage.frames.sfm_to_world` maps SfM points with it). With reference
+cameras the world is theirs.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import numpy as np
 from PIL import Image
 
 from .atomic import write_text_atomic
-from .cameras import CameraSet, load_cameras_sphere, scale_mat_from_sphere, write_cameras_sphere
+from .cameras import CameraSet, Similarity, load_cameras_sphere, scale_mat_from_sphere, write_cameras_sphere
 from .errors import StageError
+from .frames import transform_camera_set
 from .hull import carve, read_masks
 from .photos import check_photos, list_photos, read_photo
+from .scale import ScaleResult, ScaleSettings, resolve_scale
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,9 @@ def build_dataset_from_reference(photos_dir: Path, cameras: Path, masks_dir: Pat
         "image_size": [w, h],
         "views": [{"name": s, "photo": p.name, "photo_index": i} for i, (s, p) in enumerate(zip(stems, photos))],
         "scale_mat": scale_mat.tolist(),
+        "units": "reference units",
+        "frame": {"name": "reference", "units": "reference units",
+                  "summary": f"the reference cameras' frame and units, as given ({cameras})"},
         "masks": mode,
         "masks_why": why,
     }
@@ -145,8 +157,9 @@ def object_points(rec, names: list[str], masks: np.ndarray, min_share: float = 0
 
 def object_sphere(
     cams: CameraSet, masks: np.ndarray, seed_points: np.ndarray, margin: float
-) -> tuple[np.ndarray, float, dict]:
-    """Centre and radius of a sphere enclosing the masks' visual hull (world frame)."""
+) -> tuple[np.ndarray, float, dict, np.ndarray]:
+    """Centre and radius of a sphere enclosing the masks' visual hull, and the hull's voxel centres (V,3), in
+    the frame of ``cams``."""
     if len(seed_points) >= 10:
         c0 = np.median(seed_points, 0)
         r0 = 1.5 * float(np.percentile(np.linalg.norm(seed_points - c0, axis=1), 99))
@@ -180,14 +193,16 @@ def object_sphere(
     return (
         center,
         radius,
-        {"hull_box_world": [corners_lo.tolist(), corners_hi.tolist()], "seed_points": len(seed_points)},
+        {"hull_box_sfm": [corners_lo.tolist(), corners_hi.tolist()], "seed_points": len(seed_points)},
+        vox,
     )
 
 
-def sphere_without_masks(cams: CameraSet, rec, margin: float) -> tuple[np.ndarray, float, dict]:
+def sphere_without_masks(cams: CameraSet, rec, margin: float) -> tuple[np.ndarray, float, dict, np.ndarray]:
     """Centre and radius of a sphere around the object when there are no masks: the SfM points that stand
     where the cameras converge (in at least half the views, nearer than the cameras, above a floor; see
-    :func:`neus_stage.segment.classify_points`), or a sphere half as large as the cameras' distance."""
+    :func:`neus_stage.segment.classify_points`), or a sphere half as large as the cameras' distance; and
+    those object points (K,3)."""
     from .masks import convergence_point, views_from_camera_set
     from .segment import classify_points
 
@@ -211,32 +226,69 @@ def sphere_without_masks(cams: CameraSet, rec, margin: float) -> tuple[np.ndarra
         c, r, how = centre, 0.5 * reach, "half the cameras' distance around their convergence point"
     r = min(r, 0.8 * float(np.linalg.norm(cams.centers - c, axis=1).min()))
     return c, r * (1 + margin), {"sphere_from": how, "seed_points": len(obj),
-                                 "points": None if labels is None else labels.info}
+                                 "points": None if labels is None else labels.info}, obj
 
 
-def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, margin: float = 0.1) -> dict:
-    """poses = sfm: the registered, undistorted views with COLMAP's cameras and an automatic sphere."""
+def sfm_points(rec) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """All SfM points (N,3) and the same by point id."""
+    by_id = {int(i): np.asarray(p.xyz, dtype=np.float64) for i, p in rec.points3D.items()}
+    return np.array(list(by_id.values())).reshape(-1, 3), by_id
+
+
+def upright_world(cams: CameraSet, rec, object_pts: np.ndarray, voxels: np.ndarray | None, images: list[Path],
+                  scale: ScaleSettings | None) -> tuple[Similarity, dict, ScaleResult]:
+    """The similarity from the SfM frame to the scene's world (upright, the object's base at z = 0 and its
+    centre on the z axis, in metres where ``scale`` gives them) and its record for meta.json."""
+    from .geometry.upright import upright_frame
+
+    pts, by_id = sfm_points(rec)
+    res = resolve_scale(scale or ScaleSettings(), images, cams.names, cams.world_mats, by_id)
+    cam_up = -cams.R[:, 1, :]  # minus each camera's y axis, in the SfM frame
+    frame = upright_frame(cams.centers, cam_up, pts, object_pts, voxels, scale=res.factor, camera_x=cams.R[:, 0, :])
+    sim = frame.similarity
+    record = {
+        "name": "upright",
+        "from_sfm": sim.to_json(),
+        "units": res.units,
+        **frame.record,
+        "scale": res.to_json(),
+        "summary": (f"z up from the {frame.record['up']['from']}, base at z = 0 from the "
+                    f"{frame.record['base']['from']}, centred on the {frame.record['centre']['from']}; "
+                    + (res.message if res.method != "none" else f"units: {res.message}")),
+    }
+    log.info("world frame: %s", record["summary"])
+    return sim, record, res
+
+
+def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, margin: float = 0.1,
+                           scale: ScaleSettings | None = None) -> dict:
+    """poses = sfm: the registered, undistorted views with COLMAP's cameras, made upright (and metric where
+    ``scale`` allows), and an automatic sphere."""
     sfm_dir, masks_dir, out_dir = Path(sfm_dir), Path(masks_dir), Path(out_dir)
-    cams, rec = cameras_from_sfm(sfm_dir)
+    cams_sfm, rec = cameras_from_sfm(sfm_dir)
     mode, why = masks_mode(masks_dir)
+    voxels = None
     if mode == "none":
         masks = None
-        center, radius, info = sphere_without_masks(cams, rec, margin)
-        seeds = np.zeros((0, 3))
+        center, radius, info, seeds = sphere_without_masks(cams_sfm, rec, margin)
         log.warning("no masks (%s): the bounding sphere comes from the SfM points and the cameras' convergence", why)
     else:
-        masks = read_masks(masks_dir, cams.names)
-        _check_mask_sizes(masks, masks_dir, cams.width, cams.height)
-        seeds = object_points(rec, cams.names, masks)
-        center, radius, info = object_sphere(cams, masks, seeds, margin)
-    scale_mat = scale_mat_from_sphere(center, radius)
+        masks = read_masks(masks_dir, cams_sfm.names)
+        _check_mask_sizes(masks, masks_dir, cams_sfm.width, cams_sfm.height)
+        seeds = object_points(rec, cams_sfm.names, masks)
+        center, radius, info, voxels = object_sphere(cams_sfm, masks, seeds, margin)
     img_dir = sfm_dir / "undistorted" / "images"
     images = []
-    for n in cams.names:
+    for n in cams_sfm.names:
         matches = sorted(img_dir.glob(f"{n}.*"))
         if not matches:
             raise StageError(f"{img_dir}: undistorted image for '{n}' missing; re-run the sfm stage")
         images.append(matches[0])
+    # everything from here on in the upright world frame
+    sim, frame, scale_res = upright_world(cams_sfm, rec, seeds, voxels, images, scale)
+    cams = transform_camera_set(cams_sfm, sim)
+    center, radius = sim.apply(center), radius * sim.scale
+    scale_mat = scale_mat_from_sphere(center, radius)
     _write_views(out_dir, cams.names, images, masks)
     write_cameras_sphere(out_dir / "cameras_sphere.npz", cams.world_mats, scale_mat)
     report = json.loads((sfm_dir / "report.json").read_text()) if (sfm_dir / "report.json").is_file() else {}
@@ -257,6 +309,8 @@ def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, mar
         ],
         "dropped": report.get("dropped", []),
         "scale_mat": scale_mat.tolist(),
+        "units": scale_res.units,
+        "frame": frame,
         "masks": mode,
         "masks_why": why,
         "sphere": {"center": center.tolist(), "radius": radius, "margin": margin},
@@ -264,10 +318,11 @@ def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, mar
     }
     write_text_atomic(out_dir / "meta.json", json.dumps(meta, indent=2))
     log.info(
-        "dataset: %d views, sphere centre %s radius %.4g (from %d object points)",
+        "dataset: %d views, sphere centre %s radius %.4g %s (from %d object points)",
         len(cams.names),
         np.round(center, 4),
         radius,
+        scale_res.units,
         len(seeds),
     )
     return meta

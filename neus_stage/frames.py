@@ -1,4 +1,5 @@
-"""Mapping a reconstruction into a reference frame: a similarity fitted to matched camera centres."""
+"""Frames: the dataset's upright world frame (and the similarity from the SfM frame stored in meta.json),
+and mapping a reconstruction into a reference frame by a similarity fitted to matched camera centres."""
 
 from __future__ import annotations
 
@@ -8,10 +9,39 @@ from pathlib import Path
 
 import numpy as np
 
-from .cameras import Similarity, camera_centers, fit_similarity, load_cameras_sphere
+from .cameras import CameraSet, Similarity, camera_centers, fit_similarity, load_cameras_sphere
 from .errors import StageError
 
 log = logging.getLogger(__name__)
+
+
+def similarity_from_json(d: dict) -> Similarity:
+    """A :class:`Similarity` from its ``to_json`` form (``matrix`` = scale * R | t)."""
+    m = np.asarray(d["matrix"], dtype=np.float64)
+    s = float(d.get("scale") or np.cbrt(np.linalg.det(m[:3, :3])))
+    return Similarity(s, m[:3, :3] / s, m[:3, 3], float(d.get("rms", 0.0)))
+
+
+def sfm_to_world(dataset_dir: Path) -> Similarity:
+    """The similarity from the SfM model's frame to the dataset's world frame (``meta.json`` ``frame``
+    ``from_sfm``); the identity for a dataset whose world is the SfM frame (written before the upright
+    frame existed). Points read from ``sfm/`` after the dataset stage go through it."""
+    meta_path = Path(dataset_dir) / "meta.json"
+    if not meta_path.is_file():
+        raise StageError(f"{meta_path}: missing; re-run the dataset stage")
+    meta = json.loads(meta_path.read_text())
+    frame = meta.get("frame") or {}
+    if "from_sfm" not in frame:
+        return Similarity(1.0, np.eye(3), np.zeros(3), 0.0)
+    return similarity_from_json(frame["from_sfm"])
+
+
+def transform_camera_set(cams: CameraSet, sim: Similarity) -> CameraSet:
+    """The same cameras in the frame ``x' = sim.apply(x)``: centres mapped, orientations turned by sim.R."""
+    R = np.einsum("nij,kj->nik", cams.R, sim.R)  # world' -> camera = R_c R_sim^T
+    centres = sim.apply(cams.centers)
+    t = -np.einsum("nij,nj->ni", R, centres)
+    return CameraSet(list(cams.names), cams.K.copy(), R, t, cams.width, cams.height)
 
 
 def reference_alignment(dataset_dir: Path, reference_cameras: Path) -> Similarity:

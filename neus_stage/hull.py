@@ -115,16 +115,20 @@ def _camera_frames(world_mats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def support_points(dataset_dir: Path, stems: list[str], world_mats: np.ndarray, sparse_dir: Path | None
                    ) -> tuple[np.ndarray, dict]:
-    """World points to find the support plane in: the SfM model's (``sparse_dir``) or, for reference
-    cameras, points triangulated from the dataset's images with its cameras held fixed."""
+    """World points to find the support plane in: the SfM model's (``sparse_dir``, mapped from the SfM frame
+    into the dataset's world by meta.json's similarity) or, for reference cameras, points triangulated from
+    the dataset's images with its cameras held fixed."""
     if sparse_dir is not None:
         import pycolmap
+
+        from .frames import sfm_to_world
 
         sparse_dir = Path(sparse_dir)
         if not sparse_dir.is_dir():
             raise StageError(f"{sparse_dir}: SfM model not found; run the sfm stage or leave out --sparse")
         rec = pycolmap.Reconstruction(str(sparse_dir))
         pts = np.array([p.xyz for p in rec.points3D.values()], dtype=np.float64).reshape(-1, 3)
+        pts = sfm_to_world(dataset_dir).apply(pts)
         return pts, {"kind": "sfm points", "path": str(sparse_dir), "points": int(len(pts))}
     from .triangulate import triangulate_known_cameras
 

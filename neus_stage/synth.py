@@ -942,3 +942,64 @@ def render_scene(
         out_dir,
     )
     return info
+
+
+# ------------------------------------------------------------------------------ a scene with a marker
+MARKER_DICTIONARY = "DICT_4X4_50"
+"""The marker scene's ArUco dictionary (OpenCV's name) and marker id."""
+MARKER_ID = 7
+MARKER_SIDE = 0.4
+"""Side of the marker's black square in world units (the scene reads them as metres)."""
+MARKER_CENTRE = (0.25, -0.95)
+MARKER_YAW_DEG = 20.0
+
+
+def _marker_albedo(floor: Albedo, side: float = MARKER_SIDE, centre: tuple[float, float] = MARKER_CENTRE,
+                   yaw_deg: float = MARKER_YAW_DEG) -> Albedo:
+    """``floor`` with a printed ArUco marker (MARKER_DICTIONARY, MARKER_ID) lying on it: a black-bordered
+    square of ``side`` on a white sheet one cell wider all round, its edges softened by a fraction of a cell
+    (as a printed sheet seen through a lens)."""
+    import cv2
+    from scipy.ndimage import gaussian_filter
+
+    cells = 6  # 4x4 bits and a one-cell black border
+    px = 32  # texture pixels per cell
+    dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, MARKER_DICTIONARY))
+    bits = cv2.aruco.generateImageMarker(dictionary, MARKER_ID, cells * px, borderBits=1).astype(np.float32) / 255.0
+    sheet = np.ones(((cells + 2) * px, (cells + 2) * px), dtype=np.float32)
+    sheet[px:-px, px:-px] = bits
+    sheet = gaussian_filter(sheet, sigma=0.08 * px)
+    tone = 0.06 + 0.86 * sheet  # black ink 0.06, white paper 0.92
+    half = side * (cells + 2) / cells / 2
+    c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+    n = sheet.shape[0]
+
+    def albedo(p: np.ndarray) -> np.ndarray:
+        out = floor(p)
+        dx, dy = p[:, 0] - centre[0], p[:, 1] - centre[1]
+        u, v = c * dx + s * dy, -s * dx + c * dy  # the sheet's own axes
+        on = (np.abs(u) < half) & (np.abs(v) < half)
+        if on.any():
+            col = np.clip((u[on] + half) / (2 * half) * n - 0.5, 0, n - 1)  # image x along +u
+            row = np.clip((half - v[on]) / (2 * half) * n - 0.5, 0, n - 1)  # image rows down = -v (seen from above)
+            c0, r0 = np.floor(col).astype(int), np.floor(row).astype(int)
+            c1, r1 = np.minimum(c0 + 1, n - 1), np.minimum(r0 + 1, n - 1)
+            fc, fr = col - c0, row - r0
+            t = ((1 - fr) * ((1 - fc) * tone[r0, c0] + fc * tone[r0, c1])
+                 + fr * ((1 - fc) * tone[r1, c0] + fc * tone[r1, c1]))
+            out[on] = np.repeat(t[:, None], 3, 1).astype(out.dtype)
+        return out
+
+    return albedo
+
+
+def _marker(rng: np.random.Generator) -> Scene:
+    """The ``box`` scene with an ArUco marker (side MARKER_SIDE) lying on the floor beside it, for the metric
+    scale: world units read as metres."""
+    scene = _box(rng)
+    scene.name = "marker"
+    scene.floor_albedo = _marker_albedo(scene.floor_albedo)
+    return scene
+
+
+SCENES["marker"] = _marker

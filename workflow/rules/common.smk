@@ -179,9 +179,41 @@ def dataset_inputs(wildcards):
     return inputs
 
 
+def scale_settings(wildcards):
+    """The scene's scale keys: config scale, then scene_overrides.<scene>.scale."""
+    settings = dict(config["scale"])
+    settings.update(
+        (config.get("scene_overrides") or {}).get(wildcards.scene, {}).get("scale", {})
+    )
+    return settings
+
+
+def scale_args(wildcards):
+    """The dataset command's metric-scale options (poses sfm): marker, known length, factor."""
+    s = scale_settings(wildcards)
+    args = [
+        f"--marker-length {s['marker_length']}",
+        f"--marker-dictionary {s['marker_dictionary']}",
+    ]
+    if s["marker_ids"]:
+        args.append(f"--marker-ids {','.join(str(i) for i in s['marker_ids'])}")
+    if s["factor"]:
+        args.append(f"--scale-factor {s['factor']}")
+    known = s.get("known_length") or {}
+    if known:
+        if set(known) != {"points", "metres"}:
+            raise ValueError(
+                f"scene '{wildcards.scene}': scale.known_length needs both 'points' (two SfM point ids) and "
+                f"'metres', e.g. {{points: [12, 345], metres: 0.25}}; got {known}"
+            )
+        a, b = known["points"]
+        args.append(f"--known-length {a} {b} {known['metres']}")
+    return " ".join(args)
+
+
 def dataset_args(wildcards, input):
     if uses_sfm(wildcards):
-        return f"--sfm {Path(input.sfm).parent}"
+        return f"--sfm {Path(input.sfm).parent} {scale_args(wildcards)}"
     row = scene_row(wildcards)
     return f"--photos {q(row['photos'])} --reference-cameras {q(row['cameras'])}"
 
