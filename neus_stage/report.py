@@ -572,6 +572,10 @@ def _cameras_section(ctx: _Context) -> str:
     sparse = f.p("sfm/sparse/0")
     if sparse.is_dir():
         points, colors = read_sparse_points(sparse)
+        if f.p("dataset/meta.json").is_file():  # the SfM model's frame -> the dataset's (upright) world
+            from .frames import sfm_to_world
+
+            points = sfm_to_world(f.p("dataset")).apply(points)
     else:
         notes.append("no sfm/sparse/0: no sparse points (poses from reference cameras, or SfM has not run)")
     hull = None
