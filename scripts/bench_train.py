@@ -7,7 +7,7 @@ the same rays per step and the same samples per ray (faithful NeuS: 64 uniform +
 grid: 128 uniform, of which the occupancy grid skips the empty ones). Hash grids run with every level
 active from the first step (training activates them progressively, and the torch backend looks up only
 the active ones, so early steps are cheaper than this). Reported: ray samples per second (rays x samples
-per ray / time) and network-evaluated samples per second.
+per ray / time) and network-evaluated samples per second. ``--cases`` picks rows by their first word(s).
 """
 
 from __future__ import annotations
@@ -30,12 +30,16 @@ CASES = {
     "fast, analytic normals": ("fast", {"n_samples": 128, "sample_budget": 0, "encoding_backend": "torch",
                                         "normals": "analytic"}),
     "cpu preset (small hash grid)": ("cpu", {"n_samples": 128}),
+    "cpu preset, bf16 autocast": ("cpu", {"n_samples": 128, "precision": "bf16"}),
 }
 
 
-def run(dataset: Path, hull: Path, steps: int, rays: int, device: str) -> pd.DataFrame:
+def run(dataset: Path, hull: Path, steps: int, rays: int, device: str, cases: list[str] | None = None
+        ) -> pd.DataFrame:
     rows = []
     for name, (preset, extra) in CASES.items():
+        if cases and not any(name.startswith(c) for c in cases):
+            continue
         overrides = {"steps": steps, "n_rays": rays, "validate_every": 0, "checkpoint_every": 10**9,
                      "val_downscale": 8, "device": device, "log_every": 10**9, **extra}
         cfg = resolve_config(preset, overrides)
@@ -64,9 +68,10 @@ if __name__ == "__main__":
     ap.add_argument("--rays", type=int, default=256)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--cases", nargs="*", default=None, help="only the rows whose mode starts with one of these")
     a = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    table = run(a.dataset, a.hull, a.steps, a.rays, a.device)
+    table = run(a.dataset, a.hull, a.steps, a.rays, a.device, a.cases)
     print(table.to_markdown(index=False) if hasattr(table, "to_markdown") else table.to_string(index=False))
     if a.json:
         a.json.write_text(json.dumps(table.to_dict(orient="records"), indent=2))

@@ -60,11 +60,21 @@ class TrainConfig:
     """Skip connections of the SDF MLP (mlp backend)."""
     init_radius: float = 0.5
     """Radius of the initial sphere (geometric initialisation), in the normalised frame."""
-    hull_prior: bool = True
-    """Hash grid: start the SDF from the visual hull's signed distance (else from the initial sphere)."""
-    hull_prior_depth: float = 0.0
-    """Hull prior: clamp its inside to at most this depth (normalised units; 0: no clamp), so that carving a
-    concavity the hull filled in needs only a small change of the SDF."""
+    hull_prior: str = "none"
+    """Hash grid: what the SDF starts from. 'outside': the visual hull's distance outside it and zero inside,
+    so the hull bounds the object (where the masks say it is not) and the photos decide what fills it (a
+    concavity the silhouettes fill in is carved); 'full': the hull's whole signed distance, a solid start;
+    'none': NeuS's initial sphere. The hull bounds the box and seeds the occupancy grid either way."""
+    hull_prior_warmup: int = 0
+    """With hull_prior=outside: steps at the start during which the whole hull is the prior (a solid start, so
+    a short run still ends with a closed surface); then its inside is dropped at once."""
+    hull_fill_unseen: bool = True
+    """With hull_prior=outside: after training, the cells that no training camera sees into (behind every
+    visible surface of the trained model: transmittance below 0.5 in them from every view) get the hull's
+    inside back, so what no photo shows stays solid instead of the network's guess (hollows inside solid
+    parts, floaters' shadows). Saved with the model; the mesh stage sees it."""
+    hull_prior_fade: int = 0
+    """With hull_prior=full: steps over which its inside fades to zero, ending as 'outside' (0: it stays)."""
     init_variance: float = 0.3
     """Initial value of NeuS's learned variance (inv_s = exp(10 * variance))."""
     background: str = "auto"
@@ -97,11 +107,21 @@ class TrainConfig:
     """Skip samples in empty cells of an occupancy grid (initialised from the visual hull)."""
     occupancy_resolution: int = 128
     """Cells per axis of the occupancy grid."""
-    occupancy_keep_inside: bool = False
-    """Keep cells inside the surface occupied (only empty space is skipped), so training can carve
-    concavities the visual hull filled in, instead of only a band around the current surface."""
     occupancy_every: int = 16
-    """Steps between occupancy-grid updates from the SDF."""
+    """Steps between occupancy-grid updates."""
+    occupancy_threshold: float = 0.01
+    """A cell is occupied while its remembered NeuS alpha over one render step exceeds this (or the grid's
+    mean, if lower). Inside the surface alpha is near 1, so the inside is never skipped."""
+    occupancy_decay: float = 0.95
+    """Each update multiplies a cell's remembered alpha by this before taking the maximum with the new one."""
+    occupancy_warmup: int = 256
+    """Updates within the first this many steps evaluate every cell; later ones a random quarter of the
+    cells plus every occupied cell."""
+    early_stop_eps: float = 1e-4
+    """Skip samples behind which the ray is opaque (transmittance below this, from a gradient-free SDF pass)
+    and, with alpha_thre, samples that add no opacity; 0: evaluate every sample in occupied cells."""
+    alpha_thre: float = 0.0
+    """Skip samples whose estimated alpha is below this (0: keep them)."""
     normals: str = "finite_difference"
     """'analytic' (double backward) or 'finite_difference' (step tied to the active grid level)."""
     foreground_share: float = 0.5
@@ -114,9 +134,13 @@ class TrainConfig:
     mask_weight: float = 0.1
     """Weight of the mask (opacity) BCE loss."""
     eikonal_weight: float = 0.1
-    """Weight of the eikonal loss."""
+    """Weight of the eikonal loss (on the rendered samples and on eikonal_points random points in the box)."""
+    eikonal_points: int = 0
+    """Random points in the box per step for the eikonal loss, so that cells no ray samples stay a distance."""
     curvature_weight: float = 0.0
-    """Weight of the curvature (Laplacian) loss; finite-difference normals only."""
+    """Weight of the curvature (Laplacian) loss at start_levels; finite-difference normals only. Divided by
+    the per-level scale for each level activated after those, as the finite-difference step shrinks
+    (Neuralangelo)."""
     curvature_warmup: int = 500
     """Steps over which the curvature weight ramps up."""
     # ---- optimisation
@@ -125,18 +149,24 @@ class TrainConfig:
     lr: float = 1e-2
     """Learning rate of the encoding (hash grid) or of every parameter (mlp)."""
     lr_mlp: float = 1e-3
-    """Learning rate of the MLPs and the variance (hash grid)."""
+    """Learning rate of the MLPs (hash grid)."""
+    lr_variance: float = 1e-3
+    """Learning rate of NeuS's variance (its own parameter group, as instant-nsr-pl)."""
     warmup_steps: int = 500
     """Linear learning-rate warm-up."""
     lr_alpha: float = 0.05
     """Final learning rate as a share of the initial one (cosine decay)."""
-    anneal_end: int = 2000
-    """Steps of cosine annealing of the NeuS cos term (0: none)."""
+    anneal_end: int = 0
+    """Steps of cosine annealing of the NeuS cos term when training with masks (0: none, as NeuS's mask
+    configs)."""
+    anneal_end_no_mask: int = 50000
+    """Steps of cosine annealing of the NeuS cos term without masks (use_mask=false; NeuS: 50k)."""
     # ---- run
     device: str = "auto"
     """'cuda', 'cpu' or 'auto'."""
     precision: str = "auto"
-    """'fp32' or 'fp16' (autocast, CUDA only); auto = fp16 with tinycudann."""
+    """'fp32', 'fp16' or 'bf16' (autocast of the hash encoding, on CUDA and on the CPU; the MLPs and the
+    geometry stay fp32), or 'auto': fp16 where the encoding is tinycudann's, else fp32."""
     seed: int = 0
     """Random seed."""
     threads: int = 0
@@ -152,9 +182,10 @@ class TrainConfig:
     val_downscale: int = 4
     """Downscale of validation renders."""
     log_every: int = 50
-    """Steps between TensorBoard scalars."""
+    """Steps between log rows (train_log.csv, TensorBoard where installed); the only steps that wait for
+    the device (losses, PSNR and the finiteness check are read there)."""
     image_downscale: int = 1
-    """Train on images downscaled by this factor."""
+    """Train on images downscaled by this factor (right and bottom edges cropped to a multiple of it)."""
 
 
 PRESETS: dict[str, dict] = {
@@ -173,8 +204,11 @@ PRESETS: dict[str, dict] = {
         steps=300000,
         lr=5e-4,
         lr_mlp=5e-4,
+        lr_variance=5e-4,
         warmup_steps=5000,
-        anneal_end=50000,
+        anneal_end=0,
+        anneal_end_no_mask=50000,
+        early_stop_eps=0.0,
         validate_every=10000,
         checkpoint_every=5000,
         sh_degree=0,
@@ -190,12 +224,15 @@ PRESETS: dict[str, dict] = {
         sample_budget=2**18,
         n_rays=4096,
         n_samples=256,
+        hull_prior="outside",
         occupancy_resolution=128,
         curvature_weight=5e-4,
+        eikonal_points=4096,
         steps=20000,
         lr=1e-2,
         lr_mlp=1e-2,
-        anneal_end=2000,
+        anneal_end=0,
+        anneal_end_no_mask=2000,
         warmup_steps=500,
         checkpoint_every=2000,
         validate_every=5000,
@@ -218,15 +255,18 @@ PRESETS: dict[str, dict] = {
         n_rays=256,
         n_samples=48,
         sample_budget=0,
+        hull_prior="outside",
         occupancy_resolution=64,
         occupancy_every=50,
         curvature_weight=5e-4,
         curvature_warmup=300,
+        eikonal_points=256,
         steps=2000,
         lr=1e-2,
         lr_mlp=5e-3,
         warmup_steps=100,
-        anneal_end=500,
+        anneal_end=0,
+        anneal_end_no_mask=500,
         checkpoint_every=500,
         validate_every=1000,
         val_downscale=2,
@@ -287,8 +327,9 @@ def resolve_config(preset: str = "auto", overrides: dict | None = None, cuda: bo
         ("sdf_backend", ("hashgrid", "mlp")),
         ("encoding_backend", ("auto", "tcnn", "torch")),
         ("normals", ("analytic", "finite_difference")),
-        ("precision", ("auto", "fp32", "fp16")),
+        ("precision", ("auto", "fp32", "fp16", "bf16")),
         ("background", ("auto", "none", "nerf++")),
+        ("hull_prior", ("outside", "full", "none")),
     ):
         if getattr(cfg, key) not in allowed:
             raise StageError(f"training option {key}={getattr(cfg, key)!r}: choose one of {', '.join(allowed)}")

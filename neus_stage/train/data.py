@@ -1,4 +1,8 @@
-"""Rays from a NeuS-layout scene (image/, mask/, cameras_sphere.npz), loaded the way the official loader does."""
+"""Rays from a NeuS-layout scene (image/, mask/, cameras_sphere.npz), loaded the way the official loader does.
+
+The views live on the training device (images as uint8, masks as bool), and rays are built there from
+per-view inverse intrinsics and poses, so a training step draws its batch without touching the host.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,12 @@ from ..errors import StageError
 
 log = logging.getLogger(__name__)
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
 
 def _glob_images(folder: Path) -> list[Path]:
     return (
-        sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if folder.is_dir() else []
+        sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
     )
 
 
@@ -32,12 +38,71 @@ def _downscale_K(K: np.ndarray, s: int) -> np.ndarray:
     return K
 
 
-class NeusScene:
-    """All views of a scene in memory: images (N,H,W,3) uint8, masks (N,H,W) bool, K and poses in the
-    normalised frame. ``train_ids`` / ``val_ids`` split the views (holdout_every)."""
+def _box_downscale(im: Image.Image, s: int) -> Image.Image:
+    """Box-downscale by exactly s: the right and bottom edges are first cropped to a multiple of s, so
+    every output pixel averages an s x s block and the intrinsics follow ``_downscale_K`` exactly (resizing
+    a width that s does not divide would stretch the image by width / (width // s) instead of s)."""
+    w, h = (im.width // s) * s, (im.height // s) * s
+    return im.crop((0, 0, w, h)).resize((w // s, h // s), Image.BOX)
 
-    def __init__(self, root: Path, *, downscale: int = 1, holdout_every: int = 0, require_masks: bool = True):
+
+def _read_rgb(path: Path) -> Image.Image:
+    """An image as 8-bit RGB. Single-channel 16-bit images are scaled (not clipped), float images (TIFF) are
+    read as [0, 1] (or [0, 255] where they exceed 1) and must hold finite values."""
+    im = Image.open(path)
+    if im.mode in ("F", "I", "I;16", "I;16B", "I;16L"):
+        raw = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(raw).all():
+            bad = int((~np.isfinite(raw)).sum())
+            raise StageError(
+                f"{path}: {bad} pixel(s) are NaN or infinite; re-export the image as an 8-bit PNG or JPEG"
+            )
+        scale = 255.0 if im.mode == "F" and raw.max() <= 1.0 else 1.0 / 257.0 if im.mode != "F" else 1.0
+        im = Image.fromarray(np.clip(np.rint(raw * scale), 0, 255).astype(np.uint8))
+    return im.convert("RGB")
+
+
+def check_cameras(
+    K: np.ndarray, poses: np.ndarray, names: list[str], box_min: np.ndarray, box_max: np.ndarray, path: Path
+) -> None:
+    """Refuse cameras that cannot see the object: non-finite values, a centre inside the object box, or the
+    box centre behind the camera. ``box_*`` in the normalised frame."""
+    bad = [n for n, k, p in zip(names, K, poses) if not (np.isfinite(k).all() and np.isfinite(p).all())]
+    if bad:
+        raise StageError(f"{path}: the camera(s) of {', '.join(bad[:5])} hold NaN or infinite values; fix the file")
+    centres = poses[:, :3, 3]
+    inside = [n for n, c in zip(names, centres) if ((c > box_min) & (c < box_max)).all()]
+    if inside:
+        raise StageError(
+            f"{path}: the camera(s) of {', '.join(inside[:5])} lie inside the object box "
+            f"({np.round(box_min, 3).tolist()} .. {np.round(box_max, 3).tolist()}, normalised frame); "
+            "the cameras or the box (bbox.json, hull.npz) are wrong: rebuild the dataset and hull from these cameras"
+        )
+    target = (box_min + box_max) / 2
+    depth = np.einsum("ni,ni->n", poses[:, :3, 2], target - centres)  # along each camera's viewing axis
+    behind = [n for n, z in zip(names, depth) if z <= 0]
+    if behind:
+        raise StageError(
+            f"{path}: the object lies behind the camera(s) of {', '.join(behind[:5])}; a camera must look "
+            "at the object (check world_mat_i: NeuS expects OpenCV axes, z forward)"
+        )
+
+
+class NeusScene:
+    """All views of a scene on ``device``: images (N,H,W,3) uint8, masks (N,H,W) bool, inverse intrinsics and
+    poses in the normalised frame. ``train_ids`` / ``val_ids`` split the views (holdout_every)."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        downscale: int = 1,
+        holdout_every: int = 0,
+        require_masks: bool = True,
+        device: torch.device | str = "cpu",
+    ):
         root = Path(root)
+        device = torch.device(device)
         image_paths = _glob_images(root / "image")
         if not image_paths:
             raise StageError(
@@ -48,29 +113,41 @@ class NeusScene:
             raise StageError(f"{root}: image/ and mask/ names differ; each image needs a mask of the same stem")
         if require_masks and not mask_paths:
             raise StageError(f"{root / 'mask'}: no masks; give masks or train with use_mask=false")
-        world_mats, scale_mat = load_cameras_sphere(root / "cameras_sphere.npz", n_views=len(image_paths))
+        self.cameras_path = root / "cameras_sphere.npz"
+        world_mats, scale_mat = load_cameras_sphere(self.cameras_path, n_views=len(image_paths))
+        if not (np.isfinite(world_mats).all() and np.isfinite(scale_mat).all()):
+            raise StageError(f"{self.cameras_path}: holds NaN or infinite values; fix or rebuild the camera file")
         K, poses = neus_cameras(world_mats, scale_mat)
         self.names = [p.stem for p in image_paths]
         self.scale_mat = scale_mat
         imgs, masks = [], []
         for i, p in enumerate(image_paths):
-            im = Image.open(p).convert("RGB")
+            im = _read_rgb(p)
             if downscale > 1:
-                im = im.resize((im.width // downscale, im.height // downscale), Image.BOX)
+                im = _box_downscale(im, downscale)
             imgs.append(np.asarray(im))
             if mask_paths:
                 m = Image.open(mask_paths[i]).convert("L")
                 if downscale > 1:
-                    m = m.resize((m.width // downscale, m.height // downscale), Image.BOX)
+                    m = _box_downscale(m, downscale)
                 masks.append(np.asarray(m) > 127)
         shapes = {im.shape for im in imgs}
         if len(shapes) != 1:
             raise StageError(f"{root / 'image'}: images have different sizes {sorted(shapes)}")
-        self.images = torch.from_numpy(np.stack(imgs))
-        self.masks = torch.from_numpy(np.stack(masks)) if masks else torch.ones(self.images.shape[:3], dtype=torch.bool)
+        if masks and masks[0].shape != imgs[0].shape[:2]:
+            raise StageError(f"{root / 'mask'}: masks are not the size of the images; rebuild the dataset")
+        self.device = device
+        self.images = torch.from_numpy(np.stack(imgs)).to(device)
+        if masks:
+            self.masks = torch.from_numpy(np.stack(masks)).to(device)
+        else:
+            self.masks = torch.ones(self.images.shape[:3], dtype=torch.bool, device=device)
         self.has_masks = bool(mask_paths)
-        self.K = torch.from_numpy(_downscale_K(K, downscale) if downscale > 1 else K).float()
-        self.poses = torch.from_numpy(poses).float()
+        K = _downscale_K(K, downscale) if downscale > 1 else K
+        self.K_np, self.poses_np = K, poses
+        self.K = torch.from_numpy(K).float().to(device)
+        self.K_inv = torch.from_numpy(np.linalg.inv(K)).float().to(device)
+        self.poses = torch.from_numpy(poses).float().to(device)
         self.n, self.h, self.w = self.images.shape[:3]
         ids = np.arange(self.n)
         if holdout_every > 0:
@@ -78,16 +155,21 @@ class NeusScene:
             self.train_ids = [i for i in ids.tolist() if i not in self.val_ids]
         else:
             self.val_ids, self.train_ids = [0], ids.tolist()
+        self._train = torch.tensor(self.train_ids, device=device)
         self._fg = self._foreground_pixels()
         log.info(
-            "scene %s: %d views (%d train, %d held out) at %dx%d",
+            "scene %s: %d views (%d train, %d held out) at %dx%d on %s",
             root,
             self.n,
             len(self.train_ids),
             len(self.val_ids) if holdout_every else 0,
             self.w,
             self.h,
+            device,
         )
+
+    def check_cameras(self, box_min: np.ndarray, box_max: np.ndarray) -> None:
+        check_cameras(self.K_np, self.poses_np, self.names, box_min, box_max, self.cameras_path)
 
     def _foreground_pixels(self) -> torch.Tensor:
         """Flat indices (view, y, x) of mask pixels dilated by 2% of the image, over training views."""
@@ -97,25 +179,27 @@ class NeusScene:
         m = self.masks[self.train_ids].float()[:, None]
         dil = F.max_pool2d(m, 2 * r + 1, stride=1, padding=r)[:, 0] > 0
         view, y, x = torch.nonzero(dil, as_tuple=True)
-        return torch.stack([torch.tensor(self.train_ids)[view], y, x], -1)
+        return torch.stack([self._train[view], y, x], -1)
 
     def rays(self, view: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Origins and unit directions (normalised frame) through integer pixel coordinates."""
-        K, pose = self.K[view], self.poses[view]
+        pose = self.poses[view]
         pix = torch.stack([x.float(), y.float(), torch.ones_like(x, dtype=torch.float32)], -1)
-        d_cam = torch.linalg.solve(K, pix[..., None])[..., 0]
+        d_cam = (self.K_inv[view] @ pix[..., None])[..., 0]
         d_cam = d_cam / d_cam.norm(dim=-1, keepdim=True)
         d = (pose[:, :3, :3] @ d_cam[..., None])[..., 0]
         return pose[:, :3, 3], d
 
     def sample(self, n: int, fg_share: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """``n`` random training rays: a share ``fg_share`` from the dilated masks, the rest anywhere.
+        ``gen`` must live on the scene's device."""
         n_fg = int(n * fg_share) if self.has_masks else 0
-        train = torch.tensor(self.train_ids)
-        view = train[torch.randint(len(train), (n - n_fg,), generator=gen)]
-        y = torch.randint(self.h, (n - n_fg,), generator=gen)
-        x = torch.randint(self.w, (n - n_fg,), generator=gen)
+        dev = self.device
+        view = self._train[torch.randint(len(self._train), (n - n_fg,), generator=gen, device=dev)]
+        y = torch.randint(self.h, (n - n_fg,), generator=gen, device=dev)
+        x = torch.randint(self.w, (n - n_fg,), generator=gen, device=dev)
         if n_fg:
-            pick = self._fg[torch.randint(len(self._fg), (n_fg,), generator=gen)]
+            pick = self._fg[torch.randint(len(self._fg), (n_fg,), generator=gen, device=dev)]
             view, y, x = torch.cat([view, pick[:, 0]]), torch.cat([y, pick[:, 1]]), torch.cat([x, pick[:, 2]])
         o, d = self.rays(view, y, x)
         return {
@@ -126,8 +210,8 @@ class NeusScene:
         }
 
     def image_rays(self, view: int, downscale: int = 1) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        ys = torch.arange(0, self.h, downscale)
-        xs = torch.arange(0, self.w, downscale)
+        ys = torch.arange(0, self.h, downscale, device=self.device)
+        xs = torch.arange(0, self.w, downscale, device=self.device)
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
         v = torch.full_like(yy.flatten(), view)
         o, d = self.rays(v, yy.flatten(), xx.flatten())

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 _PRIMES = (1, 2654435761, 805459861)  # tinycudann's, as uint32
 _PRIMES_I32 = tuple(p - (1 << 32) if p >= 1 << 31 else p for p in _PRIMES)
+_TETRA = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, 1.0, 1.0]])
 _CORNERS = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=torch.long)
 
 
@@ -113,9 +114,11 @@ class TorchHashGrid(nn.Module):
 
 
 class TcnnHashGrid(nn.Module):
-    """tinycudann's fused hash grid (CUDA only); same parameter layout as TorchHashGrid."""
+    """tinycudann's fused hash grid (CUDA only); same parameter layout as TorchHashGrid. It computes in fp16
+    (``half``, mixed precision) or fp32; its parameters are fp32 either way. Its backward is itself
+    differentiable, so analytic normals (a double backward) work with it."""
 
-    def __init__(self, n_levels: int, n_features: int, log2_size: int, base: int, finest: int):
+    def __init__(self, n_levels: int, n_features: int, log2_size: int, base: int, finest: int, half: bool = True):
         super().__init__()
         import tinycudann as tcnn
 
@@ -132,6 +135,7 @@ class TcnnHashGrid(nn.Module):
                 "per_level_scale": self.per_level_scale,
                 "interpolation": "Linear",
             },
+            dtype=torch.float16 if half else torch.float32,
         )
         self.n_levels, self.n_features = n_levels, n_features
         self.out_dim = n_levels * n_features
@@ -140,10 +144,15 @@ class TcnnHashGrid(nn.Module):
         return self.enc(x).float()  # the fused kernel computes every level; HashSDF masks the inactive ones
 
 
-def make_hash_grid(cfg: TrainConfig, device: torch.device) -> nn.Module:
-    backend = cfg.encoding_backend
-    if backend == "auto":
-        backend = "tcnn" if device.type == "cuda" and tinycudann_available() else "torch"
+def encoding_backend(cfg: TrainConfig, device: torch.device) -> str:
+    """The hash-grid implementation a run uses: 'tcnn' or 'torch' ('auto': tcnn on CUDA where it imports)."""
+    if cfg.encoding_backend == "auto":
+        return "tcnn" if device.type == "cuda" and tinycudann_available() else "torch"
+    return cfg.encoding_backend
+
+
+def make_hash_grid(cfg: TrainConfig, device: torch.device, half: bool = False) -> nn.Module:
+    backend = encoding_backend(cfg, device)
     args = (cfg.n_levels, cfg.features_per_level, cfg.log2_hashmap_size, cfg.base_resolution, cfg.finest_resolution)
     if backend == "tcnn":
         if not tinycudann_available():
@@ -153,10 +162,22 @@ def make_hash_grid(cfg: TrainConfig, device: torch.device) -> nn.Module:
                 "encoding_backend=tcnn but tinycudann does not import on this machine "
                 "(see `neus-stage doctor`); use encoding_backend=torch or auto"
             )
-        log.info("hash grid: tinycudann backend")
-        return TcnnHashGrid(*args)
+        log.info("hash grid: tinycudann backend (%s)", "fp16" if half else "fp32")
+        return TcnnHashGrid(*args, half=half)
     log.info("hash grid: pure-torch backend")
     return TorchHashGrid(*args)
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in fp32 where autocast left it in reduced precision (fp64, as in tests, stays fp64)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def fp32(x: torch.Tensor) -> torch.autocast:
+    """A block computed in fp32 even under autocast (the MLPs and the geometry; only the encoding runs in
+    reduced precision, as in the fast NeuS systems: fp16's spacing near 1 is 4.9e-4, about the finest
+    finite-difference step)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 def background_enabled(cfg: TrainConfig) -> bool:
@@ -201,11 +222,51 @@ def sh_encoding(d: torch.Tensor, degree: int) -> torch.Tensor:
     return torch.stack(out, -1)
 
 
-def hull_prior_grid(occupancy: np.ndarray, voxel: np.ndarray, smooth: float = 1.0) -> np.ndarray:
-    """Signed distance (negative inside) of the visual hull's occupancy grid, lightly smoothed."""
-    from scipy import ndimage
+def _squared_edt(mask: torch.Tensor, sampling: tuple[float, float, float], chunk: int = 1024) -> torch.Tensor:
+    """Squared Euclidean distance from every True cell to the nearest False cell (0 on False cells), exact,
+    as scipy.ndimage.distance_transform_edt: the nearest False cell along the first axis by two scans, then
+    a 1-D min-plus transform along each other axis (Felzenszwalb and Huttenlocher's separable form), brute
+    force over each line, which a 128^3 grid affords in a second or two."""
+    n0 = mask.shape[0]
+    pos = torch.arange(n0, dtype=torch.float32).view(-1, 1, 1).expand(mask.shape)
+    inf = torch.tensor(float("inf"))
+    left = torch.where(mask, -inf, pos).cummax(0).values
+    right = torch.where(mask, inf, pos).flip(0).cummin(0).values.flip(0)
+    d = (torch.minimum(pos - left, right - pos) * sampling[0]) ** 2
+    for axis in (1, 2):
+        moved = d.movedim(axis, -1)
+        n = moved.shape[-1]
+        idx = torch.arange(n, dtype=torch.float32)
+        cost = ((idx[:, None] - idx[None, :]) * sampling[axis]) ** 2  # (i, j)
+        lines = moved.reshape(-1, n)
+        out = torch.cat([(part[:, None, :] + cost[None]).amin(-1) for part in lines.split(chunk)])
+        d = out.view(moved.shape).movedim(-1, axis)
+    return d
 
-    occ = occupancy.astype(bool)
+
+def _gaussian_smooth(grid: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Separable Gaussian filter of a 3-D grid (edges extended; scipy.ndimage.gaussian_filter reflects them)."""
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=grid.dtype)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).view(1, 1, -1)
+    for axis in range(3):
+        moved = grid.movedim(axis, -1)
+        shape = moved.shape
+        lines = F.pad(moved.reshape(-1, 1, shape[-1]), (radius, radius), mode="replicate")
+        grid = F.conv1d(lines, kernel).view(shape).movedim(-1, axis)
+    return grid
+
+
+def hull_prior_grid(occupancy: np.ndarray, voxel: np.ndarray, smooth: float = 1.0) -> np.ndarray:
+    """Signed distance (negative inside) of the visual hull's occupancy grid, lightly smoothed. scipy's
+    distance transform where scipy is installed, else the same in torch (a GPU node's stock environment)."""
+    occ = np.asarray(occupancy, dtype=bool)
+    voxel = np.asarray(voxel, dtype=np.float64).reshape(3)
+    try:
+        from scipy import ndimage
+    except ImportError:
+        return hull_prior_grid_torch(occ, voxel, smooth)
     outside = ndimage.distance_transform_edt(~occ, sampling=voxel)
     inside = ndimage.distance_transform_edt(occ, sampling=voxel)
     sdf = np.where(occ, -inside + 0.5 * voxel.min(), outside - 0.5 * voxel.min())
@@ -214,28 +275,55 @@ def hull_prior_grid(occupancy: np.ndarray, voxel: np.ndarray, smooth: float = 1.
     return sdf.astype(np.float32)
 
 
-def trilinear_dense(grid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Sample a dense scalar grid (R0,R1,R2) at u (N,3) in [0,1] (voxel-centred), double-differentiable."""
-    shape = torch.tensor(grid.shape, device=u.device, dtype=u.dtype)
-    p = (u * shape - 0.5).clamp(min=torch.zeros_like(shape), max=shape - 1.0001)
-    p0 = torch.floor(p)
-    frac = p - p0
-    i0 = p0.long()
-    out = torch.zeros(u.shape[0], device=u.device, dtype=grid.dtype)
-    for c in _CORNERS.tolist():
-        idx = [i0[:, k] + c[k] for k in range(3)]
-        w = torch.ones_like(frac[:, 0])
-        for k in range(3):
-            w = w * (frac[:, k] if c[k] else 1 - frac[:, k])
-        out = out + w * grid[idx[0], idx[1], idx[2]]
-    return out
+def hull_prior_grid_torch(occupancy: np.ndarray, voxel: np.ndarray, smooth: float = 1.0) -> np.ndarray:
+    """``hull_prior_grid`` with torch alone (equal up to float rounding, and within a voxel's width of the
+    smoothing's edge handling at the box boundary)."""
+    occ = torch.from_numpy(np.asarray(occupancy, dtype=bool))
+    sampling = tuple(float(v) for v in np.asarray(voxel, dtype=np.float64).reshape(3))
+    with torch.no_grad():
+        outside = _squared_edt(~occ, sampling).sqrt()
+        inside = _squared_edt(occ, sampling).sqrt()
+        half = 0.5 * min(sampling)
+        sdf = torch.where(occ, -inside + half, outside - half)
+        if smooth > 0:
+            sdf = _gaussian_smooth(sdf, smooth)
+    return sdf.float().numpy()
+
+
+def corner_offsets(shape: tuple[int, ...], device: torch.device | None = None) -> torch.Tensor:
+    """Flat-index offsets (8,) of a cell's corners in a C-ordered grid of ``shape``, corner (a, b, c) at
+    position 4a + 2b + c (the order of ``trilinear_dense``'s weights)."""
+    _, n1, n2 = shape
+    return torch.tensor([(a * n1 + b) * n2 + c for a in (0, 1) for b in (0, 1) for c in (0, 1)], device=device)
+
+
+def trilinear_dense(grid: torch.Tensor, u: torch.Tensor, corners: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample a dense scalar grid (R0,R1,R2) at u (N,3) in [0,1] (voxel-centred), double-differentiable.
+    One gather of the 8 corners from the flat grid (``corners``: ``corner_offsets(grid.shape)``, kept on the
+    device by the caller) and separable weights."""
+    if corners is None:
+        corners = corner_offsets(tuple(grid.shape), u.device)
+    _, n1, n2 = grid.shape
+    axes = [(u[:, k] * n - 0.5).clamp(0.0, n - 1.0001) for k, n in enumerate(grid.shape)]
+    lo = [torch.floor(p) for p in axes]
+    w = [torch.stack([1 - (p - p0), p - p0], -1) for p, p0 in zip(axes, lo)]  # (N,2) per axis
+    i0, i1, i2 = (p0.long() for p0 in lo)
+    vals = grid.reshape(-1)[((i0 * n1 + i1) * n2 + i2)[:, None] + corners]  # (N,8)
+    weights = (w[0][:, :, None, None] * w[1][:, None, :, None] * w[2][:, None, None, :]).reshape(-1, 8)
+    return (weights * vals).sum(-1)
 
 
 class HashSDF(nn.Module):
-    """Hash-grid SDF: sdf(x) = prior(x) + MLP([x, grid(x)])[0]; the rest of the output is the geometry feature.
+    """Hash-grid SDF: sdf(x) = base(x) + MLP([x, grid(x)])[0]; the rest of the output is the geometry feature.
 
-    The prior is the visual hull's signed distance when one is given (training starts from the hull and
-    only has to carve concavities), else NeuS's initial sphere.
+    The base is the visual hull's signed distance when a prior is given, else NeuS's initial sphere
+    (``init_radius`` about the origin of the normalised frame, the object's centre). The prior's inside is
+    scaled by ``prior_weight`` (falling from 1 with hull_prior_fade) and, for hull_prior=outside, by a
+    per-cell share ``prior_keep`` (1 during hull_prior_warmup, then 0 while training; 1 afterwards where no
+    camera sees into the hull): the
+    hull stays an outer bound (the masks say where the object is not), while what lies inside it, such as
+    a concavity the silhouettes fill in, is left to the network and the photos.
+    The MLP runs in fp32 even under autocast; only the encoding computes in reduced precision.
     """
 
     def __init__(
@@ -245,11 +333,14 @@ class HashSDF(nn.Module):
         box_max: torch.Tensor,
         device: torch.device,
         prior: torch.Tensor | None = None,
+        half: bool = False,
     ):
         super().__init__()
         self.register_buffer("box_min", box_min.float().clone())
         self.register_buffer("box_max", box_max.float().clone())
-        self.encoding = make_hash_grid(cfg, device)
+        self.register_buffer("box_size", (box_max - box_min).float().clone(), persistent=False)
+        self.extent = float((box_max - box_min).max())  # host copies: no device read per step
+        self.encoding = make_hash_grid(cfg, device, half=half)
         self.n_levels, self.n_features = cfg.n_levels, cfg.features_per_level
         self.base_res = cfg.base_resolution
         self.init_radius = cfg.init_radius
@@ -269,32 +360,47 @@ class HashSDF(nn.Module):
         self.register_buffer("level_mask", torch.ones(cfg.n_levels))
         self.active_levels = cfg.n_levels
         self.register_buffer("prior", prior.float() if prior is not None else torch.zeros(0))
+        shape = tuple(prior.shape) if prior is not None else (1, 1, 1)
+        self.register_buffer("prior_corners", corner_offsets(shape), persistent=False)
+        self.prior_weight = 1.0  # the share of the prior's inside (hull_prior_fade lowers it)
+        # hull_prior=outside: the share of the prior's inside per cell of the box: 0 (a neutral inside) while
+        # training; with hull_fill_unseen, 1 afterwards in the cells no camera sees into. A buffer, so the
+        # mesh stage queries the same field
+        keep = cfg.occupancy_resolution if prior is not None and cfg.hull_prior == "outside" else 1
+        start = 1.0 if keep == 1 or cfg.hull_prior_warmup > 0 else 0.0  # a solid start during the warm-up
+        self.register_buffer("prior_keep", torch.full((keep, keep, keep), start))
+        self.register_buffer("keep_corners", corner_offsets((keep,) * 3), persistent=False)
 
     def set_active_levels(self, n: int) -> None:
         self.active_levels = max(1, min(n, self.n_levels))
-        self.level_mask.copy_((torch.arange(self.n_levels, device=self.level_mask.device) < n).float())
+        self.level_mask.copy_(torch.arange(self.n_levels, device=self.level_mask.device) < self.active_levels)
 
     def fd_step(self) -> float:
-        """Finite-difference step (normalised units): one cell of the finest active level."""
-        n = int(self.level_mask.sum().item())
-        res = self.base_res * self.encoding.per_level_scale ** (n - 1)
-        return float((self.box_max - self.box_min).max().item() / res)
+        """Finite-difference step (normalised units): one cell of the finest active level (host arithmetic)."""
+        res = self.base_res * self.encoding.per_level_scale ** (self.active_levels - 1)
+        return self.extent / res
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (N,3) normalised frame -> sdf (N,), feature (N,F)."""
-        u = ((x - self.box_min) / (self.box_max - self.box_min)).clamp(0.0, 1.0)
-        enc = self.encoding(u, self.active_levels).view(-1, self.n_levels, self.n_features)
-        enc = enc * self.level_mask[None, :, None]
-        h = torch.cat([x, enc.flatten(1)], -1)
-        for i, lin in enumerate(self.layers):
-            h = lin(h)
-            if i < len(self.layers) - 1:
-                h = self.act(h)
-        if self.prior.numel():
-            base = trilinear_dense(self.prior, u)
-        else:
-            base = x.norm(dim=-1) - self.init_radius
-        return base + h[:, 0], h[:, 1:]
+        x = full(x)
+        u = ((x - self.box_min) / self.box_size).clamp(0.0, 1.0)
+        enc = self.encoding(u, self.active_levels)
+        with fp32(x):
+            enc = full(enc).view(-1, self.n_levels, self.n_features) * self.level_mask[None, :, None]
+            h = torch.cat([x, enc.flatten(1)], -1)
+            for i, lin in enumerate(self.layers):
+                h = lin(h)
+                if i < len(self.layers) - 1:
+                    h = self.act(h)
+            if self.prior.numel():
+                base = trilinear_dense(self.prior, u, self.prior_corners)
+                per_cell = self.prior_keep.shape[0] > 1
+                if per_cell or self.prior_weight < 1:  # the inside (faded): the hull is an outer bound only
+                    keep = trilinear_dense(self.prior_keep, u, self.keep_corners) if per_cell else 1.0
+                    base = torch.where(base > 0, base, self.prior_weight * keep * base)
+            else:
+                base = x.norm(dim=-1) - self.init_radius
+            return base + h[:, 0], h[:, 1:]
 
 
 class MLPSDF(nn.Module):
@@ -337,15 +443,16 @@ class MLPSDF(nn.Module):
         return 1e-3
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = positional_encoding(x, self.multires)
-        h = inputs
-        for i, lin in enumerate(self.layers):
-            if i in self.skip:
-                h = torch.cat([h, inputs], -1) / math.sqrt(2)
-            h = lin(h)
-            if i < self.n - 2:
-                h = self.act(h)
-        return h[:, 0], h[:, 1:]
+        with fp32(x):
+            inputs = positional_encoding(full(x), self.multires)
+            h = inputs
+            for i, lin in enumerate(self.layers):
+                if i in self.skip:
+                    h = torch.cat([h, inputs], -1) / math.sqrt(2)
+                h = lin(h)
+                if i < self.n - 2:
+                    h = self.act(h)
+            return h[:, 0], h[:, 1:]
 
 
 class ColorNet(nn.Module):
@@ -369,16 +476,18 @@ class ColorNet(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor, normals: torch.Tensor, dirs: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-        if self.mlp_mode:
-            view = positional_encoding(dirs, self.cfg.multires_view)
-        else:
-            view = sh_encoding(dirs, self.cfg.sh_degree) if self.view_dim else dirs[:, :0]
-        h = torch.cat([x, normals, view, feat], -1)
-        for i, lin in enumerate(self.layers):
-            h = lin(h)
-            if i < len(self.layers) - 1:
-                h = F.relu(h)
-        return torch.sigmoid(h)
+        with fp32(x):
+            x, normals, dirs, feat = full(x), full(normals), full(dirs), full(feat)
+            if self.mlp_mode:
+                view = positional_encoding(dirs, self.cfg.multires_view)
+            else:
+                view = sh_encoding(dirs, self.cfg.sh_degree) if self.view_dim else dirs[:, :0]
+            h = torch.cat([x, normals, view, feat], -1)
+            for i, lin in enumerate(self.layers):
+                h = lin(h)
+                if i < len(self.layers) - 1:
+                    h = F.relu(h)
+            return torch.sigmoid(h)
 
 
 class BackgroundNeRF(nn.Module):
@@ -404,20 +513,23 @@ class BackgroundNeRF(nn.Module):
 
     def forward(self, x: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Points (N,3) in the normalised frame, unit directions (N,3) -> density (N,) >= 0, colour (N,3)."""
-        r = x.norm(dim=-1, keepdim=True).clamp(min=1.0)
-        inputs = positional_encoding(torch.cat([x / r, 1.0 / r], -1), self.multires)
-        h = inputs
-        for i, lin in enumerate(self.pts):
-            if i == self.skip:
-                h = torch.cat([inputs, h], -1)
-            h = F.relu(lin(h))
-        density = F.softplus(self.density(h)[:, 0])
-        h = F.relu(self.view(torch.cat([self.feature(h), positional_encoding(dirs, self.multires_view)], -1)))
-        return density, torch.sigmoid(self.rgb(h))
+        with fp32(x):
+            x, dirs = full(x), full(dirs)
+            r = x.norm(dim=-1, keepdim=True).clamp(min=1.0)
+            inputs = positional_encoding(torch.cat([x / r, 1.0 / r], -1), self.multires)
+            h = inputs
+            for i, lin in enumerate(self.pts):
+                if i == self.skip:
+                    h = torch.cat([inputs, h], -1)
+                h = F.relu(lin(h))
+            density = F.softplus(self.density(h)[:, 0])
+            h = F.relu(self.view(torch.cat([self.feature(h), positional_encoding(dirs, self.multires_view)], -1)))
+            return density, torch.sigmoid(self.rgb(h))
 
 
 class NeuSModel(nn.Module):
-    """SDF network + colour network + NeuS's learned variance."""
+    """SDF network + colour network + NeuS's learned variance. ``half``: the tinycudann encoding computes
+    in fp16 (mixed precision)."""
 
     def __init__(
         self,
@@ -426,18 +538,21 @@ class NeuSModel(nn.Module):
         box_max: torch.Tensor,
         device: torch.device,
         prior: torch.Tensor | None = None,
+        half: bool = False,
     ):
         super().__init__()
         self.cfg = cfg
         if cfg.sdf_backend == "mlp":
             self.sdf_net: nn.Module = MLPSDF(cfg)
         else:
-            self.sdf_net = HashSDF(cfg, box_min, box_max, device, prior)
+            self.sdf_net = HashSDF(cfg, box_min, box_max, device, prior, half=half)
         self.color_net = ColorNet(cfg)
         self.background = BackgroundNeRF(cfg) if background_enabled(cfg) else None
         self.variance = nn.Parameter(torch.tensor(cfg.init_variance))
         self.register_buffer("box_min", box_min.float().clone())
         self.register_buffer("box_max", box_max.float().clone())
+        # the tetrahedron of the finite-difference normals, kept on the model's device
+        self.register_buffer("tetra", _TETRA.clone(), persistent=False)
 
     def inv_s(self) -> torch.Tensor:
         return torch.exp(self.variance * 10.0).clamp(1e-6, 1e6)

@@ -1,4 +1,11 @@
-"""The training loop: losses, schedules, occupancy updates, resumable checkpoints, validation renders."""
+"""The training loop: losses, schedules, occupancy updates, resumable checkpoints, validation renders.
+
+A step draws rays on the training device, renders them (under autocast where ``precision`` asks for it:
+only the hash encoding computes in reduced precision), adds the named loss terms and steps the
+optimiser. Nothing in a step reads the device back except the sample count of the occupancy-skipped
+rays (the size of a boolean selection); losses, PSNR and the finiteness check are read every
+``log_every`` steps.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import logging
 import math
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +30,16 @@ from ..atomic import write_bytes_atomic
 from ..errors import StageError
 from .config import TrainConfig, config_dict, config_hash
 from .data import NeusScene
-from .fields import NeuSModel, hull_prior_grid, tinycudann_available
-from .renderer import OccupancyGrid, render_rays
+from .fields import NeuSModel, encoding_backend, grid_levels, hull_prior_grid
+from .renderer import OccupancyGrid, eikonal_points, render_rays, seen_cells
 
 log = logging.getLogger(__name__)
 
+LOG_COLUMNS = ["step", "loss", "color_loss", "psnr", "mask_loss", "eikonal", "inv_s", "n_rays", "samples", "seconds",
+               "curvature"]
 
+
+# ------------------------------------------------------------------------------------------ set-up
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -36,11 +48,69 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The reduced precision of the encoding (None: fp32). ``auto`` is fp16 only where the encoding is
+    tinycudann's: the presence of tinycudann alone never switches a model that does not use it to fp16.
+    A precision the device cannot run is an error before training starts."""
+    tcnn = cfg.sdf_backend == "hashgrid" and encoding_backend(cfg, device) == "tcnn"
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "fp16" if tcnn else "fp32"
+    if precision == "fp32":
+        return None
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    if precision == "bf16" and tcnn:
+        raise StageError(
+            "precision=bf16 with the tinycudann encoding: tinycudann computes in fp16 or fp32; "
+            "use precision=fp16 (or auto), fp32, or encoding_backend=torch"
+        )
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise StageError(
+            f"precision=bf16: this GPU ({torch.cuda.get_device_name(device)}) has no bfloat16; "
+            "use precision=fp16 or fp32"
+        )
+    try:  # the CPU (and other devices) must have autocast for this dtype
+        with torch.autocast(device.type, dtype=dtype):
+            torch.nn.functional.linear(torch.ones(2, 2, device=device), torch.ones(2, 2, device=device))
+    except (RuntimeError, AssertionError) as exc:
+        raise StageError(
+            f"precision={precision}: this torch build cannot autocast to {precision} on {device.type} ({exc}); "
+            "use precision=fp32 (or bf16 on a CPU)"
+        ) from exc
+    if cfg.sdf_backend == "mlp":
+        log.info("precision=%s: the mlp model has no encoding to run in reduced precision: it computes in fp32",
+                 precision)
+    return dtype
+
+
 def training_box(hull_path: Path | None, bbox_path: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The box training samples in (normalised frame) and the hull occupancy over it, if any."""
+    """The box training samples in (normalised frame) and the hull occupancy over it, if any. An empty hull,
+    or one that fills its box (masks that are foreground everywhere), is an error."""
     if hull_path is not None:
-        h = np.load(hull_path)
-        return h["bounds_min"].astype(np.float32), h["bounds_max"].astype(np.float32), h["occupancy"].astype(bool)
+        hull_path = Path(hull_path)
+        try:
+            h = np.load(hull_path)
+            lo, hi, occ = h["bounds_min"].astype(np.float32), h["bounds_max"].astype(np.float32), h["occupancy"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise StageError(
+                f"{hull_path}: not a readable hull ({exc}); re-run the visual_hull stage "
+                "(it writes occupancy, bounds_min, bounds_max)"
+            ) from exc
+        occ = occ.astype(bool)
+        if occ.ndim != 3 or not occ.any():
+            raise StageError(
+                f"{hull_path}: the visual hull is empty; the masks and cameras agree on no object: check the "
+                "masks (masks/overlay.jpg) and re-run the visual_hull stage"
+            )
+        if occ.mean() > 0.95:
+            raise StageError(
+                f"{hull_path}: the visual hull fills {100 * occ.mean():.0f}% of its box, so it bounds nothing: "
+                "the masks are foreground nearly everywhere or the box is too small; check the masks and re-run "
+                "the visual_hull stage"
+            )
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all() and (hi > lo).all()):
+            raise StageError(f"{hull_path}: invalid box {lo.tolist()} .. {hi.tolist()}; re-run the visual_hull stage")
+        return lo, hi, occ
     if bbox_path is not None:
         b = json.loads(Path(bbox_path).read_text())["normalized"]
         lo, hi = np.array(b["min"]), np.array(b["max"])
@@ -49,16 +119,23 @@ def training_box(hull_path: Path | None, bbox_path: Path | None) -> tuple[np.nda
     return -np.ones(3, np.float32), np.ones(3, np.float32), None
 
 
+def hull_prior(cfg: TrainConfig, hull: np.ndarray | None, box_min: np.ndarray, box_max: np.ndarray):
+    """The hull's signed-distance grid where the config starts from it (hash grid, hull_prior), else None."""
+    if cfg.sdf_backend != "hashgrid" or cfg.hull_prior == "none" or hull is None:
+        return None
+    voxel = (box_max - box_min) / np.array(hull.shape)
+    return torch.from_numpy(hull_prior_grid(hull, voxel))
+
+
 def build_model(
-    cfg: TrainConfig, box_min: np.ndarray, box_max: np.ndarray, hull: np.ndarray | None, device: torch.device
+    cfg: TrainConfig,
+    box_min: np.ndarray,
+    box_max: np.ndarray,
+    prior: torch.Tensor | None,
+    device: torch.device,
+    half: bool = False,
 ) -> NeuSModel:
-    prior = None
-    if cfg.sdf_backend == "hashgrid" and cfg.hull_prior and hull is not None:
-        voxel = (box_max - box_min) / np.array(hull.shape)
-        prior = torch.from_numpy(hull_prior_grid(hull, voxel))
-        if cfg.hull_prior_depth > 0:
-            prior = prior.clamp(min=-cfg.hull_prior_depth)
-    return NeuSModel(cfg, torch.from_numpy(box_min), torch.from_numpy(box_max), device, prior).to(device)
+    return NeuSModel(cfg, torch.from_numpy(box_min), torch.from_numpy(box_max), device, prior, half=half).to(device)
 
 
 def initial_occupancy(hull: np.ndarray | None, res: int, device: torch.device) -> torch.Tensor:
@@ -71,16 +148,35 @@ def initial_occupancy(hull: np.ndarray | None, res: int, device: torch.device) -
     return g[0, 0].to(device)
 
 
+# --------------------------------------------------------------------------------------- schedules
+@dataclass
+class StepValues:
+    """Everything that depends on the step, computed on the host."""
+
+    lr_factor: float
+    levels: int
+    cos_anneal: float
+    curvature_weight: float
+    prior_weight: float
+    prior_solid: bool
+    occupancy_every_cell: bool
+
+
 class Schedule:
-    """Step-dependent quantities (learning rate, active levels, cos annealing, curvature weight) over a
-    run of ``length`` steps. ``length`` is cfg.steps, or fewer when a time budget (max_minutes) will not
-    fit them: then every schedule is compressed by the same factor, so that a run given five minutes
-    still warms up, activates all levels and anneals its learning rate before the time is up."""
+    """Step-dependent quantities over a run of ``length`` steps. ``length`` is cfg.steps, or fewer when a time
+    budget (max_minutes) will not fit them: then every schedule is compressed by the same factor, so that a
+    run given five minutes still warms up, activates all levels and anneals its learning rate before the
+    time is up."""
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.length = cfg.steps
         self.active = 0
+        self.level_scale = 1.0
+        if cfg.sdf_backend == "hashgrid":
+            self.level_scale = grid_levels(
+                cfg.n_levels, cfg.base_resolution, cfg.finest_resolution, cfg.log2_hashmap_size
+            )[0]
 
     def _scaled(self, n: int) -> float:
         return max(n * self.length / max(self.cfg.steps, 1), 1.0)
@@ -96,9 +192,6 @@ class Schedule:
         self.active = max(self.active, min(c.n_levels, c.start_levels + int(step // self._scaled(c.level_every))))
         return self.active
 
-    def occupancy_started(self, step: int) -> bool:
-        return step >= self._scaled(self.cfg.level_every)
-
     def lr_factor(self, step: int) -> float:
         c = self.cfg
         warmup = self._scaled(c.warmup_steps)
@@ -107,22 +200,89 @@ class Schedule:
         progress = (step - warmup) / max(self.length - warmup, 1)
         return c.lr_alpha + (1 - c.lr_alpha) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
+    def anneal_end(self) -> int:
+        """NeuS anneals its cos term only without masks (its mask configs set anneal_end to 0)."""
+        return self.cfg.anneal_end if self.cfg.use_mask else self.cfg.anneal_end_no_mask
+
     def cos_anneal(self, step: int) -> float:
-        return 1.0 if self.cfg.anneal_end == 0 else min(1.0, step / self._scaled(self.cfg.anneal_end))
+        end = self.anneal_end()
+        return 1.0 if end == 0 else min(1.0, step / self._scaled(end))
 
     def curvature_weight(self, step: int) -> float:
-        return self.cfg.curvature_weight * min(1.0, step / self._scaled(self.cfg.curvature_warmup))
+        """Warmed up, then divided by the per-level scale for each level beyond start_levels: the Laplacian's
+        finite-difference step shrinks by that factor per level (Neuralangelo's decay)."""
+        c = self.cfg
+        ramp = min(1.0, step / self._scaled(c.curvature_warmup))
+        grown = max(self.levels(step) - c.start_levels, 0)
+        return c.curvature_weight * ramp / self.level_scale**grown
+
+    def prior_weight(self, step: int) -> float:
+        """The share of the hull prior's inside in the SDF's base: 1, or falling linearly to 0 over
+        hull_prior_fade steps (hull_prior=full; for outside the per-cell share does the work)."""
+        if self.cfg.hull_prior_fade <= 0 or self.cfg.hull_prior == "outside":
+            return 1.0
+        return max(0.0, 1.0 - step / self._scaled(self.cfg.hull_prior_fade))
+
+    def update(self, step: int) -> StepValues:
+        return StepValues(
+            lr_factor=self.lr_factor(step),
+            levels=self.levels(step),
+            cos_anneal=self.cos_anneal(step),
+            curvature_weight=self.curvature_weight(step),
+            prior_weight=self.prior_weight(step),
+            prior_solid=step < self._scaled(self.cfg.hull_prior_warmup) if self.cfg.hull_prior_warmup > 0 else False,
+            occupancy_every_cell=step < self._scaled(self.cfg.occupancy_warmup),
+        )
 
 
 def make_optimizer(model: NeuSModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with three groups: the encoding (lr), the MLPs (lr_mlp; lr for the mlp backend) and NeuS's
+    variance (lr_variance)."""
     grid = model.grid_parameters()
-    grid_ids = {id(p) for p in grid}
-    rest = [p for p in model.parameters() if id(p) not in grid_ids]
-    groups = [{"params": rest, "lr": cfg.lr_mlp if grid else cfg.lr, "base_lr": cfg.lr_mlp if grid else cfg.lr}]
+    special = {id(p) for p in grid} | {id(model.variance)}
+    rest = [p for p in model.parameters() if id(p) not in special]
+    lr_rest = cfg.lr_mlp if grid else cfg.lr
+    groups = [
+        {"params": rest, "lr": lr_rest, "base_lr": lr_rest, "name": "mlp"},
+        {"params": [model.variance], "lr": cfg.lr_variance, "base_lr": cfg.lr_variance, "name": "variance"},
+    ]
     if grid:
-        groups.append({"params": grid, "lr": cfg.lr, "base_lr": cfg.lr, "eps": 1e-15})
-    # the fused kernel is the same Adam, ~7x faster on a CPU over a 2^19-entry table (one pass, no temporaries)
+        groups.append({"params": grid, "lr": cfg.lr, "base_lr": cfg.lr, "eps": 1e-15, "name": "encoding"})
+    # the fused kernel is the same Adam, ~7x faster on a CPU over a 2^19-entry table (one pass, no
+    # temporaries), and it takes the grad scaler's scale and inf check on the device (no host sync)
     return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=True)
+
+
+# ------------------------------------------------------------------------------------------ losses
+def loss_terms(
+    out: dict, batch: dict[str, torch.Tensor], cfg: TrainConfig, eik_box: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """The named loss terms (unweighted). Colour: NeuS's L1 summed over the channels and divided by the
+    mask's pixel count (the whole batch without masks); mask: BCE of the opacity; eikonal over the
+    rendered samples and the random box points together."""
+    if cfg.use_mask:
+        mask = batch["mask"]
+        color = ((out["rgb"] - batch["rgb"]).abs().sum(-1) * mask).sum() / (mask.sum() + 1e-5)
+        # binary cross-entropy written out: a NaN opacity (divergence) propagates to the log step's check
+        # instead of failing F.binary_cross_entropy's range check in the middle of a step
+        p = out["opacity"].clamp(1e-3, 1 - 1e-3)
+        mask_loss = -(mask * p.log() + (1 - mask) * (1 - p).log()).mean()
+    else:
+        color = (out["rgb"] - batch["rgb"]).abs().sum(-1).mean()
+        mask_loss = torch.zeros((), device=color.device)
+    eikonal, n = out["eikonal"], out["n_eval"]
+    if eik_box is not None and len(eik_box):
+        eikonal = (eikonal * n + eik_box.sum()) / (n + len(eik_box))
+    return {"color": color, "mask": mask_loss, "eikonal": eikonal, "curvature": out["curvature"]}
+
+
+def total_loss(terms: dict[str, torch.Tensor], cfg: TrainConfig, v: StepValues) -> torch.Tensor:
+    return (
+        terms["color"]
+        + (cfg.mask_weight * terms["mask"] if cfg.use_mask else 0.0)
+        + cfg.eikonal_weight * terms["eikonal"]
+        + v.curvature_weight * terms["curvature"]
+    )
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -130,6 +290,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return -10.0 * math.log10(max(mse, 1e-10))
 
 
+# -------------------------------------------------------------------------------------- validation
 @torch.no_grad()
 def render_view(
     model: NeuSModel,
@@ -140,15 +301,17 @@ def render_view(
     device,
     downscale: int,
     chunk: int = 4096,
+    amp: torch.dtype | None = None,
 ) -> dict[str, np.ndarray]:
     o, d, h, w = scene.image_rays(view, downscale)
     rgb, opacity, normal = [], [], []
     for oc, dc in zip(o.split(chunk), d.split(chunk)):
-        out = render_rays(model, oc.to(device), dc.to(device), cfg, occupancy=occupancy, cos_anneal=1.0, train=False)
-        rgb.append(out["rgb"].cpu())
-        opacity.append(out["opacity"].cpu())
-        normal.append(out["normal"].cpu())
-    R_wc = scene.poses[view, :3, :3]
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            out = render_rays(model, oc, dc, cfg, occupancy=occupancy, cos_anneal=1.0, train=False)
+        rgb.append(out["rgb"].float().cpu())
+        opacity.append(out["opacity"].float().cpu())
+        normal.append(out["normal"].float().cpu())
+    R_wc = scene.poses[view, :3, :3].cpu()
     n_cam = torch.cat(normal) @ R_wc  # world -> camera axes for display
     return {
         "rgb": torch.cat(rgb).view(h, w, 3).numpy(),
@@ -157,13 +320,13 @@ def render_view(
     }
 
 
-def view_metrics(model, scene, cfg, occupancy, device, view: int) -> tuple[dict, np.ndarray]:
+def view_metrics(model, scene, cfg, occupancy, device, view: int, amp=None) -> tuple[dict, np.ndarray]:
     """PSNR (inside the mask when training with masks) and IoU of the rendered opacity against the mask
     for one view at val_downscale, and the picture GT | colour | normals | opacity."""
-    r = render_view(model, scene, view, cfg, occupancy, device, cfg.val_downscale)
+    r = render_view(model, scene, view, cfg, occupancy, device, cfg.val_downscale, amp=amp)
     s = cfg.val_downscale
-    gt = scene.images[view, ::s, ::s].float().numpy() / 255.0
-    mask = scene.masks[view, ::s, ::s].numpy()
+    gt = scene.images[view, ::s, ::s].float().cpu().numpy() / 255.0
+    mask = scene.masks[view, ::s, ::s].cpu().numpy()
     gt, mask = gt[: r["rgb"].shape[0], : r["rgb"].shape[1]], mask[: r["rgb"].shape[0], : r["rgb"].shape[1]]
     m = mask[..., None] if scene.has_masks and cfg.use_mask else np.ones_like(mask)[..., None]
     p = psnr(torch.from_numpy(r["rgb"] * m), torch.from_numpy(gt * m)) if m.any() else float("nan")
@@ -175,22 +338,96 @@ def view_metrics(model, scene, cfg, occupancy, device, view: int) -> tuple[dict,
 
 
 def validation(
-    model, scene, cfg, occupancy, device, out_dir: Path, tag: str, all_views: bool = False
+    model, scene, cfg, occupancy, device, out_dir: Path, tag: str, all_views: bool = False, amp=None
 ) -> dict[str, float]:
     """Render the first validation view and save GT | colour | normals | opacity as PNG; its PSNR and
     mask IoU. With ``all_views`` and held-out views, also the mean over every held-out view."""
-    first, panel = view_metrics(model, scene, cfg, occupancy, device, scene.val_ids[0])
+    first, panel = view_metrics(model, scene, cfg, occupancy, device, scene.val_ids[0], amp)
     renders = out_dir / "renders"
     renders.mkdir(parents=True, exist_ok=True)
     Image.fromarray((np.clip(panel, 0, 1) * 255).astype(np.uint8)).save(renders / f"{tag}.png")
     out = {"val_psnr": first["psnr"], "val_mask_iou": first["mask_iou"], "val_view": scene.names[scene.val_ids[0]]}
     if all_views and cfg.holdout_every > 0:
-        per = [first] + [view_metrics(model, scene, cfg, occupancy, device, v)[0] for v in scene.val_ids[1:]]
+        per = [first] + [view_metrics(model, scene, cfg, occupancy, device, v, amp)[0] for v in scene.val_ids[1:]]
         out["heldout_views"] = [scene.names[v] for v in scene.val_ids]
         out["heldout_psnr"] = float(np.mean([m["psnr"] for m in per]))
         out["heldout_mask_iou"] = float(np.mean([m["mask_iou"] for m in per]))
         out["heldout_per_view"] = per
     return out
+
+
+@torch.no_grad()
+def fill_unseen(model: NeuSModel, scene: NeusScene, cfg: TrainConfig, occupancy: OccupancyGrid, amp=None) -> float:
+    """hull_fill_unseen: give the hull's inside back to the cells no training camera sees into. About 5000
+    rays of every training view (a pixel grid); the seen cells are dilated by one, so the hull returns only
+    a cell or more behind a visible surface and does not move it. Returns the share of hull cells filled."""
+    downscale = max(1, math.ceil(math.sqrt(scene.h * scene.w / 5000)))
+
+    def rays():
+        for view in scene.train_ids:
+            with torch.autocast(occupancy.base.device.type, enabled=False):  # rays in fp32, as in training
+                o, d, _, _ = scene.image_rays(view, downscale)
+            yield from zip(o.split(8192), d.split(8192))
+
+    with torch.autocast(occupancy.base.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        seen = seen_cells(model, rays(), cfg, occupancy)
+    seen = F.max_pool3d(seen.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0
+    keep = model.sdf_net.prior_keep
+    keep.copy_((~seen).float())
+    filled = float((~seen & occupancy.base).sum() / occupancy.base.sum().clamp(min=1))
+    log.info("hull_fill_unseen: %.0f%% of the hull's cells lie where no training camera sees; they keep the hull's "
+             "inside", 100 * filled)
+    return filled
+
+
+# ----------------------------------------------------------------------------- logging, checkpoints
+class TrainLog:
+    """train_log.csv (appended on resume), TensorBoard scalars where tensorboard is installed, and a log
+    line per row when there is no terminal for the progress bar. ``row`` is the one place a step reads
+    the device."""
+
+    def __init__(self, out_dir: Path, resume: bool):
+        self.path = out_dir / "train_log.csv"
+        self.file = self.path.open("a" if resume else "w", newline="")
+        self.csv = csv.writer(self.file)
+        if not resume:
+            self.csv.writerow(LOG_COLUMNS)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # a stock PyTorch environment (a GPU node) has no tensorboard: the CSV suffices
+            log.info("tensorboard is not installed: training scalars go to %s only", self.path)
+            self.writer = None
+        else:
+            self.writer = SummaryWriter(str(out_dir / "tb"))
+
+    def row(self, step: int, terms: dict, loss: torch.Tensor, out: dict, batch: dict, model: NeuSModel,
+            n_rays: int, seconds: float) -> dict[str, float]:
+        """Read this step's values (one device sync), check them, write the row; returns it."""
+        watch = torch.stack([loss.detach(), terms["color"].detach(), terms["mask"].detach(),
+                             terms["eikonal"].detach(), terms["curvature"].detach(), model.inv_s().detach()])
+        finite = torch.isfinite(out["rgb"]).all() & torch.isfinite(out["opacity"]).all()
+        values, ok = watch.float().tolist(), bool(finite) and all(math.isfinite(x) for x in watch.float().tolist())
+        if not ok:
+            return {"finite": False, "loss": values[0]}
+        m = batch["mask"].bool()
+        p = psnr(out["rgb"][m].detach(), batch["rgb"][m]) if bool(m.any()) else float("nan")
+        row = dict(step=step, loss=values[0], color_loss=values[1], psnr=p, mask_loss=values[2], eikonal=values[3],
+                   inv_s=values[5], n_rays=n_rays, samples=out["n_eval"], seconds=seconds, curvature=values[4])
+        self.csv.writerow([row[c] for c in LOG_COLUMNS])
+        self.file.flush()
+        if self.writer is not None:
+            for name in LOG_COLUMNS[1:9] + ["curvature"]:
+                self.writer.add_scalar(f"train/{name}", row[name], step)
+        return {"finite": True, **row}
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.file.close()
 
 
 def _save(path: Path, payload: dict) -> None:
@@ -221,84 +458,91 @@ class _Stop:
             signal.signal(sig, old)
 
 
+def _diverged(step: int, cfg: TrainConfig, what: str) -> StageError:
+    return StageError(
+        f"training diverged by step {step} ({what}); lower lr/lr_mlp (now {cfg.lr}/{cfg.lr_mlp}) or check the "
+        "dataset's masks and cameras"
+    )
+
+
+# ---------------------------------------------------------------------------------------- training
 def train(
     cfg: TrainConfig, dataset_dir: Path, out_dir: Path, *, hull_path: Path | None = None, bbox_path: Path | None = None
 ) -> dict:
-    """Train NeuS on a NeuS-layout scene; writes checkpoint.pt, config.yaml, metrics.json, renders/, tb/."""
+    """Train NeuS on a NeuS-layout scene; writes checkpoint.pt, config.yaml, metrics.json, renders/,
+    train_log.csv (and tb/ where tensorboard is installed). Every input is checked before the first step."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if device.type != "cuda" and cfg.encoding_backend == "tcnn":
         raise StageError("encoding_backend=tcnn needs a CUDA device; use encoding_backend=torch or auto")
-    if (
-        cfg.sdf_backend == "hashgrid"
-        and device.type == "cuda"
-        and cfg.encoding_backend != "torch"
-        and tinycudann_available()
-        and cfg.normals == "analytic"
-    ):
-        log.warning("tinycudann has no double backward: using finite-difference normals")
-        cfg.normals = "finite_difference"
+    amp = autocast_dtype(cfg, device)
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    scene = NeusScene(
-        dataset_dir, downscale=cfg.image_downscale, holdout_every=cfg.holdout_every, require_masks=cfg.use_mask
-    )
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
     box_min, box_max, hull = training_box(hull_path, bbox_path)
-    model = build_model(cfg, box_min, box_max, hull, device)
+    scene = NeusScene(
+        dataset_dir,
+        downscale=cfg.image_downscale,
+        holdout_every=cfg.holdout_every,
+        require_masks=cfg.use_mask,
+        device=device,
+    )
+    scene.check_cameras(box_min, box_max)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(cfg, box_min, box_max, hull_prior(cfg, hull, box_min, box_max), device,
+                        half=amp == torch.float16)
     occupancy = None
     if cfg.use_occupancy and cfg.sdf_backend == "hashgrid":
-        base = initial_occupancy(hull, cfg.occupancy_resolution, device)
-        # from NeuS's initial sphere (no hull prior) the surface starts away from the object: the cells inside
-        # it stay sampled, or the object's inside is skipped before the sphere has shrunk onto it
-        sphere_start = not (cfg.hull_prior and hull is not None)
         occupancy = OccupancyGrid(
-            model.box_min, model.box_max, base, keep_inside=cfg.occupancy_keep_inside or sphere_start
+            model.box_min,
+            model.box_max,
+            initial_occupancy(hull, cfg.occupancy_resolution, device),
+            step_size=float(np.linalg.norm(box_max - box_min)) / cfg.n_samples,
+            threshold=cfg.occupancy_threshold,
+            decay=cfg.occupancy_decay,
         )
     opt = make_optimizer(model, cfg)
-    use_amp = device.type == "cuda" and (
-        cfg.precision == "fp16" or (cfg.precision == "auto" and tinycudann_available())
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     chash = config_hash(cfg)
     resume_path = out_dir / "ckpt" / "last.pt"
-    start = 0
+    start, n_rays = 0, cfg.n_rays
     if resume_path.is_file():
         state = torch.load(resume_path, map_location=device, weights_only=False)
         if state.get("hash") == chash:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
-            gen.set_state(state["generator"])
+            try:
+                gen.set_state(state["generator"].cpu())
+            except RuntimeError:  # saved on another kind of device: a fresh stream from the seed and step
+                gen.manual_seed(cfg.seed + state["step"])
+            if "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
             if occupancy is not None and state.get("occupancy") is not None:
-                occupancy.grid = state["occupancy"].to(device)
-            start = state["step"]
+                occupancy.load_state_dict(state["occupancy"])
+            start, n_rays = state["step"], state.get("n_rays", cfg.n_rays)
             log.info("resuming from %s at step %d", resume_path, start)
         else:
             log.warning("%s belongs to another configuration; starting afresh", resume_path)
     (out_dir / "config.yaml").write_text(
         yaml.safe_dump(
-            {**config_dict(cfg), "hash": chash, "dataset": str(dataset_dir), "device": str(device)}, sort_keys=False
+            {**config_dict(cfg), "hash": chash, "dataset": str(dataset_dir), "device": str(device),
+             "autocast": str(amp).replace("torch.", "") if amp else "fp32"},
+            sort_keys=False,
         )
     )
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(out_dir / "tb"))
-    log_path = out_dir / "train_log.csv"
-    log_file = log_path.open("a" if start else "w", newline="")
-    log_csv = csv.writer(log_file)
-    if not start:
-        log_csv.writerow(
-            ["step", "loss", "color_loss", "psnr", "mask_loss", "eikonal", "inv_s", "n_rays", "samples", "seconds"]
-        )
+    tlog = TrainLog(out_dir, resume=start > 0)
+    sched = Schedule(cfg)
 
     def checkpoint_payload(step: int) -> dict:
         return {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict(),
             "generator": gen.get_state(),
-            "occupancy": occupancy.grid.cpu() if occupancy is not None else None,
+            "occupancy": occupancy.state_dict() if occupancy is not None else None,
+            "n_rays": n_rays,
+            "prior_weight": getattr(model.sdf_net, "prior_weight", 1.0),
             "step": step,
             "hash": chash,
             "config": config_dict(cfg),
@@ -308,148 +552,100 @@ def train(
             "scale_mat": scene.scale_mat,
         }
 
-    n_rays = cfg.n_rays
+    # hull_prior=outside: whether the hull's inside has been dropped (after hull_prior_warmup)
+    outside = getattr(model.sdf_net, "prior_keep", torch.ones(1)).shape[0] > 1
+    dropped = outside and not bool((model.sdf_net.prior_keep > 0).any())
     t0 = time.time()
-    total_samples = 0
+    total_samples = total_rays = 0
     step = done = start
-    metrics: dict = {}
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", mininterval=5.0, disable=None)
-    sched = Schedule(cfg)
     with _Stop() as stop:
         for step in bar:
             if step >= sched.length:
                 log.info("time budget of %.1f min: schedule fitted to %d steps", cfg.max_minutes, sched.length)
                 break
-            model.sdf_net.set_active_levels(sched.levels(step))
-            factor = sched.lr_factor(step)
+            v = sched.update(step)
+            model.sdf_net.set_active_levels(v.levels)
+            model.sdf_net.prior_weight = v.prior_weight
+            if outside and not v.prior_solid and not dropped:  # the warm-up is over: the hull's inside goes
+                model.sdf_net.prior_keep.zero_()
+                dropped = True
             for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * factor
-            if occupancy is not None and step % cfg.occupancy_every == 0 and sched.occupancy_started(step):
-                occupancy.update(model, gen)
-            cos_anneal = sched.cos_anneal(step)
-            batch = {k: v.to(device) for k, v in scene.sample(n_rays, cfg.foreground_share, gen).items()}
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                out = render_rays(
-                    model,
-                    batch["rays_o"],
-                    batch["rays_d"],
-                    cfg,
-                    occupancy=occupancy,
-                    cos_anneal=cos_anneal,
-                    train=True,
-                    gen=gen,
-                )
-            if not (torch.isfinite(out["opacity"]).all() and torch.isfinite(out["rgb"]).all()):
-                raise StageError(
-                    f"training diverged at step {step} (the render holds NaN or inf); lower lr/lr_mlp "
-                    f"(now {cfg.lr}/{cfg.lr_mlp}) or check the dataset's masks and cameras"
-                )
-            mask = batch["mask"] if cfg.use_mask else torch.ones_like(batch["mask"])
-            if cfg.use_mask:
-                color_loss = ((out["rgb"] - batch["rgb"]).abs().sum(-1) * mask).sum() / (3 * mask.sum() + 1e-5)
-                opacity = out["opacity"].clamp(1e-3, 1 - 1e-3)
-                mask_loss = F.binary_cross_entropy(opacity, batch["mask"])
-            else:
-                color_loss = (out["rgb"] - batch["rgb"]).abs().mean()
-                mask_loss = torch.zeros((), device=device)
-            curv_w = sched.curvature_weight(step)
-            loss = (
-                color_loss
-                + cfg.mask_weight * mask_loss * cfg.use_mask
-                + cfg.eikonal_weight * out["eikonal"]
-                + curv_w * out["curvature"]
-            )
-            if int(out["n_eval"]) == 0:  # every sample fell in empty cells: nothing to learn from
+                g["lr"] = g["base_lr"] * v.lr_factor
+            if occupancy is not None and step % cfg.occupancy_every == 0:
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    occupancy.update(model, gen, every_cell=v.occupancy_every_cell)
+            batch = scene.sample(n_rays, cfg.foreground_share, gen)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                out = render_rays(model, batch["rays_o"], batch["rays_d"], cfg, occupancy=occupancy,
+                                  cos_anneal=v.cos_anneal, train=True, gen=gen)
+                eik = eikonal_points(model, cfg.eikonal_points, cfg, gen) if cfg.eikonal_points > 0 else None
+            n_eval = out["n_eval"]
+            if n_eval == 0:  # every sample fell in empty cells: nothing to learn from
                 log.warning("step %d: no samples in occupied cells; refreshing the occupancy grid", step)
                 if occupancy is not None:
                     occupancy.grid = occupancy.base.clone()
                 continue
-            if not torch.isfinite(loss):
-                raise StageError(
-                    f"training diverged at step {step} (loss is {loss.item()}); lower lr/lr_mlp "
-                    f"(now {cfg.lr}/{cfg.lr_mlp}) or check the dataset's masks and cameras"
-                )
+            terms = loss_terms(out, batch, cfg, eik)
+            loss = total_loss(terms, cfg, v)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            n_eval = int(out["n_eval"])
             total_samples += n_eval
-            if cfg.sample_budget > 0 and n_eval > 0:
+            total_rays += n_rays
+            if cfg.sample_budget > 0:
                 n_rays = int(min(cfg.max_rays, max(64, n_rays * cfg.sample_budget / n_eval * 0.5 + n_rays * 0.5)))
-            with torch.no_grad():
-                m = mask.bool()
-                p = psnr(out["rgb"][m], batch["rgb"][m]) if m.any() else float("nan")
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
-                inv_s = float(model.inv_s().detach())
-                row = [
-                    step,
-                    loss.item(),
-                    color_loss.item(),
-                    p,
-                    mask_loss.item(),
-                    out["eikonal"].item(),
-                    inv_s,
-                    n_rays,
-                    n_eval,
-                    time.time() - t0,
-                ]
-                log_csv.writerow(row)
-                log_file.flush()
-                for name, value in zip(
-                    ("loss", "color_loss", "psnr", "mask_loss", "eikonal", "inv_s", "n_rays", "samples"), row[1:9]
-                ):
-                    writer.add_scalar(f"train/{name}", value, step)
-                bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{p:.2f}", inv_s=f"{inv_s:.0f}", rays=n_rays)
+                row = tlog.row(step, terms, loss, out, batch, model, n_rays, time.time() - t0)
+                if not row["finite"]:
+                    raise _diverged(step, cfg, f"loss {row['loss']}, or the render holds NaN or inf")
+                bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}", inv_s=f"{row['inv_s']:.0f}",
+                                rays=n_rays)
                 if bar.disable:  # no terminal (a rule's log file): plain log lines instead of a bar
-                    log.info(
-                        "step %d loss %.4f psnr %.2f inv_s %.0f rays %d samples %d",
-                        step,
-                        loss.item(),
-                        p,
-                        inv_s,
-                        n_rays,
-                        n_eval,
-                    )
+                    log.info("step %d loss %.4f psnr %.2f inv_s %.0f rays %d samples %d", step, row["loss"],
+                             row["psnr"], row["inv_s"], n_rays, n_eval)
             done = step + 1
             if done % cfg.checkpoint_every == 0 or stop.signal is not None:
                 _save(resume_path, checkpoint_payload(done))
             if stop.signal is not None:
-                log_file.close()
+                tlog.close()
                 raise StageError(
                     f"training stopped by signal {stop.signal} at step {done}; checkpoint "
                     f"{resume_path} is resumed automatically when the rule runs again"
                 )
             if cfg.validate_every and done % cfg.validate_every == 0 and done < cfg.steps:
-                metrics = validation(model, scene, cfg, occupancy, device, out_dir, f"step_{done:06d}")
-                writer.add_scalar("val/psnr", metrics["val_psnr"], done)
-                log.info(
-                    "validation at step %d: PSNR %.2f, mask IoU %.3f",
-                    done,
-                    metrics["val_psnr"],
-                    metrics["val_mask_iou"],
-                )
+                metrics = validation(model, scene, cfg, occupancy, device, out_dir, f"step_{done:06d}", amp=amp)
+                tlog.scalar("val/psnr", metrics["val_psnr"], done)
+                log.info("validation at step %d: PSNR %.2f, mask IoU %.3f", done, metrics["val_psnr"],
+                         metrics["val_mask_iou"])
             if cfg.max_minutes > 0 and done - start >= 20 and done % 20 == 0:
                 sched.fit_time(done, start, time.time() - t0)
             if cfg.max_minutes > 0 and time.time() - t0 > cfg.max_minutes * 60:
                 log.info("time limit of %.1f min reached at step %d", cfg.max_minutes, done)
                 break
     step = done
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise _diverged(step, cfg, "the network's parameters hold NaN or inf")
+    if cfg.hull_fill_unseen and occupancy is not None and dropped:
+        fill_unseen(model, scene, cfg, occupancy, amp)
     seconds = time.time() - t0
-    metrics = validation(model, scene, cfg, occupancy, device, out_dir, "final", all_views=True)
+    metrics = validation(model, scene, cfg, occupancy, device, out_dir, "final", all_views=True, amp=amp)
     metrics.update(
         {
             "steps": step,
             "seconds": seconds,
             "samples_per_s": total_samples / max(seconds, 1e-9),
+            "rays_per_s": total_rays / max(seconds, 1e-9),
+            "ray_samples_per_s": total_rays * (cfg.n_samples + cfg.n_importance) / max(seconds, 1e-9),
             "inv_s": float(model.inv_s().detach()),
             "device": str(device),
+            "autocast": str(amp).replace("torch.", "") if amp else "fp32",
             "peak_gpu_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
         }
     )
-    writer.add_scalar("val/psnr", metrics["val_psnr"], step)
-    writer.close()
-    log_file.close()
+    tlog.scalar("val/psnr", metrics["val_psnr"], step)
+    tlog.close()
     payload = checkpoint_payload(step)
     payload.pop("optimizer")
     payload["metrics"] = metrics
@@ -474,8 +670,10 @@ def train(
     return metrics
 
 
+# ----------------------------------------------------------------------------------------- loading
 def load_model(checkpoint: Path, device: str = "auto") -> tuple[NeuSModel, TrainConfig, dict]:
-    """Rebuild the trained model from checkpoint.pt (any backend: the grid parameters share one layout)."""
+    """Rebuild the trained model from checkpoint.pt (any backend: the grid parameters share one layout).
+    Needs torch and numpy only: the hull prior, where the run used one, comes from the saved weights."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise StageError(f"{checkpoint}: checkpoint not found; run the train stage first")
@@ -484,16 +682,23 @@ def load_model(checkpoint: Path, device: str = "auto") -> tuple[NeuSModel, Train
         state = torch.load(checkpoint, map_location=dev, weights_only=False)
     except Exception as exc:  # noqa: BLE001
         raise StageError(f"{checkpoint}: not a readable checkpoint ({exc}); re-run training") from exc
-    cfg_d = dict(state["config"])
+    known = set(TrainConfig.__dataclass_fields__)
+    cfg_d = {k: v for k, v in state["config"].items() if k in known}  # fields since removed do not matter here
     cfg_d["skip_layers"] = tuple(cfg_d["skip_layers"])
     if "background" not in cfg_d:  # saved before the background model existed: there is none to load
         cfg_d["background"] = "none"
+    old_prior = state["config"].get("hull_prior", True)
+    if isinstance(old_prior, bool):  # saved when hull_prior was true (the whole hull) or false (the sphere)
+        cfg_d["hull_prior"] = "full" if old_prior else "none"
     cfg = TrainConfig(**cfg_d)
     if dev.type != "cuda":
         cfg.encoding_backend = "torch"
-    model = build_model(cfg, state["box_min"], state["box_max"], state.get("hull"), dev)
+    prior = state["model"].get("sdf_net.prior")
+    prior = prior if prior is not None and prior.numel() else None
+    model = build_model(cfg, state["box_min"], state["box_max"], prior, dev)
     model.load_state_dict(state["model"])
     model.sdf_net.set_active_levels(cfg.n_levels)
+    model.sdf_net.prior_weight = state.get("prior_weight", 1.0)
     model.eval()
     return model, cfg, state
 
