@@ -477,13 +477,33 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-faces", type=int, default=20000, help="mesh previews are drawn from a mesh decimated to this size"
     )
+    p.add_argument(
+        "--quality", type=_path, default=None,
+        help="also judge the scene without ground truth and write the verdict to this quality.json",
+    )
     p.set_defaults(func=_run_report)
 
 
 def _run_report(a: argparse.Namespace) -> None:
     from .report import build_report
 
-    build_report(a.scene_dir, a.out, benchmarks_dir=a.benchmarks, max_faces=a.max_faces)
+    build_report(a.scene_dir, a.out, benchmarks_dir=a.benchmarks, max_faces=a.max_faces, quality_out=a.quality)
+
+
+# ------------------------------------------------------------------------------------------ quality
+def _add_quality(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quality", help="judge a finished scene without ground truth: SfM points vs mesh, "
+                       "held-out views, one-line verdict")
+    p.add_argument("--scene-dir", type=_path, required=True, help="the scene's results folder (results/<scene>)")
+    p.add_argument("--out", type=_path, default=None, help="quality.json to write (default: <scene-dir>/quality.json)")
+    p.set_defaults(func=_run_quality)
+
+
+def _run_quality(a: argparse.Namespace) -> None:
+    from .quality import assess
+
+    res = assess(a.scene_dir, a.out or Path(a.scene_dir) / "quality.json")
+    print(f"quality: {res['line']}")
 
 
 # ------------------------------------------------------------------------------------------- doctor
@@ -522,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_evaluate,
         _add_synth,
         _add_report,
+        _add_quality,
         _add_doctor,
     ):
         add(sub)

@@ -112,11 +112,13 @@ def camera_poses(cameras_npz: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(Ks), np.stack(poses)
 
 
-def view_frame(poses: np.ndarray | None, center: np.ndarray) -> ViewFrame:
-    """Up = the cameras' mean up direction (photos are mostly taken upright), x towards the first camera."""
+def view_frame(poses: np.ndarray | None, center: np.ndarray, up: np.ndarray | None = None) -> ViewFrame:
+    """Up = ``up`` (the world's z in an upright dataset) or the cameras' mean up direction (photos are mostly
+    taken upright), x towards the first camera."""
     if poses is None or len(poses) == 0:
         return ViewFrame(np.eye(3), np.asarray(center, dtype=np.float64))
-    up = -poses[:, :3, 1].mean(0)  # OpenCV cameras: y points down in the image
+    if up is None:
+        up = -poses[:, :3, 1].mean(0)  # OpenCV cameras: y points down in the image
     if np.linalg.norm(up) < 1e-9:
         up = np.array([0.0, 0.0, 1.0])
     z = up / np.linalg.norm(up)
@@ -382,8 +384,9 @@ def camera_figure(
     return _figure(fig)
 
 
-def training_figure(log_df: pd.DataFrame, val_psnr: float | None = None) -> bytes:
-    """Loss terms, PSNR, the learned inverse standard deviation ``inv_s`` and rays/samples per step."""
+def training_figure(log_df: pd.DataFrame, val_psnr: float | None = None, val_label: str = "held-out views") -> bytes:
+    """Loss terms, PSNR, the learned inverse standard deviation ``inv_s`` and rays/samples per step;
+    ``val_psnr`` is drawn as a dot labelled ``val_label`` (what it was measured on)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 6.5), dpi=100)
@@ -400,7 +403,7 @@ def training_figure(log_df: pd.DataFrame, val_psnr: float | None = None) -> byte
     if "psnr" in log_df:
         ax.plot(step, log_df["psnr"], lw=1, label="training batch")
     if val_psnr is not None and np.isfinite(val_psnr):
-        ax.scatter([step.iloc[-1]], [val_psnr], c="tab:red", zorder=3, label=f"validation view: {val_psnr:.2f} dB")
+        ax.scatter([step.iloc[-1]], [val_psnr], c="tab:red", zorder=3, label=f"{val_label}: {val_psnr:.2f} dB")
     ax.set_title("PSNR (dB)", fontsize=9)
     ax.legend(fontsize=7)
     ax = axes[1, 0]
@@ -592,8 +595,10 @@ def _cameras_section(ctx: _Context) -> str:
                 points = h["support_points"].astype(np.float64)
     png = camera_figure(ctx.poses, ctx.Ks, ctx.frame, points=points, point_colors=colors, box=ctx.box, hull=hull,
                         plane=plane, plane_inliers=inliers)
+    units = _load_json_file(f.p("dataset/meta.json")).get("units")
     cap = (f"{len(ctx.poses)} cameras from dataset/cameras_sphere.npz (frusta; camera 0 labelled), in world "
-           "units, z = the cameras' mean up direction"
+           f"units ({units or 'world units'}), z up (the world's z where the dataset is upright, else the cameras' "
+           "mean up direction)"
            + (f"; {len(points)} sparse points from sfm/sparse/0" if points is not None and sparse.is_dir() else "")
            + (f"; {len(points)} points triangulated with these cameras (hull.npz)"
               if points is not None and not sparse.is_dir() else "")
@@ -650,7 +655,13 @@ def _training_section(ctx: _Context) -> str:
     if df.empty:
         raise Missing("neus/train_log.csv has no rows yet")
     metrics = json.loads(f.p("neus/metrics.json").read_text()) if f.p("neus/metrics.json").is_file() else {}
-    parts = [_img_tag(training_figure(df, metrics.get("val_psnr")), "image/png", "training curves", "wide")]
+    held = "heldout_psnr" in metrics
+    n_held = len(metrics.get("heldout_views") or [])
+    if held:
+        dot, dot_label = metrics["heldout_psnr"], f"mean of {n_held} held-out views"
+    else:
+        dot, dot_label = metrics.get("val_psnr"), f"training view {metrics.get('val_view', '?')} (not held out)"
+    parts = [_img_tag(training_figure(df, dot, dot_label), "image/png", "training curves", "wide")]
     cfg = {}
     if f.p("neus/config.yaml").is_file():
         import yaml
@@ -661,9 +672,15 @@ def _training_section(ctx: _Context) -> str:
         ("steps", metrics.get("steps", int(df["step"].iloc[-1]) + 1)),
         ("time (s)", metrics.get("seconds", float(df["seconds"].iloc[-1]) if "seconds" in df else None)),
         ("device", metrics.get("device")),
-        ("validation PSNR (dB)", metrics.get("val_psnr")),
-        ("validation mask IoU", metrics.get("val_mask_iou")),
-        ("validation view", metrics.get("val_view")),
+        *([("held-out views (never trained on)", f"{n_held}: {', '.join(metrics.get('heldout_views') or [])}"),
+           ("held-out PSNR (dB, mean)", metrics.get("heldout_psnr")),
+           ("held-out mask IoU (mean)", metrics.get("heldout_mask_iou")),
+           *([("held-out SSIM (mean)", metrics["heldout_ssim"])] if "heldout_ssim" in metrics else [])]
+          if held else
+          [("PSNR of a training view (dB; no view held out, so not a validation)", metrics.get("val_psnr")),
+           ("mask IoU of that training view", metrics.get("val_mask_iou")),
+           ("that training view", metrics.get("val_view"))]),
+        ("training-batch PSNR (dB, last row of train_log.csv)", float(df["psnr"].iloc[-1]) if "psnr" in df else None),
         ("final inv_s", metrics.get("inv_s", float(df["inv_s"].iloc[-1]) if "inv_s" in df else None)),
         ("ray samples per second", metrics.get("samples_per_s")),
         ("config hash", cfg.get("hash")),
@@ -680,8 +697,11 @@ def _renders_section(ctx: _Context, n_latest: int = 3) -> str:
         raise Missing("no neus/renders/*.png: the train stage has not run (or wrote no validation render)")
     steps = [p for p in files if p.stem != "final"][-n_latest:]
     chosen = steps + [p for p in files if p.stem == "final"]
-    parts = ["<p class='caption'>Each panel: ground truth | rendered colour | normals | opacity of the validation "
-             "view, the latest renders last.</p>"]
+    metrics = _load_json_file(ctx.files.p("neus/metrics.json"))
+    which = (f"held-out view {metrics.get('val_view', '?')} (never trained on)" if "heldout_psnr" in metrics
+             else f"training view {metrics.get('val_view', '?')} (no view held out)" if metrics else "first view")
+    parts = [f"<p class='caption'>Each panel: ground truth | rendered colour | normals | opacity of {_esc(which)}, "
+             "the latest renders last.</p>"]
     for p in chosen:
         parts.append(f"<figure>{_img_tag(p.read_bytes(), 'image/png', p.name, 'render')}"
                      f"<figcaption>{_esc(p.name)}</figcaption></figure>")
@@ -726,7 +746,7 @@ def _mesh_section(ctx: _Context) -> str:
     ]))
     parts.append(_img_tag(render_mesh_views(V, F, frame=frame), "image/png", f"{path.name} shaded", "wide"))
     parts.append(f"<p class='caption'>{_esc(path.name)}, Lambert-shaded, orthographic; azimuth 0 looks from "
-                 "camera 0's side, z up = the cameras' up.</p>")
+                 "camera 0's side, z up (the world's z in an upright dataset, else the cameras' up).</p>")
     errors = _error_values(ctx, V)
     if errors is None:
         parts.append(_missing("eval_errors.ply not found: no error colouring (no ground truth for this scene, the "
@@ -771,7 +791,6 @@ def _textured_view(ctx: _Context) -> list[str]:
     return parts
 
 
-
 def _evaluation_section(ctx: _Context) -> str:
     f = ctx.files
     ev = f.p("eval.json")
@@ -810,6 +829,81 @@ def _evaluation_section(ctx: _Context) -> str:
     return "\n".join(parts)
 
 
+def _load_json_file(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+    except ValueError:
+        return {}
+
+
+def _frame_section(ctx: _Context) -> str:
+    """How the world frame was found (up, base, centre) and its units (metric scale or SfM units)."""
+    meta = _load_json_file(ctx.files.p("dataset/meta.json"))
+    if not meta:
+        raise Missing("dataset/meta.json not found: the dataset stage has not run")
+    fr = meta.get("frame")
+    if not fr:
+        raise Missing("dataset/meta.json records no world frame (written before the upright frame): the world is "
+                      "the SfM model's frame; re-run the dataset stage")
+    rows: list[tuple[str, object]] = [("world frame", fr.get("summary")), ("units", meta.get("units"))]
+    if fr.get("name") == "upright":
+        up, sc = fr.get("up") or {}, fr.get("scale") or {}
+        rows += [("up (z)", up.get("how")), ("the cameras' up", (fr.get("camera_up") or {}).get("how")),
+                 ("base (z = 0)", (fr.get("base") or {}).get("how")), ("centre (on the z axis)",
+                                                                     (fr.get("centre") or {}).get("how")),
+                 ("azimuth", fr.get("azimuth")), ("scale", sc.get("message")),
+                 ("similarity from the SfM frame: scale", (fr.get("from_sfm") or {}).get("scale"))]
+        for m in ((sc.get("marker") or {}).get("markers") or []):
+            rows.append((f"marker id {m['id']}", f"{m['photos']} photos, side {m['side_sfm']:.5g} SfM units, corners "
+                         f"reprojected within {m['reprojection_px']:.2f} px RMS, edges agree within "
+                         f"{100 * m['edge_spread']:.2f}%"))
+    return _kv_table(rows) + ("<p class='caption'>dataset/meta.json: every artifact in world units (cameras, "
+                              "bbox.json, meshes) uses this frame; frame.from_sfm maps the SfM model into it.</p>")
+
+
+def _quality_section(ctx: _Context) -> str:
+    """The verdict without ground truth: SfM points against the mesh, held-out views (see neus_stage.quality)."""
+    f = ctx.files
+    q = _load_json_file(f.p("quality.json"))
+    if not q:
+        if not (f.p("mesh_clean.ply").is_file() or f.p("mesh.ply").is_file()):
+            raise Missing("no mesh yet: the quality is judged once the mesh stage has run")
+        from .quality import assess
+
+        q = assess(f.root)
+    g, h = q.get("geometry") or {}, q.get("heldout") or {}
+    units = q.get("units", "world units")
+    rows: list[tuple[str, object]] = [("verdict", q.get("line"))]
+    if g.get("available"):
+        rows += [("object points", f"{g['points']} ({g.get('kind')})"),
+                 (f"distance to the mesh, median ({units})", f"{_fmt(g['median'])} ({100 * g['median_share']:.2f}% "
+                                                            "of the object size)"),
+                 (f"distance to the mesh, 90th percentile ({units})",
+                  f"{_fmt(g['p90'])} ({100 * g['p90_share']:.2f}% of the object size)"),
+                 ("points within 1% of the size", f"{100 * g['within_1pct_share']:.1f}%"),
+                 (f"object size ({g.get('object_size_is')})", g.get("object_size")),
+                 (f"points farther than {100 * g['far_share_limit']:.0f}% of the size", g.get("far_points"))]
+        if g.get("photos_to_check"):
+            rows.append(("photos seeing most far points", ", ".join(g["photos_to_check"])))
+    else:
+        rows.append(("geometry check", f"not available: {g.get('reason')}"))
+    if h.get("available"):
+        rows += [("held-out views (never trained on)", h["views"]), ("held-out PSNR (dB, mean)", h.get("psnr")),
+                 ("held-out mask IoU (mean)", h.get("mask_iou")),
+                 ("held-out SSIM (mean)", h.get("ssim") if h.get("ssim") is not None else h.get("ssim_note"))]
+    else:
+        rows.append(("held-out views", f"none: {h.get('reason')}"))
+    rows.append(("training-batch PSNR (dB, last tenth of the steps; training views, for contrast)",
+                 q.get("training_batch_psnr")))
+    parts = [_kv_table(rows)]
+    if h.get("per_view"):
+        parts.append("<h3>Held-out views</h3>" + _df_table(pd.DataFrame(h["per_view"])))
+    parts.append("<p class='caption'>quality.json. The SfM points were triangulated from the photos by COLMAP, "
+                 "independently of the trained surface. Held-out views are never trained on (train.holdout_every); "
+                 "their masks still shape the visual hull that bounds training and the mesh's mask culling.</p>")
+    return "\n".join(parts)
+
+
 def _timings_section(ctx: _Context) -> str:
     f = ctx.files
     if f.benchmarks is None or not Path(f.benchmarks).is_dir():
@@ -827,10 +921,12 @@ def _timings_section(ctx: _Context) -> str:
 SECTIONS: list[tuple[str, str, Callable[[_Context], str]]] = [
     ("photos", "Photos and masks", _photos_section),
     ("sfm", "Structure from motion", _sfm_section),
+    ("frame", "World frame and scale", _frame_section),
     ("cameras", "Cameras, sparse points, object box and visual hull", _cameras_section),
     ("training", "Training", _training_section),
-    ("renders", "Validation renders", _renders_section),
+    ("renders", "Rendered views", _renders_section),
     ("mesh", "Mesh", _mesh_section),
+    ("quality", "Quality without ground truth", _quality_section),
     ("evaluation", "Evaluation", _evaluation_section),
     ("timings", "Run times", _timings_section),
 ]
@@ -856,15 +952,21 @@ def build_report(
     benchmarks_dir: Path | None = None,
     scene: str | None = None,
     max_faces: int = 20000,
+    quality_out: Path | None = None,
 ) -> dict[str, str]:
     """Write the scene's report (``scene_dir/report.html`` by default); returns {section: ok|missing|error}.
 
     Absent artifacts never fail the report: their sections say what is missing. Only a missing scene
-    folder is an error.
+    folder is an error. With ``quality_out``, the scene is first judged without ground truth
+    (:func:`neus_stage.quality.assess`) and the verdict written there (the workflow's quality.json).
     """
     scene_dir = Path(scene_dir)
     if not scene_dir.is_dir():
         raise StageError(f"{scene_dir}: scene folder not found; give results/<scene> of a workflow run")
+    if quality_out is not None:
+        from .quality import assess
+
+        assess(scene_dir, quality_out)
     out = Path(out) if out is not None else scene_dir / "report.html"
     files = SceneFiles(scene_dir, scene or scene_dir.name, Path(benchmarks_dir) if benchmarks_dir else None)
     ctx = _Context(files, max_faces)
@@ -881,7 +983,8 @@ def build_report(
             log.warning("%s", exc)
     if ctx.box is not None or ctx.poses is not None:
         center = (ctx.box[0] + ctx.box[1]) / 2 if ctx.box is not None else ctx.poses[:, :3, 3].mean(0)
-        ctx.frame = view_frame(ctx.poses, center)
+        upright = (_load_json_file(files.p("dataset/meta.json")).get("frame") or {}).get("name") == "upright"
+        ctx.frame = view_frame(ctx.poses, center, np.array([0.0, 0.0, 1.0]) if upright else None)
 
     sections = []
     for key, title, builder in SECTIONS:

@@ -145,6 +145,22 @@ def test_every_artifact_is_in_the_upright_frame(pot):
     assert np.hypot(mid[0], mid[1]) < 0.05 * (np.asarray(box["max"]) - np.asarray(box["min"])).max()
 
 
+def test_report_says_how_up_was_found(pot, tmp_path):
+    import shutil
+
+    from neus_stage.report import build_report
+
+    scene = tmp_path / "pot"
+    shutil.copytree(pot["out"] / "dataset", scene / "dataset")
+    shutil.copy(pot["out"] / "bbox.json", scene / "bbox.json")
+    shutil.copy(pot["out"] / "hull.npz", scene / "hull.npz")
+    shutil.copytree(pot["root"] / "sfm" / "sparse", scene / "sfm" / "sparse")
+    build_report(scene, scene / "report.html")
+    page = (scene / "report.html").read_text()
+    frame = page.split('<section id="frame"', 1)[1].split("</section>", 1)[0]
+    assert 'data-status="ok"' in frame and "support plane" in frame and "SfM units" in frame
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scan", ["dtu_scan65", "dtu_scan24"])
 def test_dtu_scan_is_upright(shared_data, scan, tmp_path):

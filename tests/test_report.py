@@ -142,8 +142,9 @@ def test_report_degrades_when_artifacts_are_missing(scene, tmp_path):
     (part / "neus").mkdir()
     (part / "neus" / "train_log.csv").write_text("step,loss\n")  # the trainer has only written its header
     status = build_report(part, max_faces=2000)
-    assert status == {"photos": "ok", "sfm": "missing", "cameras": "ok", "training": "missing",
-                      "renders": "missing", "mesh": "ok", "evaluation": "missing", "timings": "missing"}
+    assert status == {"photos": "ok", "sfm": "missing", "frame": "ok", "cameras": "ok", "training": "missing",
+                      "renders": "missing", "mesh": "ok", "quality": "ok", "evaluation": "missing",
+                      "timings": "missing"}
     page = (part / "report.html").read_text()
     assert "eval_errors.ply not found: no error colouring" in page
     assert len(_images(page)) == 3  # contact sheet, cameras, shaded mesh

@@ -157,7 +157,8 @@ def test_cli_and_workflow_arguments(marker, tmp_path, run_cli):
 
 
 def test_workflow_passes_the_scale_keys_to_the_dataset_stage():
-    """A dry run of the demo with scale keys (config and scene_overrides): the dataset command carries them."""
+    """A dry run of the demo with scale keys (config and scene_overrides): the dataset command carries them,
+    training holds out every 8th view by default, and the report writes quality.json."""
     import subprocess
     import sys
 
@@ -171,3 +172,6 @@ def test_workflow_passes_the_scale_keys_to_the_dataset_stage():
     out = proc.stdout
     dataset = next(line for line in out.splitlines() if " dataset --sfm " in line)
     assert "--marker-length 0.05" in dataset and "--marker-ids 3" in dataset and "--known-length 12 345 0.25" in dataset
+    train = next(line for line in out.splitlines() if " train --dataset " in line)
+    assert '"holdout_every": 8' in train
+    assert "--quality results/demo/quality.json" in out

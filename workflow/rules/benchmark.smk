@@ -22,7 +22,8 @@ rule dtu_masks:
         photos=lambda wc: scene_row(wc)["photos"],
         masks=lambda wc: Path(DTU_ROOT) / wc.scene / "mask",
     shell:
-        "{PYTHON} -m neus_stage.benchmark link-masks --photos {params.photos:q} --masks {params.masks:q}"
+        PYTHON
+        + " -m neus_stage.benchmark link-masks --photos {params.photos:q} --masks {params.masks:q}"
         " --out {output} > {log} 2>&1"
 
 
@@ -41,5 +42,6 @@ rule benchmark:
     resources:
         mem_mb=2000,
     shell:
-        "{PYTHON} -m neus_stage.benchmark aggregate {input.evals} --out results/benchmark"
+        PYTHON
+        + " -m neus_stage.benchmark aggregate {input.evals} --out results/benchmark"
         " --benchmarks benchmarks > {log} 2>&1"

@@ -29,7 +29,10 @@ def _python():
     return f"PYTHONPATH={shlex.quote(str(workflow.basedir))}${{PYTHONPATH:+:$PYTHONPATH}} {python}"
 
 
-PYTHON = _python()
+# The head of every rule's shell command, its braces escaped for Snakemake's formatting: each rule's shell
+# is this string joined to the rest of its command, so the command is part of the rule (Snakemake's lint
+# asks that a shell command format no variable from outside its rule).
+PYTHON = _python().replace("{", "{{").replace("}", "}}")
 NEUS_STAGE = f"{PYTHON} -m neus_stage"
 
 # The scene table, plus one row per DTU scan of benchmark.scans (data under dtu_root). Missing DTU data is
@@ -87,7 +90,6 @@ check_export_settings(
     size_name="export.texture_size",
     source_name="export.texture_from",
 )
-
 
 
 wildcard_constraints:
@@ -227,8 +229,10 @@ def hull_args(wildcards):
 
 
 def train_settings(wildcards):
-    """Preset and field overrides for one scene: config train.overrides, then scene_overrides."""
-    overrides = dict(config["train"].get("overrides") or {})
+    """Preset and field overrides for one scene: train.holdout_every, then config train.overrides, then
+    scene_overrides."""
+    overrides = {"holdout_every": config["train"]["holdout_every"]}
+    overrides.update(config["train"].get("overrides") or {})
     overrides.update(
         (config.get("scene_overrides") or {}).get(wildcards.scene, {}).get("train", {})
     )
@@ -303,7 +307,6 @@ def report_inputs(wildcards):
     return {"mesh": f"results/{scene}/mesh_clean.ply", **export}
 
 
-
 def final_targets():
     targets = []
     for _, row in SCENES.iterrows():
@@ -345,6 +348,16 @@ def run_summary():
                 lines.append(
                     f"{scene}: WARNING: trained without masks: {m.get('why', '')}"
                 )
+        meta = res / "dataset" / "meta.json"
+        if meta.is_file():
+            frame = json.loads(meta.read_text()).get("frame") or {}
+            if frame.get("summary"):
+                lines.append(f"{scene}: world frame: {frame['summary']}")
+        quality = res / "quality.json"
+        if quality.is_file():
+            lines.append(
+                f"{scene}: quality: {json.loads(quality.read_text())['line']} ({quality})"
+            )
         if ev.is_file():
             e = json.loads(ev.read_text())
             if "chamfer_pct_diag" in e:

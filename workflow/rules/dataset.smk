@@ -19,7 +19,8 @@ rule neus_dataset:
         args=dataset_args,
         margin=config["dataset"]["margin"],
     shell:
-        "{NEUS_STAGE} --log {log} dataset {params.args} --masks {input.masks} --out results/{wildcards.scene}/dataset"
+        NEUS_STAGE
+        + " --log {log} dataset {params.args} --masks {input.masks} --out results/{wildcards.scene}/dataset"
         " --margin {params.margin}"
 
 
@@ -44,6 +45,7 @@ rule visual_hull:
         votes=config["visual_hull"]["max_background_votes"],
         support=hull_args,
     shell:
-        "{NEUS_STAGE} --log {log} visual-hull --dataset results/{wildcards.scene}/dataset --bbox {output.bbox}"
+        NEUS_STAGE
+        + " --log {log} visual-hull --dataset results/{wildcards.scene}/dataset --bbox {output.bbox}"
         " --hull {output.hull} --resolution {params.resolution}"
         " --max-background-votes {params.votes} {params.support}"

@@ -15,5 +15,6 @@ rule evaluate:
     params:
         args=evaluate_args,
     shell:
-        "{NEUS_STAGE} --log {log} evaluate --mesh {input.mesh} --out {output} {params.args}"
+        NEUS_STAGE
+        + " --log {log} evaluate --mesh {input.mesh} --out {output} {params.args}"
         " --error-cloud results/{wildcards.scene}/eval_errors.ply"

@@ -27,6 +27,7 @@ rule export:
             f" --checkpoint {input.checkpoint}" if "checkpoint" in input.keys() else ""
         ),
     shell:
-        "{NEUS_STAGE} --log {log} export --mesh {input.mesh} --dataset results/{wildcards.scene}/dataset"
+        NEUS_STAGE
+        + " --log {log} export --mesh {input.mesh} --dataset results/{wildcards.scene}/dataset"
         " --out results/{wildcards.scene}/export --name {wildcards.scene} --faces {params.faces}"
         " --texture-size {params.texture_size} --texture-from {params.texture_from}{params.checkpoint}"

@@ -20,6 +20,6 @@ rule frames:
         blur_ratio=config["frames"]["blur_ratio"],
         min_motion=config["frames"]["min_motion"],
     shell:
-        "{NEUS_STAGE} --log {log} frames --video {input.video:q} --out {output}"
+        NEUS_STAGE + " --log {log} frames --video {input.video:q} --out {output}"
         " --target {params.target} --min {params.min_frames} --blur-ratio {params.blur_ratio}"
         " --min-motion {params.min_motion}"

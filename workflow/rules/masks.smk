@@ -17,5 +17,6 @@ rule masks:
         model=config["masks"]["model"],
         threshold=config["masks"]["threshold"],
     shell:
-        "{NEUS_STAGE} --log {log} masks {params.args} --out {output} --model {params.model}"
+        NEUS_STAGE
+        + " --log {log} masks {params.args} --out {output} --model {params.model}"
         " --threshold {params.threshold}"

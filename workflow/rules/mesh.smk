@@ -28,7 +28,8 @@ rule mesh:
             else "--no-cut-at-support"
         ),
     shell:
-        "{NEUS_STAGE} --log {log} mesh --checkpoint {input.checkpoint} --dataset results/{wildcards.scene}/dataset"
+        NEUS_STAGE
+        + " --log {log} mesh --checkpoint {input.checkpoint} --dataset results/{wildcards.scene}/dataset"
         " --bbox {input.bbox} --hull {input.hull} --out {output.mesh} --clean {output.clean}"
         " --resolution {params.resolution} --dilation {params.dilation}"
         " --min-component {params.min_component} {params.cut}"

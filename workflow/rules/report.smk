@@ -2,7 +2,8 @@ rule report:
     input:
         unpack(report_inputs),
     output:
-        "results/{scene}/report.html",
+        report="results/{scene}/report.html",
+        quality="results/{scene}/quality.json",
     log:
         "logs/report/{scene}.log",
     benchmark:
@@ -13,8 +14,9 @@ rule report:
     resources:
         mem_mb=4000,
     shell:
-        "{NEUS_STAGE} --log {log} report --scene-dir results/{wildcards.scene} --benchmarks benchmarks"
-        " --out {output}"
+        NEUS_STAGE
+        + " --log {log} report --scene-dir results/{wildcards.scene} --benchmarks benchmarks"
+        " --out {output.report} --quality {output.quality}"
 
 
 onsuccess:

@@ -22,7 +22,8 @@ rule sfm:
         max_image_size=config["sfm"]["max_image_size"],
         max_size=config["images"]["max_size"],
     shell:
-        "{NEUS_STAGE} --log {log} sfm --photos {params.photos:q} --out results/{wildcards.scene}/sfm"
+        NEUS_STAGE
+        + " --log {log} sfm --photos {params.photos:q} --out results/{wildcards.scene}/sfm"
         " --matcher {params.matcher} --mapper {params.mapper} --camera-model {params.camera_model}"
         " --min-registered {params.min_registered} --max-image-size {params.max_image_size}"
         " --max-size {params.max_size}"

@@ -22,6 +22,7 @@ rule train:
     params:
         settings=train_settings,
     shell:
-        "{NEUS_STAGE} --log {log} train --dataset results/{wildcards.scene}/dataset --hull {input.hull}"
+        NEUS_STAGE
+        + " --log {log} train --dataset results/{wildcards.scene}/dataset --hull {input.hull}"
         " --bbox {input.bbox} --out results/{wildcards.scene}/neus --preset {params.settings[preset]}"
         " --config-json '{params.settings[overrides]}' --set threads={threads}"
