@@ -22,12 +22,30 @@ class _ToTerminal(logging.Filter):
         return record.name.startswith("neus_stage.progress") or record.levelno >= logging.WARNING
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a record is emitted (a caller that swaps stderr, such as
+    a test harness capturing output, never leaves the logger writing to a closed stream)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
     """Log to stderr, or with ``log_file`` to that file plus progress and warnings to the terminal."""
     global _terminal
     level = logging.DEBUG if verbose else logging.INFO
     if log_file is None:
-        logging.basicConfig(level=level, format=FORMAT, datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
+        logging.basicConfig(level=level, handlers=[handler], force=True)
         return
     log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -38,7 +56,7 @@ def setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
     _terminal = os.fdopen(terminal_fd, "w", buffering=1)
-    to_file = logging.StreamHandler(sys.stderr)
+    to_file = _Stderr()
     to_file.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
     to_terminal = logging.StreamHandler(_terminal)
     tag = f"[{log_file.parent.name} {log_file.stem}] " if log_file.parent.name else ""

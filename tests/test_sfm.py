@@ -214,7 +214,7 @@ def test_global_mapper_missing_is_refused(tmp_path, monkeypatch):
 
     monkeypatch.delattr(pycolmap, "global_mapping")
     with pytest.raises(StageError, match="global mapper needs pycolmap 3.14 or newer"):
-        _map(pycolmap, tmp_path / "database.db", tmp_path, tmp_path / "mapper", "global", 1)
+        _map(pycolmap, tmp_path / "database.db", tmp_path, tmp_path / "mapper", "global", 1, 1)
 
 
 @pytest.mark.parametrize("matcher,message", [("spatial", "GPS"), ("vocabtree", "vocabulary tree")])
