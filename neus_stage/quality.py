@@ -214,7 +214,9 @@ def verdict(geometry: dict, heldout: dict) -> tuple[str, str]:
         else:
             goods.append(text)
     if heldout.get("available"):
-        text = f"{heldout['views']} held-out views: PSNR {heldout['psnr']:.1f} dB, mask IoU {heldout['mask_iou']:.3f}"
+        ssim = f", SSIM {heldout['ssim']:.3f}" if heldout.get("ssim") is not None else ""
+        text = (f"{heldout['views']} held-out views: PSNR {heldout['psnr']:.1f} dB{ssim}, "
+                f"mask IoU {heldout['mask_iou']:.3f}")
         if heldout["mask_iou"] < FAIL_IOU:
             fails.append(text)
         elif heldout["flagged"]:

@@ -405,3 +405,31 @@ def test_seen_cells_stop_at_the_visible_surface():
     r = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).norm(dim=-1)
     assert seen[(r > 0.6) & (r < 0.9)].all()
     assert not seen[r < 0.35].any()
+
+
+def test_ssim_is_the_standard_one():
+    """Wang et al.'s SSIM (Gaussian window, sigma 1.5): scikit-image's value on a noisy pair, 1 for a copy,
+    and inside a mask only the masked pixels count."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    a = rng.random((60, 80, 3)).astype(np.float32)
+    b = np.clip(a + 0.1 * rng.normal(size=a.shape), 0, 1).astype(np.float32)
+    ref = structural_similarity(a, b, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                use_sample_covariance=False)
+    assert trainer.ssim(a, b) == pytest.approx(ref, abs=2e-3)
+    assert trainer.ssim(a, a) == pytest.approx(1.0)
+    mask = np.zeros((60, 80), bool)
+    mask[:, :40] = True
+    c = b.copy()
+    c[:, 40:] = rng.random((60, 40, 3))  # ruin the unmasked half only
+    assert trainer.ssim(a, c, mask) > trainer.ssim(a, c) + 0.1
+
+
+def test_held_out_views_report_psnr_ssim_and_mask_iou(mug_dataset, tmp_path):
+    metrics = train(resolve_config("cpu", {**TINY, "holdout_every": 4}), mug_dataset["dataset"], tmp_path,
+                    hull_path=mug_dataset["hull"])
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["heldout_views"] and len(saved["heldout_per_view"]) == len(saved["heldout_views"])
+    assert all({"psnr", "ssim", "mask_iou"} <= set(v) for v in saved["heldout_per_view"])
+    assert 0.0 < saved["heldout_ssim"] <= 1.0 and metrics["heldout_ssim"] == saved["heldout_ssim"]

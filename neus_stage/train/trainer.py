@@ -290,6 +290,29 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return -10.0 * math.log10(max(mse, 1e-10))
 
 
+def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """SSIM of two (H,W,3) images in [0,1] (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, C1 = 0.01^2,
+    C2 = 0.03^2, per channel), averaged over the pixels of ``mask`` (all where None)."""
+    x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[:, None]
+    y = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)).permute(2, 0, 1)[:, None]
+    g = torch.exp(-((torch.arange(11, dtype=torch.float32) - 5) ** 2) / (2 * 1.5**2))
+    g = g / g.sum()
+
+    def blur(t: torch.Tensor) -> torch.Tensor:  # separable Gaussian, reflected borders
+        t = F.conv2d(F.pad(t, (5, 5, 0, 0), mode="reflect"), g.view(1, 1, 1, 11))
+        return F.conv2d(F.pad(t, (0, 0, 5, 5), mode="reflect"), g.view(1, 1, 11, 1))
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    s = s.mean(0)[0].numpy()  # mean over channels -> (H,W)
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        return float(s[m].mean()) if m.any() else float("nan")
+    return float(s.mean())
+
+
 # -------------------------------------------------------------------------------------- validation
 @torch.no_grad()
 def render_view(
@@ -321,7 +344,7 @@ def render_view(
 
 
 def view_metrics(model, scene, cfg, occupancy, device, view: int, amp=None) -> tuple[dict, np.ndarray]:
-    """PSNR (inside the mask when training with masks) and IoU of the rendered opacity against the mask
+    """PSNR and SSIM (inside the mask when training with masks) and IoU of the rendered opacity against the mask
     for one view at val_downscale, and the picture GT | colour | normals | opacity."""
     r = render_view(model, scene, view, cfg, occupancy, device, cfg.val_downscale, amp=amp)
     s = cfg.val_downscale
@@ -330,11 +353,12 @@ def view_metrics(model, scene, cfg, occupancy, device, view: int, amp=None) -> t
     gt, mask = gt[: r["rgb"].shape[0], : r["rgb"].shape[1]], mask[: r["rgb"].shape[0], : r["rgb"].shape[1]]
     m = mask[..., None] if scene.has_masks and cfg.use_mask else np.ones_like(mask)[..., None]
     p = psnr(torch.from_numpy(r["rgb"] * m), torch.from_numpy(gt * m)) if m.any() else float("nan")
+    ssim_value = ssim(r["rgb"] * m, gt * m, m[..., 0] > 0)
     pred = r["opacity"] > 0.5
     iou = float((pred & mask).sum() / max((pred | mask).sum(), 1))
     nrm = (r["normal"] * np.array([1, -1, -1]) * 0.5 + 0.5) * r["opacity"][..., None]
     panel = np.concatenate([gt, r["rgb"], np.clip(nrm, 0, 1), np.repeat(r["opacity"][..., None], 3, -1)], 1)
-    return {"psnr": p, "mask_iou": iou}, panel
+    return {"psnr": p, "ssim": ssim_value, "mask_iou": iou}, panel
 
 
 def validation(
@@ -352,6 +376,7 @@ def validation(
         out["heldout_views"] = [scene.names[v] for v in scene.val_ids]
         out["heldout_psnr"] = float(np.mean([m["psnr"] for m in per]))
         out["heldout_mask_iou"] = float(np.mean([m["mask_iou"] for m in per]))
+        out["heldout_ssim"] = float(np.nanmean([m["ssim"] for m in per]))
         out["heldout_per_view"] = per
     return out
 
@@ -654,9 +679,10 @@ def train(
     resume_path.unlink(missing_ok=True)
     if "heldout_psnr" in metrics:
         log.info(
-            "%d held-out views: mean PSNR %.2f, mean mask IoU %.3f",
+            "%d held-out views: mean PSNR %.2f, SSIM %.3f, mask IoU %.3f",
             len(metrics["heldout_views"]),
             metrics["heldout_psnr"],
+            metrics["heldout_ssim"],
             metrics["heldout_mask_iou"],
         )
     log.info(
