@@ -27,7 +27,7 @@ HARNESS = ROOT / "tests" / "slurm_harness"
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 BASE = Path(os.environ.get("NEUS_SLURM_BASE", "/tmp/neus-stage-slurm"))
 GPU_RULES = {"train", "mesh"}
-CPU_RULES = {"masks", "neus_dataset", "visual_hull", "evaluate", "report"}
+CPU_RULES = {"masks", "neus_dataset", "visual_hull", "evaluate", "export", "report"}
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
@@ -128,6 +128,7 @@ def test_workflow_on_slurm(slurm_cluster, tmp_path):
                           "n_rays": 128, "n_samples": 32},
         },
         "mesh": {"resolution": 48, "dilation": 2},
+        "export": {"faces": 5000, "texture_size": 256},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     profile = _test_profile(tmp_path)
