@@ -13,7 +13,6 @@ plane, its inliers and how it was found, or why there is none.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .atomic import atomic_write, write_text_atomic
+from .artifacts.box import write_bbox, write_hull
 from .cameras import load_cameras_sphere
 from .errors import StageError
 
@@ -233,10 +232,9 @@ def _box_without_masks(dataset_dir: Path, bbox_path: Path, hull_path: Path, scal
         "support": {"mode": "off", "method": "visibility", "reason": "no masks", "message": reason,
                     "hull_cut": False},
     }
-    write_text_atomic(Path(bbox_path), json.dumps(bbox, indent=2))
-    with atomic_write(Path(hull_path)) as fh:
-        np.savez_compressed(fh, occupancy=occ, background_votes=np.zeros(occ.shape, np.uint8), bounds_min=lo,
-                            bounds_max=hi, scale_mat=scale_mat, carved=np.array(False))
+    write_bbox(bbox_path, bbox)
+    write_hull(hull_path, occ, lo, hi, scale_mat, background_votes=np.zeros(occ.shape, np.uint8),
+               carved=np.array(False))
     log.warning("%s: no masks, so no visual hull: the object box is the unit sphere's cube", dataset_dir)
     return bbox
 
@@ -325,17 +323,9 @@ def carve_visual_hull(
         "touches_unit_cube": touches,
         "support": support_rec,
     }
-    write_text_atomic(Path(bbox_path), json.dumps(bbox, indent=2))
-    with atomic_write(Path(hull_path)) as fh:  # all or nothing: training and meshing read it
-        np.savez_compressed(
-            fh,
-            occupancy=occ,
-            background_votes=votes.astype(np.uint8),
-            bounds_min=f_lo,
-            bounds_max=f_hi,
-            scale_mat=scale_mat,
-            **extra,  # support_points (world) and support_inliers, where a plane was searched
-        )
+    write_bbox(bbox_path, bbox)
+    # support_points (world) and support_inliers in extra, where a plane was searched
+    write_hull(hull_path, occ, f_lo, f_hi, scale_mat, background_votes=votes.astype(np.uint8), **extra)
     log.info(
         "visual hull: %d occupied voxels of %d^3, object box %s .. %s (normalised)",
         occ.sum(),

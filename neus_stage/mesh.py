@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .artifacts.box import read_bbox, read_hull, read_support
 from .atomic import write_bytes_atomic, write_text_atomic
 from .errors import StageError
 from .progress import track
@@ -404,68 +405,6 @@ def _resolve_device(device: str) -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise StageError(f"unknown device {device!r}: use cpu, cuda or auto")
     return device
-
-
-def read_bbox(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The normalised box (min (3,), max (3,)) of a bbox.json written by the visual-hull stage."""
-    path = Path(path)
-    if not path.is_file():
-        raise StageError(f"{path}: bbox file not found; run the visual-hull stage first")
-    try:
-        data = json.loads(path.read_text())
-        lo = np.asarray(data["normalized"]["min"], dtype=np.float64).reshape(3)
-        hi = np.asarray(data["normalized"]["max"], dtype=np.float64).reshape(3)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StageError(
-            f"{path}: not a bbox.json with normalized.min/max as 3 numbers each ({exc})") from exc
-    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi > lo)):
-        raise StageError(
-            f"{path}: the normalized box is empty or invalid (min {lo.tolist()}, max {hi.tolist()})")
-    return lo, hi
-
-
-def read_support(path: Path) -> dict:
-    """The support decision of a bbox.json: ``method`` ("plane": the support plane in the normalised frame
-    is ``plane``, with the fit's ``margin``; "visibility": none was found, cull what no camera observes;
-    "none": not searched, as in a bbox.json written before the support search existed) and ``message``."""
-    from .geometry.support import SupportPlane
-
-    data = json.loads(Path(path).read_text())
-    rec = data.get("support")
-    if not isinstance(rec, dict) or "method" not in rec:
-        return {"method": "none", "plane": None, "margin": 0.0,
-                "message": f"{path} records no support search (written by an older visual-hull stage)"}
-    plane = None
-    if rec["method"] == "plane":
-        try:
-            p = rec["plane"]["normalized"]
-            n = np.asarray(p["normal"], dtype=np.float64).reshape(3)
-            plane = SupportPlane(n / np.linalg.norm(n), float(p["offset"]), np.zeros(0, dtype=bool),
-                                 float(p.get("inlier_share", 0.0)), float(p.get("rms", 0.0)),
-                                 float(p.get("tolerance", 0.0)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StageError(f"{path}: support.method is 'plane' but support.plane.normalized is not a plane "
-                             f"with a normal and an offset ({exc}); run the visual-hull stage again") from exc
-    margin = float((rec.get("margin") or {}).get("normalized", 0.0))
-    return {"method": rec["method"], "plane": plane, "margin": margin, "message": rec.get("message", ""),
-            "reason": rec.get("reason")}
-
-
-def read_hull(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(occupancy bool (R,R,R), bounds_min, bounds_max) of a hull.npz."""
-    path = Path(path)
-    if not path.is_file():
-        raise StageError(f"{path}: hull file not found; run the visual-hull stage or leave out --hull")
-    try:
-        with np.load(path) as data:
-            occ = data["occupancy"].astype(bool)
-            lo = data["bounds_min"].astype(np.float64).reshape(3)
-            hi = data["bounds_max"].astype(np.float64).reshape(3)
-    except (OSError, ValueError, KeyError) as exc:
-        raise StageError(f"{path}: not a hull.npz with occupancy, bounds_min, bounds_max ({exc})") from exc
-    if occ.ndim != 3 or not np.all(hi > lo):
-        raise StageError(f"{path}: occupancy must be a 3-D grid over a valid box (shape {occ.shape})")
-    return occ, lo, hi
 
 
 def read_masks(dataset_dir: Path, n_views: int) -> list[np.ndarray]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .artifacts.box import read_hull, read_hull_file, read_world_box
 from .atomic import write_text_atomic
 from .errors import StageError
 
@@ -61,8 +62,6 @@ def inside_hull(points: np.ndarray, hull_npz: Path, scale_mat: np.ndarray, dilat
     """Which world points (N,3) lie in the visual hull of ``hull_npz`` (occupancy in the normalised frame of
     ``scale_mat``), dilated by ``dilate`` voxels."""
     from scipy.ndimage import binary_dilation
-
-    from .mesh import read_hull
 
     occ, lo, hi = read_hull(hull_npz)
     if dilate:
@@ -105,10 +104,9 @@ def object_points(scene_dir: Path) -> tuple[np.ndarray, list[list[str]] | None, 
         keep = inside_hull(pts, hull, scale_mat)
         return pts[keep], [v for v, k in zip(views, keep) if k], {
             "kind": "SfM points inside the visual hull", "path": str(sparse), "points_total": int(len(pts))}
-    with np.load(hull) as h:
-        if "support_points" not in h.files:
-            return np.zeros((0, 3)), None, {"reason": "no SfM model and no triangulated points in hull.npz"}
-        pts = h["support_points"].astype(np.float64)
+    pts = read_hull_file(hull).support_points
+    if pts is None:
+        return np.zeros((0, 3)), None, {"reason": "no SfM model and no triangulated points in hull.npz"}
     keep = inside_hull(pts, hull, scale_mat)
     return pts[keep], None, {"kind": "points triangulated with the reference cameras, inside the visual hull",
                              "path": str(hull), "points_total": int(len(pts))}
@@ -124,8 +122,8 @@ def geometry_check(scene_dir: Path, mesh_path: Path) -> dict:
         return {"available": False, **src}
     if len(pts) < 20:
         return {"available": False, "reason": f"only {len(pts)} object points ({src['kind']}): too few to judge", **src}
-    b = _load_json(scene_dir / "bbox.json")["world"]
-    size = float(np.linalg.norm(np.asarray(b["max"]) - np.asarray(b["min"])))
+    lo, hi = read_world_box(scene_dir / "bbox.json")
+    size = float(np.linalg.norm(hi - lo))
     V, F = _read_mesh(mesh_path)
     F, areas = _nonzero_faces(V, F, mesh_path)
     centre = (V.min(0) + V.max(0)) / 2

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .artifacts.box import read_bbox_record, read_hull_file, read_world_box
 from .cameras import decompose_projection, load_cameras_sphere
 from .errors import StageError
 
@@ -167,15 +168,16 @@ def hull_surface_points(hull_npz: Path, max_points: int = 6000, seed: int = 0) -
     """World coordinates of the visual hull's surface voxels (occupied with a free 6-neighbour)."""
     from scipy.ndimage import binary_erosion
 
-    h = np.load(hull_npz)
-    occ = h["occupancy"].astype(bool)
+    h = read_hull_file(hull_npz)
+    occ = h.occupancy
     surface = occ & ~binary_erosion(occ, border_value=0)
     idx = np.argwhere(surface)
     if len(idx) > max_points:
         idx = idx[np.sort(np.random.default_rng(seed).choice(len(idx), max_points, replace=False))]
-    lo, hi = h["bounds_min"], h["bounds_max"]
-    norm = lo + (idx + 0.5) * (hi - lo) / np.array(occ.shape)
-    s = h["scale_mat"]
+    norm = h.bounds_min + (idx + 0.5) * h.voxel()
+    if h.scale_mat is None:
+        raise Missing(f"{hull_npz} holds no scale_mat: run the visual-hull stage again")
+    s = h.scale_mat
     return norm * s[0, 0] + s[:3, 3]
 
 
@@ -590,9 +592,7 @@ def _cameras_section(ctx: _Context) -> str:
         notes.append("bbox.json not found: no object box")
     plane, inliers, support_line = _support(f)
     if points is None and f.p("hull.npz").is_file():
-        with np.load(f.p("hull.npz")) as h:
-            if "support_points" in h.files:  # points triangulated with the reference cameras
-                points = h["support_points"].astype(np.float64)
+        points = read_hull_file(f.p("hull.npz")).support_points  # triangulated with the reference cameras
     png = camera_figure(ctx.poses, ctx.Ks, ctx.frame, points=points, point_colors=colors, box=ctx.box, hull=hull,
                         plane=plane, plane_inliers=inliers)
     units = _load_json_file(f.p("dataset/meta.json")).get("units")
@@ -614,7 +614,7 @@ def _support(f: SceneFiles) -> tuple[tuple[np.ndarray, float] | None, np.ndarray
     the object (the plane, or the visibility cull of the mesh stage, and why)."""
     if not f.p("bbox.json").is_file():
         return None, None, ""
-    sup = json.loads(f.p("bbox.json").read_text()).get("support")
+    sup = read_bbox_record(f.p("bbox.json")).get("support")
     if not isinstance(sup, dict):
         return None, None, "Support: not searched (bbox.json from before the support search)."
     mesh_note = ""
@@ -636,9 +636,9 @@ def _support(f: SceneFiles) -> tuple[tuple[np.ndarray, float] | None, np.ndarray
                 + mesh_note)
         inl = None
         if f.p("hull.npz").is_file():
-            with np.load(f.p("hull.npz")) as h:
-                if "support_points" in h.files and "support_inliers" in h.files:
-                    inl = h["support_points"][h["support_inliers"].astype(bool)].astype(np.float64)
+            h = read_hull_file(f.p("hull.npz"))
+            if h.support_points is not None and h.support_inliers is not None:
+                inl = h.support_points[h.support_inliers]
         return (np.asarray(w["normal"], dtype=np.float64), float(w["offset"])), inl, line
     if sup.get("method") == "none":
         return None, None, "Support: search switched off (visual_hull.support: off)." + mesh_note
@@ -973,8 +973,7 @@ def build_report(
     # the shared frame: cameras' up as z, the object box's centre (or the cameras' centroid) at the origin
     bbox = files.p("bbox.json")
     if bbox.is_file():
-        b = json.loads(bbox.read_text())["world"]
-        ctx.box = (np.asarray(b["min"], dtype=np.float64), np.asarray(b["max"], dtype=np.float64))
+        ctx.box = read_world_box(bbox)
     cams = files.p("dataset/cameras_sphere.npz")
     if cams.is_file():
         try:

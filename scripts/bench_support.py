@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from neus_stage.artifacts.box import read_bbox_record
+
 VARIANTS = {"before": (["--support", "off"], ["--no-cut-at-support"]), "after": (["--support", "cut"], [])}
 
 
@@ -87,7 +89,7 @@ def run(a: argparse.Namespace) -> None:
             if a.reference_cameras:
                 ev += ["--dataset", a.dataset, "--reference-cameras", a.reference_cameras, "--icp"]
             stage(*ev)
-        rec: dict = {"bbox_support": json.loads((d / "bbox.json").read_text())["support"].get("message"),
+        rec: dict = {"bbox_support": read_bbox_record(d / "bbox.json")["support"].get("message"),
                      "mesh_support": json.loads((d / "mesh.json").read_text()).get("support")}
         if (d / "eval.json").is_file():
             e = json.loads((d / "eval.json").read_text())
@@ -157,10 +159,11 @@ def side(a: argparse.Namespace) -> None:
     from matplotlib.figure import Figure
     from PIL import Image
 
+    from neus_stage.artifacts.box import read_hull_file
     from neus_stage.report import ViewFrame, hull_surface_points, load_mesh, render_mesh_views
 
     d = Path(a.out) / a.variant
-    sup = json.loads((d / "bbox.json").read_text())["support"]
+    sup = read_bbox_record(d / "bbox.json")["support"]
     if sup.get("method") != "plane":
         raise SystemExit(f"{d / 'bbox.json'}: no support plane ({sup.get('reason')}: {sup.get('message')})")
     pw = sup["plane"]["world"]
@@ -180,9 +183,9 @@ def side(a: argparse.Namespace) -> None:
             q = frame.apply(hull_surface_points(path, 8000))
             ax.scatter(q[:, 0], q[:, 2], s=0.5, label=f"visual hull ({name})",
                        c="tab:red" if name == "before" else "tab:blue", alpha=0.5)
-    pts = np.load(d / "hull.npz")
-    if "support_points" in pts.files:
-        sp = frame.apply(pts["support_points"][pts["support_inliers"].astype(bool)])
+    hull = read_hull_file(d / "hull.npz")
+    if hull.support_points is not None and hull.support_inliers is not None:
+        sp = frame.apply(hull.support_points[hull.support_inliers])
         sp = sp[np.abs(sp[:, 1]) < 0.2 * np.ptp(sp[:, 0]) + 1e-9]
         ax.scatter(sp[:, 0], sp[:, 2], s=1, c="tab:orange", label="plane inliers (a slab)")
     ax.axhline(0.0, color="tab:orange", lw=0.8)

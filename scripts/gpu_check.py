@@ -89,13 +89,13 @@ def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
 
 
 def mesh(checkpoint: Path, hull_path: Path, resolution: int, device: torch.device, out: Path) -> dict:
+    from neus_stage.artifacts.box import read_hull
     from neus_stage.mesh import extract_mesh
 
-    h = np.load(hull_path)
+    occ, lo, hi = read_hull(hull_path)
     t0 = time.time()
     sdf = load_sdf_function(checkpoint, str(device))
-    verts, faces = extract_mesh(sdf, h["bounds_min"], h["bounds_max"], resolution, occupancy=h["occupancy"],
-                                occupancy_bounds=(h["bounds_min"], h["bounds_max"]), device=str(device),
+    verts, faces = extract_mesh(sdf, lo, hi, resolution, occupancy=occ, occupancy_bounds=(lo, hi), device=str(device),
                                 coarse=4, chunk=2**18 if device.type == "cuda" else 2**15)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -26,6 +26,7 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
+from ..artifacts.box import read_bbox, read_hull
 from ..atomic import write_bytes_atomic
 from ..errors import StageError
 from .config import TrainConfig, config_dict, config_hash
@@ -88,16 +89,9 @@ def training_box(hull_path: Path | None, bbox_path: Path | None) -> tuple[np.nda
     or one that fills its box (masks that are foreground everywhere), is an error."""
     if hull_path is not None:
         hull_path = Path(hull_path)
-        try:
-            h = np.load(hull_path)
-            lo, hi, occ = h["bounds_min"].astype(np.float32), h["bounds_max"].astype(np.float32), h["occupancy"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise StageError(
-                f"{hull_path}: not a readable hull ({exc}); re-run the visual_hull stage "
-                "(it writes occupancy, bounds_min, bounds_max)"
-            ) from exc
-        occ = occ.astype(bool)
-        if occ.ndim != 3 or not occ.any():
+        occ, lo, hi = read_hull(hull_path)
+        lo, hi = lo.astype(np.float32), hi.astype(np.float32)
+        if not occ.any():
             raise StageError(
                 f"{hull_path}: the visual hull is empty; the masks and cameras agree on no object: check the "
                 "masks (masks/overlay.jpg) and re-run the visual_hull stage"
@@ -108,12 +102,9 @@ def training_box(hull_path: Path | None, bbox_path: Path | None) -> tuple[np.nda
                 "the masks are foreground nearly everywhere or the box is too small; check the masks and re-run "
                 "the visual_hull stage"
             )
-        if not (np.isfinite(lo).all() and np.isfinite(hi).all() and (hi > lo).all()):
-            raise StageError(f"{hull_path}: invalid box {lo.tolist()} .. {hi.tolist()}; re-run the visual_hull stage")
         return lo, hi, occ
     if bbox_path is not None:
-        b = json.loads(Path(bbox_path).read_text())["normalized"]
-        lo, hi = np.array(b["min"]), np.array(b["max"])
+        lo, hi = read_bbox(bbox_path)
         pad = 0.1 * (hi - lo)
         return (lo - pad).astype(np.float32), (hi + pad).astype(np.float32), None
     return -np.ones(3, np.float32), np.ones(3, np.float32), None
