@@ -99,7 +99,8 @@ def _occupied_box(occ: np.ndarray, box_min: np.ndarray, box_max: np.ndarray) -> 
 SUPPORT_MODES = ("cut", "record", "off")
 MAX_SILHOUETTE_LOSS = 0.005
 """A cut may take at most this share of a view's silhouette, and no region deeper than 1.5 pixels (what the
-voxels' splatting leaves is boundary noise of about a pixel)."""
+voxels' splatting leaves is boundary noise of about a pixel), in every view but the max_background_votes that may
+dispute it, as they may dispute a hull voxel."""
 MAX_LOWERING = 0.05
 """A support plane may be lowered (to below a base plate) by at most this share of the object's height."""
 
@@ -144,7 +145,7 @@ def _box_around(occ: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.nda
 
 def _find_plane(dataset_dir: Path, stems: list[str], world_mats: np.ndarray, scale_mat: np.ndarray, P: np.ndarray,
                 masks: np.ndarray, occ: np.ndarray, f_lo: np.ndarray, f_hi: np.ndarray, sparse_dir: Path | None,
-                points_out: dict) -> tuple[object | None, dict]:
+                points_out: dict, dissenting_views: int = 0) -> tuple[object | None, dict]:
     """The support plane in the normalised frame (lowered below a base plate where needed) that cuts no
     silhouette, or None; and the record for bbox.json. ``points_out`` receives the points searched and the
     found plane's inliers (for the report's figure)."""
@@ -176,15 +177,17 @@ def _find_plane(dataset_dir: Path, stems: list[str], world_mats: np.ndarray, sca
         n_inl = max(int(plane_w.inliers.sum()), 1)
         margin = 3.0 * plane_n.rms / np.sqrt(n_inl)  # the fitted plane's own uncertainty
         lowering, trials = lowest_safe_cut(P, masks, occ, f_lo, f_hi, plane_n, margin,
-                                           max_loss=MAX_SILHOUETTE_LOSS, max_lowering=MAX_LOWERING)
+                                           max_loss=MAX_SILHOUETTE_LOSS, max_lowering=MAX_LOWERING,
+                                           dissenting_views=dissenting_views)
         attempts.append({"plane_world": plane_w.to_json(), "accepted": lowering is not None,
                          "trials": [{**t, "lowering_world": t["lowering"] * r,
-                                     "worst_view": None if t["worst_view"] is None else stems[t["worst_view"]]}
+                                     "worst_view": None if t["worst_view"] is None else stems[t["worst_view"]],
+                                     "dissenting_views": [stems[v] for v in t.get("dissenting_views", [])]}
                                     for t in trials]})
         if lowering is not None:
             break
     rec["silhouette_check"] = {"max_loss": MAX_SILHOUETTE_LOSS, "max_depth_px": 1.5, "max_lowering_share": MAX_LOWERING,
-                               "attempts": attempts}
+                               "dissenting_views": dissenting_views, "attempts": attempts}
     rec["plane_found"] = {"world": plane_w.to_json(), "normalized": plane_n.to_json()}
     if lowering is None:
         worst = attempts[0]["trials"][-1]
@@ -283,8 +286,9 @@ def carve_visual_hull(
     if support == "off":
         support_rec.update(method="none", reason="off", message="support plane search switched off (support: off)")
     else:
+        # as many views may dispute the cut as may dispute a hull voxel (max_background_votes)
         plane, found = _find_plane(dataset_dir, stems, world_mats, scale_mat, P, masks, occ, f_lo, f_hi, sparse_dir,
-                                   extra)
+                                   extra, dissenting_views=max_background_votes)
         support_rec.update(found)
         support_rec["method"] = "plane" if plane is not None else "visibility"
         if plane is None:

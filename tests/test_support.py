@@ -345,6 +345,9 @@ def test_a_tilted_plane_cuts_the_silhouettes(floor_scene):
     low, trials = lowest_safe_cut(P, masks, occ, lo, hi, plane([np.sin(tilt), 0, np.cos(tilt)], [0, 0, 0.3 * height]),
                                   0.0, **kw)
     assert low is None and trials[-1]["worst_depth_px"] > 1.5
+    low, _ = lowest_safe_cut(P, masks, occ, lo, hi, plane([np.sin(tilt), 0, np.cos(tilt)], [0, 0, 0.3 * height]),
+                             0.0, **kw, dissenting_views=1)
+    assert low is None  # one tolerated view does not make a cut through the object acceptable
     # (a plane through a base plate's top is lowered to below the plate where the photos show its sides:
     # dtu_scan24 in the README; at 12 views of 320x240 the hull flares near the base more than a plate's
     # thickness, so the masks cannot tell a plate there)
@@ -357,3 +360,31 @@ def test_report_draws_the_plane_and_says_what_bounds_the_object(floor_scene, tmp
     assert "error" not in status.values(), status
     html = (tmp_path / "report.html").read_text()
     assert "Support plane: support plane through" in html and "the hull is cut there" in html
+
+
+def test_one_view_may_dispute_the_cut_as_it_may_dispute_a_hull_voxel(monkeypatch):
+    """A cut that takes a region deeper than the limit from one view's silhouette only (a shadow or a bit of
+    table in that mask) is accepted with one dissenting view allowed (visual_hull's max_background_votes: 1)
+    and refused with none; two disputing views are refused with one allowed."""
+    import neus_stage.geometry.silhouette as S
+    from neus_stage.geometry.support import SupportPlane
+
+    occ = np.ones((8, 8, 8), bool)
+    lo, hi = -np.ones(3), np.ones(3)
+    plane = SupportPlane(np.array([0.0, 0.0, 1.0]), 1.0, np.zeros(0, bool), 1.0, 0.0, 0.0)  # z = -1: the bottom
+    depths = {"one": [0.0, 2.5, 0.5, 0.0], "two": [3.0, 2.5, 0.5, 0.0]}
+
+    def run(case: str, dissent: int):
+        def fake_loss(projections, masks, occ_, cuts, box_min, box_max):
+            return np.zeros((1, 4)), np.array([depths[case]])
+
+        monkeypatch.setattr(S, "silhouette_loss", fake_loss)
+        return S.lowest_safe_cut(np.zeros((4, 3, 4)), np.zeros((4, 2, 2), bool), occ, lo, hi, plane, 0.0,
+                                 max_loss=0.005, max_lowering=0.05, dissenting_views=dissent)
+
+    low, trials = run("one", 1)
+    assert low == 0.0 and trials[0]["dissenting_views"] == [1] and trials[0]["worst_depth_px"] == 0.5
+    low, trials = run("one", 0)
+    assert low is None and trials[-1]["worst_depth_px"] == 2.5 and trials[-1]["worst_view"] == 1
+    low, trials = run("two", 1)
+    assert low is None and trials[-1]["dissenting_views"] == [0] and trials[-1]["worst_view"] == 1

@@ -85,14 +85,17 @@ def silhouette_loss(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray,
 
 def lowest_safe_cut(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray, box_min: np.ndarray,
                     box_max: np.ndarray, plane, margin: float, *, max_loss: float, max_lowering: float,
-                    max_depth: float = 1.5) -> tuple[float | None, list[dict]]:
+                    max_depth: float = 1.5, dissenting_views: int = 0) -> tuple[float | None, list[dict]]:
     """How far (along the normal, >= 0) ``plane`` must be lowered so that cutting ``occ`` there (with
     ``margin``) takes from no view's silhouette more than ``max_loss`` of its pixels nor a region deeper
     than ``max_depth`` pixels (one pixel of boundary noise is tolerated): 0 for the table an object stands
     on, a base plate's thickness where the plane was fitted to the plate's top; None when that takes more
     than ``max_lowering`` of the object's height above the plane (the plane cuts through the object).
     Steps of one voxel's extent along the normal; returns the lowering and each step's worst loss. What a
-    cut shallower than about one voxel's projection takes is below what the masks can tell."""
+    cut shallower than about one voxel's projection takes is below what the masks can tell.
+    ``dissenting_views`` views may exceed those limits (a mask with a shadow or a bit of table at the base),
+    as the visual hull itself lets that many views call a voxel background; the worst of the others is
+    reported."""
     from .halfspace import cut_occupancy, voxel_centers
 
     occ = np.asarray(occ, dtype=bool)
@@ -109,10 +112,15 @@ def lowest_safe_cut(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray,
         cut = cut_occupancy(occ, box_min, box_max, plane, margin + lowering)
         share, depth = silhouette_loss(projections, masks, occ, [cut], box_min, box_max)
         share, depth = share[0], depth[0]
-        worst = int(np.argmax(np.maximum(share / max_loss, depth / max_depth)))
-        trials.append({"lowering": lowering, "worst_loss": float(share.max()), "worst_depth_px": float(depth.max()),
-                       "worst_view": worst})
-        if share.max() <= max_loss and depth.max() <= max_depth:
+        badness = np.maximum(share / max_loss, depth / max_depth)
+        order = np.argsort(-badness, kind="stable")
+        dissent = [int(v) for v in order[:dissenting_views] if badness[v] > 1.0]
+        judged = order[len(dissent):]  # the views the cut is judged by: all but the tolerated dissenters
+        worst = int(judged[0]) if len(judged) else int(order[0])
+        trials.append({"lowering": lowering, "worst_loss": float(share[judged].max()) if len(judged) else 0.0,
+                       "worst_depth_px": float(depth[judged].max()) if len(judged) else 0.0,
+                       "worst_view": worst, "dissenting_views": dissent})
+        if not len(judged) or (share[judged].max() <= max_loss and depth[judged].max() <= max_depth):
             return lowering, trials
     return None, trials
 
