@@ -572,7 +572,9 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
     if cut_at_support and support["plane"] is not None:
         from .geometry.halfspace import cut_sdf_grid
 
-        margin = support["margin"] + 0.5 * spacing  # the flat cap half a voxel below the plane
+        # the flat cap half a voxel below the plane, plus the fit's own uncertainty up to another half voxel:
+        # never more than one voxel below it (a larger margin only grows a skirt nothing observed)
+        margin = min(support["margin"], 0.5 * spacing) + 0.5 * spacing
         grid, changed = cut_sdf_grid(grid, origin, spacing, support["plane"], margin)
         scale_w = float(abs(np.linalg.det(scale_mat[:3, :3])) ** (1 / 3))
         support_meta.update(cut=True, how="SDF intersected with the half-space above the support plane",
