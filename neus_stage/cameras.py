@@ -10,11 +10,9 @@ Conventions (see the official NeuS loader):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
 from .errors import StageError
 
 
@@ -50,46 +48,6 @@ def scale_mat_from_sphere(center: np.ndarray, radius: float) -> np.ndarray:
     m[:3, :3] *= float(radius)
     m[:3, 3] = np.asarray(center, dtype=float)
     return m
-
-
-def write_cameras_sphere(path: Path, world_mats: np.ndarray, scale_mat: np.ndarray) -> None:
-    """Write ``cameras_sphere.npz`` with world_mat_i, scale_mat_i and the optional inverse extras."""
-    arrays: dict[str, np.ndarray] = {}
-    for i, wm in enumerate(world_mats):
-        arrays[f"world_mat_{i}"] = wm.astype(np.float64)
-        arrays[f"world_mat_inv_{i}"] = np.linalg.inv(wm).astype(np.float64)
-        arrays[f"scale_mat_{i}"] = scale_mat.astype(np.float64)
-        arrays[f"scale_mat_inv_{i}"] = np.linalg.inv(scale_mat).astype(np.float64)
-    with atomic_write(path) as fh:  # all or nothing: later stages read it
-        np.savez(fh, **arrays)
-
-
-def load_cameras_sphere(path: Path, n_views: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read (world_mats (N,4,4), scale_mat (4,4)) from a NeuS ``cameras_sphere.npz``.
-
-    Raises StageError naming the file when keys are missing or inconsistent with ``n_views``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise StageError(f"{path}: camera file not found; give a NeuS cameras_sphere.npz (world_mat_i, scale_mat_i)")
-    try:
-        data = np.load(path)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a user message
-        raise StageError(f"{path}: not a readable .npz file ({exc}); give a NeuS cameras_sphere.npz") from exc
-    indices = sorted(int(k[len("world_mat_") :]) for k in data.files if k.startswith("world_mat_") and "inv" not in k)
-    if not indices:
-        raise StageError(f"{path}: no world_mat_i arrays; this is not a NeuS cameras_sphere.npz")
-    if indices != list(range(len(indices))):
-        raise StageError(f"{path}: world_mat indices are not 0..{len(indices) - 1} without gaps")
-    if n_views is not None and len(indices) != n_views:
-        raise StageError(
-            f"{path}: holds {len(indices)} cameras but the scene has {n_views} photos; "
-            "the camera file must list exactly one world_mat_i per photo, in sorted photo order"
-        )
-    world_mats = np.stack([data[f"world_mat_{i}"].astype(np.float64) for i in indices])
-    scale_key = "scale_mat_0"
-    scale_mat = data[scale_key].astype(np.float64) if scale_key in data.files else np.eye(4)
-    return world_mats, scale_mat
 
 
 def rq(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,6 @@ cameras the world is theirs.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -25,11 +24,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .atomic import write_text_atomic
-from .cameras import CameraSet, Similarity, load_cameras_sphere, scale_mat_from_sphere, write_cameras_sphere
+from .artifacts.dataset import read_cameras_sphere, read_masks, write_cameras_sphere, write_mask, write_meta
+from .artifacts.reports import read_report, read_report_if_any
+from .cameras import CameraSet, Similarity, scale_mat_from_sphere
 from .errors import StageError
 from .frames import transform_camera_set
-from .hull import carve, read_masks
+from .hull import carve
 from .photos import check_photos, list_photos, read_photo
 from .scale import ScaleResult, ScaleSettings, resolve_scale
 
@@ -50,10 +50,7 @@ def masks_mode(masks_dir: Path) -> tuple[str, str]:
     report = Path(masks_dir) / "report.json"
     if not report.is_file():
         return "user", "masks given as a folder"
-    try:
-        data = json.loads(report.read_text())
-    except ValueError as exc:
-        raise StageError(f"{report}: not a readable masks report ({exc}); re-run the masks stage") from exc
+    data = read_report(report, "the masks stage")
     return str(data.get("mode") or data.get("source") or "rembg"), str(data.get("why", ""))
 
 
@@ -73,14 +70,14 @@ def _write_views(out_dir: Path, stems: list[str], images: list[np.ndarray] | lis
         else:
             Image.fromarray(img).save(out_dir / "image" / f"{stem}.png")
         if masks is not None:
-            Image.fromarray((masks[i] * 255).astype(np.uint8)).save(out_dir / "mask" / f"{stem}.png")
+            write_mask(out_dir / "mask" / f"{stem}.png", masks[i])
 
 
 def build_dataset_from_reference(photos_dir: Path, cameras: Path, masks_dir: Path, out_dir: Path) -> dict:
     """poses = reference: the user's photos with a given cameras_sphere.npz (one camera per sorted photo)."""
     photos = list_photos(photos_dir)
     w, h = check_photos(photos)
-    world_mats, scale_mat = load_cameras_sphere(cameras, n_views=len(photos))
+    world_mats, scale_mat = read_cameras_sphere(cameras, n_views=len(photos))
     stems = [p.stem for p in photos]
     mode, why = masks_mode(masks_dir)
     masks = None if mode == "none" else read_masks(masks_dir, stems)
@@ -101,7 +98,7 @@ def build_dataset_from_reference(photos_dir: Path, cameras: Path, masks_dir: Pat
         "masks": mode,
         "masks_why": why,
     }
-    write_text_atomic(out_dir / "meta.json", json.dumps(meta, indent=2))
+    write_meta(out_dir, meta)
     log.info("dataset: %d views from reference cameras %s", len(stems), cameras)
     return meta
 
@@ -291,7 +288,7 @@ def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, mar
     scale_mat = scale_mat_from_sphere(center, radius)
     _write_views(out_dir, cams.names, images, masks)
     write_cameras_sphere(out_dir / "cameras_sphere.npz", cams.world_mats, scale_mat)
-    report = json.loads((sfm_dir / "report.json").read_text()) if (sfm_dir / "report.json").is_file() else {}
+    report = read_report_if_any(sfm_dir / "report.json")
     photo_names = report.get("photos") or []
     if not photo_names and report.get("photos_dir"):
         photo_names = [p.name for p in list_photos(Path(report["photos_dir"]))]
@@ -316,7 +313,7 @@ def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, mar
         "sphere": {"center": center.tolist(), "radius": radius, "margin": margin},
         **info,
     }
-    write_text_atomic(out_dir / "meta.json", json.dumps(meta, indent=2))
+    write_meta(out_dir, meta)
     log.info(
         "dataset: %d views, sphere centre %s radius %.4g %s (from %d object points)",
         len(cams.names),

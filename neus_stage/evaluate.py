@@ -25,104 +25,25 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .atomic import atomic_write, write_text_atomic
+from .artifacts.meshes import quiet_open3d, read_geometry, read_mesh
+from .artifacts.reports import write_report
+from .atomic import atomic_write
 from .cameras import Similarity
 from .errors import StageError
 from .timing import StageTimer
 
 log = logging.getLogger(__name__)
 
-MESH_SUFFIXES = {".ply", ".obj", ".off", ".stl", ".glb", ".gltf"}
 _CHUNK = 1_000_000  # points per query / sampling chunk
 MAX_DTU_SAMPLES = 150_000_000  # ~3.6 GB of points; a real DTU mesh gives a few million
 
 
-# ------------------------------------------------------------------------------------------------ I/O
-@contextmanager
-def _quiet_open3d():
-    try:
-        import open3d as o3d
-    except Exception:  # noqa: BLE001 - open3d needs system libraries (libusb) that may be missing
-        yield None
-        return
-    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
-        yield o3d
-
-
-def _check_file(path: Path, what: str) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise StageError(f"{path}: {what} file not found")
-    if not path.is_file():
-        raise StageError(f"{path}: {what} is not a file")
-    if path.stat().st_size == 0:
-        raise StageError(f"{path}: {what} file is empty (0 bytes)")
-    return path
-
-
-def _read_geometry(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices (n,3) float64, faces (m,3) int64; m may be 0 for a point cloud). StageError when unreadable."""
-    path = _check_file(path, what)
-    if path.suffix.lower() not in MESH_SUFFIXES | {".xyz", ".pts", ".pcd"}:
-        raise StageError(f"{path}: unsupported {what} format {path.suffix!r}; give a .ply or .obj file")
-    if path.suffix.lower() == ".ply":
-        with open(path, "rb") as fh:
-            if fh.read(3) != b"ply":
-                raise StageError(f"{path}: not a PLY file (it does not start with 'ply'); give a .ply or .obj {what}")
-    V = F = None
-    with _quiet_open3d() as o3d:
-        if o3d is not None:
-            if path.suffix.lower() in {".xyz", ".pts", ".pcd"}:
-                V = np.asarray(o3d.io.read_point_cloud(str(path)).points, dtype=np.float64)
-                F = np.zeros((0, 3), np.int64)
-            else:
-                m = o3d.io.read_triangle_mesh(str(path))
-                V = np.asarray(m.vertices, dtype=np.float64)
-                F = np.asarray(m.triangles, dtype=np.int64)
-                if len(V) == 0 and path.suffix.lower() == ".ply":  # maybe a point cloud open3d reads otherwise
-                    V = np.asarray(o3d.io.read_point_cloud(str(path)).points, dtype=np.float64)
-                    F = np.zeros((0, 3), np.int64)
-    if V is None or len(V) == 0:
-        # open3d missing, or it silently returned nothing: trimesh gives a real error message
-        try:
-            import trimesh
-
-            g = trimesh.load(str(path), process=False)
-            if isinstance(g, trimesh.Scene):
-                g = g.to_geometry() if hasattr(g, "to_geometry") else g.dump(concatenate=True)
-            V = np.asarray(g.vertices, dtype=np.float64)
-            F = np.asarray(getattr(g, "faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
-        except Exception as exc:  # noqa: BLE001 - any parser failure is a user-facing message
-            raise StageError(f"{path}: cannot read the {what} ({type(exc).__name__}: {exc})") from exc
-    if len(V) == 0:
-        raise StageError(f"{path}: the {what} has no vertices (empty or unreadable file)")
-    if len(F) and (F.min() < 0 or F.max() >= len(V)):
-        raise StageError(f"{path}: the {what} has faces that index missing vertices (corrupt file)")
-    finite = np.isfinite(V).all(1)
-    if not finite.all():
-        if not finite.any():
-            raise StageError(f"{path}: every vertex of the {what} is NaN or infinite")
-        log.warning("%s: %d vertices are NaN/inf; faces using them are dropped", path, int((~finite).sum()))
-        F = F[finite[F].all(1)]
-        remap = np.cumsum(finite) - 1
-        V, F = V[finite], remap[F]
-    return V, F
-
-
-def _read_mesh(path: Path, what: str = "mesh") -> tuple[np.ndarray, np.ndarray]:
-    V, F = _read_geometry(path, what)
-    if len(F) == 0:
-        raise StageError(f"{path}: the {what} has {len(V)} vertices but no faces; a triangle mesh is needed")
-    return V, F
-
-
-def _nonzero_faces(V: np.ndarray, F: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray]:
+def nonzero_faces(V: np.ndarray, F: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Faces with non-zero area and their areas; StageError when every face is degenerate."""
     areas = np.empty(len(F))
     for s in range(0, len(F), _CHUNK):
@@ -180,7 +101,7 @@ def mesh_support(mesh_path: Path) -> dict:
 
 
 def _write_json(out_json: Path, result: dict) -> None:
-    write_text_atomic(Path(out_json), json.dumps(result, indent=2) + "\n")
+    write_report(Path(out_json), result)
 
 
 # ------------------------------------------------------------------------------------------- DTU steps
@@ -369,13 +290,13 @@ def evaluate_dtu(mesh_path: Path, dtu_root: Path, scan: int, out_json: Path, *, 
     ObsMask = np.asarray(obs["ObsMask"]).astype(bool)
     BB = np.asarray(obs["BB"]).astype(np.float32)
     Res = np.asarray(obs["Res"], dtype=np.float64)
-    V, F = _read_mesh(mesh_path)
+    V, F = read_mesh(mesh_path)
     t = lap("read_mesh", t)
 
     if alignment is not None:
         V = alignment.apply(V)
     n_faces = len(F)
-    F, _ = _nonzero_faces(V, F, mesh_path)
+    F, _ = nonzero_faces(V, F, mesh_path)
     n_nonzero = len(F)
     lo, hi = BB[:1] - patch, BB[1:] + patch * 2
     # Faces and vertices more than a margin outside the evaluation box cannot give points in it: skip them
@@ -428,13 +349,13 @@ def evaluate_dtu(mesh_path: Path, dtu_root: Path, scan: int, out_json: Path, *, 
             f"voxels (ObsMask); the mesh spans {_bbox_str(V.min(0), V.max(0))}: probably the wrong frame or scan")
     t = lap("crop_mask", t)
 
-    with _quiet_open3d() as o3d:
+    with quiet_open3d() as o3d:
         if o3d is not None:
             stl = np.asarray(o3d.io.read_point_cloud(str(stl_path)).points, dtype=np.float64)
         else:
             stl = None
     if stl is None or len(stl) == 0:
-        stl, _ = _read_geometry(stl_path, "DTU ground-truth point cloud")
+        stl, _ = read_geometry(stl_path, "DTU ground-truth point cloud")
     t = lap("read_gt", t)
 
     d2s = _nn_dist(cKDTree(stl, balanced_tree=False), data_in_obs, max_dist)
@@ -499,13 +420,13 @@ def sample_surface(V: np.ndarray, F: np.ndarray, areas: np.ndarray, n: int, rng:
     return out
 
 
-class _SurfaceDistance:
+class SurfaceDistance:
     """Unsigned distance from points to a triangle mesh: exact (open3d RaycastingScene, float32 on centred
     coordinates) where open3d is available, otherwise nearest of dense surface samples."""
 
     def __init__(self, V: np.ndarray, F: np.ndarray, areas: np.ndarray, rng: np.random.Generator):
         self.method = "point-to-triangle"
-        with _quiet_open3d() as o3d:
+        with quiet_open3d() as o3d:
             self.o3d = o3d
         if self.o3d is not None:
             scene = self.o3d.t.geometry.RaycastingScene()
@@ -565,16 +486,16 @@ def evaluate_generic(mesh_path: Path, gt_path: Path, out_json: Path, *, alignmen
         raise StageError(f"n_samples must be positive, got {n_samples}")
     rng = np.random.default_rng(seed)
     t = time.perf_counter()
-    V, F = _read_mesh(mesh_path)
-    Vg, Fg = _read_geometry(gt_path, "ground truth")
+    V, F = read_mesh(mesh_path)
+    Vg, Fg = read_geometry(gt_path, "ground truth")
     t = lap("read", t)
     if alignment is not None:
         V = alignment.apply(V)
     n_faces = len(F)
-    F, areas = _nonzero_faces(V, F, mesh_path)
+    F, areas = nonzero_faces(V, F, mesh_path)
     gt_is_mesh = len(Fg) > 0
     if gt_is_mesh:
-        Fg, areas_g = _nonzero_faces(Vg, Fg, gt_path)
+        Fg, areas_g = nonzero_faces(Vg, Fg, gt_path)
         Vg_used = Vg[_used_vertices(Vg, Fg)]
     else:
         Vg_used = Vg
@@ -608,13 +529,13 @@ def evaluate_generic(mesh_path: Path, gt_path: Path, out_json: Path, *, alignmen
         comp_from = f"every GT point ({len(Vgc)})"
     t = lap("sample", t)
     if gt_is_mesh:
-        acc_d = _SurfaceDistance(Vgc, Fg, areas_g, rng)(pred_s)
+        acc_d = SurfaceDistance(Vgc, Fg, areas_g, rng)(pred_s)
         method_acc = "mesh samples -> GT surface"
     else:
         acc_d = _nn_dist(cKDTree(Vgc, balanced_tree=False), pred_s)
         method_acc = "mesh samples -> nearest GT point (every GT point)"
     t = lap("accuracy", t)
-    dist_pred = _SurfaceDistance(Vc, F, areas, rng)
+    dist_pred = SurfaceDistance(Vc, F, areas, rng)
     comp_d = dist_pred(gt_s)
     t = lap("completeness", t)
 

@@ -20,7 +20,6 @@ it is written like the GLB, as Blender's and most tools' OBJ importers assume y-
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .artifacts.dataset import view_mask
+from .artifacts.reports import write_report
 from .atomic import write_bytes_atomic, write_text_atomic
 from .errors import StageError
 from .geometry.texture import (
@@ -185,13 +186,13 @@ def unwrap(verts: np.ndarray, faces: np.ndarray, size: int, padding: int = 2, ti
 # ------------------------------------------------------------------------------------------------ views
 def dataset_views(dataset_dir: Path) -> tuple[list[str], np.ndarray, tuple[int, int]]:
     """The dataset's view names (image/ stems in sorted order), world_mats (N, 4, 4), (width, height)."""
-    from .cameras import load_cameras_sphere
+    from .artifacts.dataset import read_cameras_sphere
 
     dataset_dir = Path(dataset_dir)
     images = sorted((dataset_dir / "image").glob("*.png"))
     if not images:
         raise StageError(f"{dataset_dir / 'image'}: no images; run the neus_dataset stage first")
-    world_mats, _ = load_cameras_sphere(dataset_dir / "cameras_sphere.npz", n_views=len(images))
+    world_mats, _ = read_cameras_sphere(dataset_dir / "cameras_sphere.npz", n_views=len(images))
     with Image.open(images[0]) as im:
         size = im.size
     return [p.stem for p in images], world_mats, size
@@ -201,12 +202,7 @@ def read_view(dataset_dir: Path, name: str, world_mat: np.ndarray) -> View:
     """One dataset view: its image, its mask where the dataset has one (a scene without masks has none)."""
     dataset_dir = Path(dataset_dir)
     image = np.asarray(Image.open(dataset_dir / "image" / f"{name}.png").convert("RGB"))
-    mask_path = dataset_dir / "mask" / f"{name}.png"
-    mask = None
-    if mask_path.is_file():
-        a = np.asarray(Image.open(mask_path))
-        mask = (a[..., :3].max(-1) if a.ndim == 3 else a) > 127
-    return View(world_mat, image, mask)
+    return View(world_mat, image, view_mask(dataset_dir, name))
 
 
 def _iter_views(dataset_dir: Path, names: Sequence[str], world_mats: np.ndarray, progress: Progress
@@ -242,21 +238,21 @@ def network_colors(checkpoint: Path, dataset_dir: Path, points: np.ndarray, norm
     """The trained colour network's colour (N, 3) in [0, 1] at world points, seen head-on (along -normal)."""
     import torch
 
-    from .cameras import load_cameras_sphere
+    from .artifacts.dataset import read_cameras_sphere
     from .mesh import _resolve_device
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise StageError(f"{checkpoint}: checkpoint not found; run the train stage first (texture from the network)")
     try:
-        from .train.trainer import load_color_function
+        from .train.checkpoint import load_color_function
 
         device = _resolve_device(device)
         color = load_color_function(checkpoint, device)
     except (OSError, RuntimeError, KeyError, EOFError, NotImplementedError, ImportError) as exc:
         raise StageError(f"{checkpoint}: cannot load the colour network ({type(exc).__name__}: {exc}); re-run the "
                          "train stage, or bake the texture from the photos (--texture-from photos)") from exc
-    _, scale_mat = load_cameras_sphere(Path(dataset_dir) / "cameras_sphere.npz")
+    _, scale_mat = read_cameras_sphere(Path(dataset_dir) / "cameras_sphere.npz")
     A, c = scale_mat[:3, :3], scale_mat[:3, 3]
     pts_n = np.linalg.solve(A, (points - c).T).T
     nrm_n = normals @ A  # the inverse transpose of A^-1: a normal stays a normal
@@ -489,7 +485,7 @@ def export_textured(mesh_path: Path, dataset_dir: Path, out_dir: Path, *, name: 
         "preview": {"file": "preview.jpg", "views": [v for v in check if v in show]},
         "timings": timings,
     }
-    write_text_atomic(out_dir / "export.json", json.dumps(meta, indent=2))
+    write_report(out_dir / "export.json", meta)
     log.info("export: %s and %s (%d faces, %d^2 texture); re-rendered %s: PSNR %s dB, in %.1f s", paths["glb"],
              paths["obj"], len(uv_faces), texture_size, meta["psnr"]["kind"], meta["psnr"]["mean"],
              timings["total_s"])

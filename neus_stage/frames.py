@@ -3,13 +3,13 @@ and mapping a reconstruction into a reference frame by a similarity fitted to ma
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from .cameras import CameraSet, Similarity, camera_centers, fit_similarity, load_cameras_sphere
+from .artifacts.dataset import read_cameras_sphere, read_meta
+from .cameras import CameraSet, Similarity, camera_centers, fit_similarity
 from .errors import StageError
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,7 @@ def sfm_to_world(dataset_dir: Path) -> Similarity:
     """The similarity from the SfM model's frame to the dataset's world frame (``meta.json`` ``frame``
     ``from_sfm``); the identity for a dataset whose world is the SfM frame (written before the upright
     frame existed). Points read from ``sfm/`` after the dataset stage go through it."""
-    meta_path = Path(dataset_dir) / "meta.json"
-    if not meta_path.is_file():
-        raise StageError(f"{meta_path}: missing; re-run the dataset stage")
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(dataset_dir)
     frame = meta.get("frame") or {}
     if "from_sfm" not in frame:
         return Similarity(1.0, np.eye(3), np.zeros(3), 0.0)
@@ -51,12 +48,9 @@ def reference_alignment(dataset_dir: Path, reference_cameras: Path) -> Similarit
     are simply left out of the fit.
     """
     dataset_dir = Path(dataset_dir)
-    meta_path = dataset_dir / "meta.json"
-    if not meta_path.is_file():
-        raise StageError(f"{meta_path}: missing; re-run the dataset stage")
-    meta = json.loads(meta_path.read_text())
-    world_mats, _ = load_cameras_sphere(dataset_dir / "cameras_sphere.npz")
-    ref_mats, _ = load_cameras_sphere(reference_cameras)
+    meta = read_meta(dataset_dir)
+    world_mats, _ = read_cameras_sphere(dataset_dir / "cameras_sphere.npz")
+    ref_mats, _ = read_cameras_sphere(reference_cameras)
     pairs = [(i, v["photo_index"]) for i, v in enumerate(meta["views"]) if v.get("photo_index") is not None]
     pairs = [(i, j) for i, j in pairs if j < len(ref_mats)]
     if len(pairs) < 3:
@@ -90,16 +84,18 @@ def refine_with_icp(mesh_path: Path, gt_path: Path, start: Similarity, *, max_di
     import open3d as o3d
     import trimesh
 
+    from .artifacts.meshes import read_geometry
+
     rng = np.random.default_rng(seed)
 
-    def points(path: Path) -> np.ndarray:
-        geom = trimesh.load(path, process=False)
-        if isinstance(geom, trimesh.Trimesh) and len(geom.faces):
-            return np.asarray(trimesh.sample.sample_surface(geom, n_points, seed=seed)[0])
-        v = np.asarray(geom.vertices)
-        return v[rng.choice(len(v), min(n_points, len(v)), replace=False)]
+    def points(path: Path, what: str) -> np.ndarray:
+        V, F = read_geometry(path, what)
+        if len(F):
+            mesh = trimesh.Trimesh(vertices=V, faces=F, process=False)
+            return np.asarray(trimesh.sample.sample_surface(mesh, n_points, seed=seed)[0])
+        return V[rng.choice(len(V), min(n_points, len(V)), replace=False)]
 
-    src, dst = start.apply(points(mesh_path)), points(gt_path)
+    src, dst = start.apply(points(mesh_path, "mesh")), points(gt_path, "ground truth")
     diag = float(np.linalg.norm(dst.max(0) - dst.min(0)))
     pcs, pcd = o3d.geometry.PointCloud(), o3d.geometry.PointCloud()
     pcs.points = o3d.utility.Vector3dVector(src)

@@ -19,18 +19,44 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .artifacts.box import write_bbox, write_hull
-from .cameras import load_cameras_sphere
+from .artifacts.dataset import read_cameras_sphere, read_masks
 from .errors import StageError
+from .geometry.carving import grid_centres, vote
 
 log = logging.getLogger(__name__)
 
 
 def voxel_centers(box_min: np.ndarray, box_max: np.ndarray, res: int) -> np.ndarray:
-    axes = [box_min[k] + (np.arange(res) + 0.5) * (box_max[k] - box_min[k]) / res for k in range(3)]
-    return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    return grid_centres(box_min, box_max, res)
+
+
+def _mask_lookup(P: np.ndarray, mask: np.ndarray, voxel: float, center: np.ndarray):
+    """One view of the carver (:func:`neus_stage.geometry.carving.vote`): NeuS pixel centres (rounded
+    projections of ``P``, which maps the box's frame to pixels), the mask dilated by half a voxel's projected
+    size (focal length * voxel / depth of the box centre), so that a voxel the silhouette grazes stays."""
+    h, w = mask.shape
+    focal = float(np.linalg.norm(P[0, :3]) / np.linalg.norm(P[2, :3]))
+    depth = float(P[2] @ center / np.linalg.norm(P[2, :3]))
+    r = min(int(np.ceil(0.5 * focal * voxel / max(depth, 1e-9))), max(h, w) // 8)
+    Pt = torch.from_numpy(P).float()
+
+    def look(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        uvw = torch.from_numpy(points) @ Pt[:, :3].T + Pt[:, 3]
+        z = uvw[:, 2]
+        zc = z.clamp(min=1e-9)
+        ui, vi = torch.round(uvw[:, 0] / zc).long(), torch.round(uvw[:, 1] / zc).long()
+        inside = (z > 0) & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
+        m = torch.from_numpy(mask).float()[None, None]
+        if r > 0:  # separable square dilation
+            m = F.max_pool2d(m, (1, 2 * r + 1), stride=1, padding=(0, r))
+            m = F.max_pool2d(m, (2 * r + 1, 1), stride=1, padding=(r, 0))
+        flat = (m[0, 0] > 0).flatten()
+        fg = flat[(vi.clamp(0, h - 1) * w + ui.clamp(0, w - 1))] & inside
+        return inside.numpy(), fg.numpy()
+
+    return look
 
 
 def carve(
@@ -46,48 +72,13 @@ def carve(
 
     projections: (N,3,4) mapping the box's frame to pixels; masks: (N,H,W) bool.
     """
-    pts = torch.from_numpy(voxel_centers(box_min, box_max, res)).float()
-    alive = torch.arange(len(pts))  # voxels not yet carved away; the others need no more views
-    seen = torch.zeros(len(pts), dtype=torch.int32)
-    background = torch.zeros(len(pts), dtype=torch.int32)
+    pts = voxel_centers(box_min, box_max, res).astype(np.float32)
     voxel = float(np.linalg.norm((box_max - box_min) / res))
     center = np.append((box_min + box_max) / 2, 1.0)
-    n, h, w = masks.shape
-    for i in range(n):
-        P = torch.from_numpy(projections[i]).float()
-        uvw = pts @ P[:, :3].T + P[:, 3]
-        z = uvw[:, 2]
-        zc = z.clamp(min=1e-9)
-        ui, vi = torch.round(uvw[:, 0] / zc).long(), torch.round(uvw[:, 1] / zc).long()
-        inside = (z > 0) & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
-        # dilate the mask by half a voxel's projected size (focal length * voxel / depth of the box centre)
-        focal = float(np.linalg.norm(projections[i][0, :3]) / np.linalg.norm(projections[i][2, :3]))
-        depth = float(projections[i][2] @ center / np.linalg.norm(projections[i][2, :3]))
-        r = min(int(np.ceil(0.5 * focal * voxel / max(depth, 1e-9))), max(h, w) // 8)
-        m = torch.from_numpy(masks[i]).float()[None, None]
-        if r > 0:  # separable square dilation
-            m = F.max_pool2d(m, (1, 2 * r + 1), stride=1, padding=(0, r))
-            m = F.max_pool2d(m, (2 * r + 1, 1), stride=1, padding=(r, 0))
-        flat = (m[0, 0] > 0).flatten()
-        fg = flat[(vi.clamp(0, h - 1) * w + ui.clamp(0, w - 1))] & inside
-        seen[alive] += inside.int()
-        background[alive] += (inside & ~fg).int()
-        keep = background[alive] <= max_background_votes
-        if not keep.all():
-            alive, pts = alive[keep], pts[keep]
-    occ = (background <= max_background_votes) & (seen >= min(min_views, n))
-    return occ.view(res, res, res).numpy(), background.view(res, res, res).numpy()
-
-
-def read_masks(folder: Path, stems: list[str]) -> np.ndarray:
-    """Masks ``<stem>.png`` in the given order as (N,H,W) bool; names must match."""
-    masks = []
-    for s in stems:
-        p = Path(folder) / f"{s}.png"
-        if not p.is_file():
-            raise StageError(f"{p}: mask missing for image '{s}'; every image needs a mask of the same name")
-        masks.append(np.asarray(Image.open(p).convert("L")) > 127)
-    return np.stack(masks)
+    views = (_mask_lookup(projections[i], masks[i], voxel, center) for i in range(len(masks)))
+    seen, background = vote(pts, views, max_background_votes)
+    occ = (background <= max_background_votes) & (seen >= min(min_views, len(masks)))
+    return occ.reshape(res, res, res), background.reshape(res, res, res)
 
 
 def _occupied_box(occ: np.ndarray, box_min: np.ndarray, box_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +252,7 @@ def carve_visual_hull(
     stems = sorted(p.stem for p in (dataset_dir / "image").glob("*.png"))
     if not stems:
         raise StageError(f"{dataset_dir / 'image'}: no images; run the dataset stage first")
-    world_mats, scale_mat = load_cameras_sphere(dataset_dir / "cameras_sphere.npz", n_views=len(stems))
+    world_mats, scale_mat = read_cameras_sphere(dataset_dir / "cameras_sphere.npz", n_views=len(stems))
     if not any((dataset_dir / "mask").glob("*.png")):
         return _box_without_masks(dataset_dir, bbox_path, hull_path, scale_mat, len(stems))
     masks = read_masks(dataset_dir / "mask", stems)

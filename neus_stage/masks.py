@@ -24,7 +24,6 @@ Measured on rendered hard scenes (tests/test_hard_scenes.py): the ``parts`` scen
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -35,8 +34,10 @@ import numpy as np
 from PIL import Image, ImageOps
 from scipy import ndimage
 
-from .atomic import write_text_atomic
+from .artifacts.dataset import write_mask
+from .artifacts.reports import read_report_if_any, write_report
 from .errors import StageError
+from .geometry.carving import grid_centres, vote
 from .photos import IMAGE_SUFFIXES, list_photos, read_photo, to_rgb8
 from .progress import track
 
@@ -142,8 +143,8 @@ def _find_user_masks(folder: Path, stems: list[str], sfm_dir: Path | None) -> di
             raise StageError(f"{folder}: {found[p.stem].name} and {p.name} are both masks for '{p.stem}'; keep one")
         found[p.stem] = p
     dropped: set[str] = set()
-    if sfm_dir is not None and (Path(sfm_dir) / "report.json").is_file():
-        dropped = set(json.loads((Path(sfm_dir) / "report.json").read_text()).get("dropped", []))
+    if sfm_dir is not None:
+        dropped = set(read_report_if_any(Path(sfm_dir) / "report.json").get("dropped", []))
     missing = [s for s in stems if s not in found]
     extra = sorted(set(found) - set(stems) - dropped)
     if missing or extra:
@@ -324,9 +325,10 @@ def views_from_camera_set(cams, rec=None) -> _Views:
 def views_from_cameras_sphere(path: Path, stems: list[str]) -> tuple[_Views, np.ndarray, np.ndarray]:
     """Views from a NeuS ``cameras_sphere.npz`` (view i = ``stems[i]``, the sorted images) and the box around
     its scale_mat sphere, which holds the object."""
-    from .cameras import decompose_projection, load_cameras_sphere
+    from .artifacts.dataset import read_cameras_sphere
+    from .cameras import decompose_projection
 
-    world_mats, scale_mat = load_cameras_sphere(path, n_views=len(stems))
+    world_mats, scale_mat = read_cameras_sphere(path, n_views=len(stems))
     K, R, t = {}, {}, {}
     for s, wm in zip(stems, world_mats):
         k, pose = decompose_projection(wm[:3, :4])
@@ -439,21 +441,21 @@ def hull_votes(views: _Views, masks: dict[str, np.ndarray], lo: np.ndarray, hi: 
     extent = np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)
     size = max(float(np.median(extent)) / resolution, float(np.prod(extent)) ** (1 / 3) / resolution)
     n = np.maximum(np.ceil(extent / size).astype(int), 1)
-    axes = [lo[i] + (np.arange(n[i]) + 0.5) * size for i in range(3)]
-    X = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-    seen = np.zeros(len(X), np.int16)
-    background = np.zeros(len(X), np.int16)
-    most_allowed = max(0, (len(voters) - 1) // 4)
-    alive = np.arange(len(X))
-    for s in voters:
+    X = grid_centres(lo, lo + n * size, tuple(n))
+
+    def lookup(s: str):  # one view of the carver: COLMAP pixel corners, the mask as it is
         m = masks[s]
-        c, r, z = views.project(s, X[alive])
-        inside = (z > 0) & (c >= 0) & (c < m.shape[1]) & (r >= 0) & (r < m.shape[0])
-        seen[alive] += inside
-        fg = np.zeros(len(alive), bool)
-        fg[inside] = m[r[inside], c[inside]]
-        background[alive] += inside & ~fg
-        alive = alive[background[alive] <= most_allowed]
+
+        def look(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            c, r, z = views.project(s, points)
+            inside = (z > 0) & (c >= 0) & (c < m.shape[1]) & (r >= 0) & (r < m.shape[0])
+            fg = np.zeros(len(points), bool)
+            fg[inside] = m[r[inside], c[inside]]
+            return inside, fg
+
+        return look
+
+    seen, background = vote(X, (lookup(s) for s in voters), max(0, (len(voters) - 1) // 4), dtype=np.int16)
     return seen.reshape(n), background.reshape(n), X, size
 
 
@@ -649,6 +651,7 @@ def compute_masks(
     cameras: Path | None = None,
     threshold: float = 0.5,
     multiview: bool = True,
+    candidates_dir: Path | None = None,
 ) -> dict:
     """Write ``out_dir/<stem>.png`` (0/255) for every image of ``images_dir`` and ``out_dir/report.json``.
 
@@ -659,8 +662,10 @@ def compute_masks(
     consistent across views and agree with the SfM points, else the more consistent of the geometry-seeded
     and the fused (rembg + geometry) masks, else none. With ``multiview`` and cameras (``sfm_dir``, or a NeuS
     ``cameras`` file, view i = the i-th sorted image), masks are checked against a voting visual hull of all
-    views and repaired. An explicit mode that cannot be honoured is a StageError; ``auto`` goes on without
-    masks and says why (in the log, on the terminal and in ``report.json``).
+    views and repaired. With ``candidates_dir``, every candidate's masks (``rembg``, ``geometry``, ``fused``)
+    are also written there as ``<candidate>/<stem>.png``, before any repair. An explicit mode that cannot be
+    honoured is a StageError; ``auto`` goes on without masks and says why (in the log, on the terminal and in
+    ``report.json``).
     """
     t0 = time.perf_counter()
     images_dir, out_dir = Path(images_dir), Path(out_dir)
@@ -771,6 +776,10 @@ def compute_masks(
             candidates.update(geo)
             for name in list(candidates):
                 evaluate(name)  # rembg again: now scored against the SfM points' labels too
+        if candidates_dir is not None:  # every candidate as it was judged, to see why one was chosen
+            for name, masks in candidates.items():
+                for stem, m in masks.items():
+                    write_mask(Path(candidates_dir) / name / f"{stem}.png", m)
         allowed = [n for n in candidates if n not in failures
                    and (mode == "auto" or n == mode or (mode == "geometry" and n == "fused"))]
         if allowed:
@@ -820,7 +829,7 @@ def compute_masks(
 
     if final is not None:
         for s, m in final.items():
-            Image.fromarray(m.astype(np.uint8) * 255).save(out_dir / f"{s}.png")
+            write_mask(out_dir / f"{s}.png", m)
         with contextlib.suppress(Exception):  # the contact sheet is a convenience, never a failure
             _contact_sheet(images, final, out_dir / "overlay.jpg")
     timings["total_s"] = round(time.perf_counter() - t0, 2)
@@ -832,7 +841,7 @@ def compute_masks(
         "consistency": consistency,
         "timings": timings,
     })
-    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2))
+    write_report(out_dir / "report.json", report)
     if final is None:
         log.info("masks done in %.1f s: none (%s)", timings["total_s"], why)
     else:

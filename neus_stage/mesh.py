@@ -21,7 +21,6 @@ toward positive SDF (out of the object): a closed surface has positive signed vo
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +30,9 @@ import numpy as np
 import torch
 
 from .artifacts.box import read_bbox, read_hull, read_support
-from .atomic import write_bytes_atomic, write_text_atomic
+from .artifacts.dataset import dataset_masks
+from .artifacts.meshes import check_mesh_path, write_mesh
+from .artifacts.reports import write_report
 from .errors import StageError
 from .progress import track
 
@@ -398,30 +399,9 @@ def cull_by_masks(verts_world: np.ndarray, faces: np.ndarray, world_mats: np.nda
 
 # ----------------------------------------------------------------------------------------- stage
 def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise StageError(f"--device {device} was asked for but CUDA is not available here; use --device cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise StageError(f"unknown device {device!r}: use cpu, cuda or auto")
-    return device
+    from .train.device import pick_device
 
-
-def read_masks(dataset_dir: Path, n_views: int) -> list[np.ndarray]:
-    """The dataset's masks (mask/*.png in sorted order, one per camera) as bool arrays; none for a scene
-    without masks."""
-    from PIL import Image
-
-    folder = Path(dataset_dir) / "mask"
-    files = sorted(folder.glob("*.png")) if folder.is_dir() else []
-    if files and len(files) != n_views:
-        raise StageError(f"{folder}: {len(files)} masks but cameras_sphere.npz holds {n_views} cameras; "
-                         "they must match one to one in sorted order")
-    masks = []
-    for p in files:
-        a = np.asarray(Image.open(p))
-        masks.append((a[..., :3].max(axis=-1) if a.ndim == 3 else a) > 127)
-    return masks
+    return str(pick_device(device))
 
 
 def _image_size(dataset_dir: Path, masks: list[np.ndarray]) -> tuple[int, int]:
@@ -441,20 +421,15 @@ def _load_fields(checkpoint: Path, device: str) -> tuple[SdfFunc, Callable | Non
     """The trained SDF (and the colour function where the trainer provides one)."""
     import pickle
 
-    from .train.trainer import load_sdf_function
+    from .train.checkpoint import load_fields
 
     try:
-        sdf = load_sdf_function(checkpoint, device)
+        sdf, color = load_fields(checkpoint, device)
     except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
         raise StageError(f"{checkpoint}: cannot load the trained model ({type(exc).__name__}: {exc}); "
                          "re-run the train stage") from exc
-    try:
-        from .train.trainer import load_color_function
-
-        color = load_color_function(checkpoint, device)
-    except (ImportError, NotImplementedError) as exc:
-        log.info("no vertex colours: %s", exc or type(exc).__name__)
-        color = None
+    if color is None:
+        log.info("no vertex colours: the trained field has no colour network")
     return sdf, color
 
 
@@ -472,42 +447,6 @@ def _vertex_colors(color_func: Callable, verts: np.ndarray, faces: np.ndarray, d
         log.info("no vertex colours: %s", exc or "the colour function is not implemented")
         return None
     return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
-
-
-def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None) -> None:
-    """Binary PLY (trimesh: no system libraries needed), vertices as float32 as PLY readers expect."""
-    import trimesh
-
-    mesh = trimesh.Trimesh(vertices=verts, faces=faces, vertex_colors=colors, process=False)
-    write_bytes_atomic(Path(path), mesh.export(file_type="ply", encoding="binary"))
-
-
-MESH_FORMATS = (".ply", ".obj")
-"""Mesh files the mesh stage writes, named by their extension."""
-
-
-def check_mesh_path(path: Path, what: str = "--out") -> Path:
-    """``path`` if its extension names a format the mesh stage writes; else a StageError before any work."""
-    path = Path(path)
-    if path.suffix.lower() not in MESH_FORMATS:
-        raise StageError(f"{what} {path}: cannot write a mesh as '{path.suffix or '(no extension)'}'; name the file "
-                         f"with one of {', '.join(MESH_FORMATS)} (e.g. {path.with_suffix('.ply').name})")
-    return path
-
-
-def write_mesh(path: Path, verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None) -> None:
-    """The mesh in the format its extension names: binary PLY (.ply) or Wavefront OBJ (.obj, vertex colours
-    as the common ``v x y z r g b`` extension)."""
-    import trimesh
-
-    path = check_mesh_path(path, "mesh file")
-    if path.suffix.lower() == ".ply":
-        write_ply(path, verts, faces, colors)
-        return
-    mesh = trimesh.Trimesh(vertices=verts, faces=faces, vertex_colors=colors, process=False)
-    text = mesh.export(file_type="obj", include_color=colors is not None, include_normals=False,
-                       include_texture=False)
-    write_bytes_atomic(path, text.encode() if isinstance(text, str) else text)
 
 
 def _mesh_info(verts: np.ndarray, faces: np.ndarray) -> dict:
@@ -530,7 +469,7 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
     not the visual hull's cone; without a plane the clean mesh loses the regions no camera observes
     (``visibility_min_cos``: the grazing limit), and mesh.json records the area removed.
     """
-    from .cameras import load_cameras_sphere
+    from .artifacts.dataset import read_cameras_sphere
 
     t_start = time.perf_counter()
     checkpoint, dataset_dir, bbox_path, out_path = map(Path, (checkpoint, dataset_dir, bbox_path, out_path))
@@ -540,7 +479,7 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
     if not checkpoint.is_file():
         raise StageError(f"{checkpoint}: checkpoint not found; run the train stage first")
     cameras = dataset_dir / "cameras_sphere.npz"
-    world_mats, scale_mat = load_cameras_sphere(cameras)
+    world_mats, scale_mat = read_cameras_sphere(cameras)
     bmin, bmax = read_bbox(bbox_path)
     support = read_support(bbox_path)
     if cut_at_support and support["plane"] is not None:
@@ -621,7 +560,7 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
 
     if clean_path is not None:
         t = time.perf_counter()
-        masks = read_masks(dataset_dir, len(world_mats))
+        masks = dataset_masks(dataset_dir, len(world_mats))
         if masks:
             keep = _cull_keep(verts_w, world_mats, masks, dilation)
             log.info("mask culling (dilation %d px): kept %d of %d vertices", dilation, int(keep.sum()),
@@ -661,11 +600,11 @@ def mesh_from_checkpoint(checkpoint: Path, dataset_dir: Path, bbox_path: Path, o
     timings["total"] = time.perf_counter() - t_start
     meta["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     meta_path = out_path.with_suffix(".json")
-    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
+    write_report(meta_path, meta)
     log.info("mesh: %d faces -> %s (%.1f s; metadata %s)", len(faces), out_path, timings["total"], meta_path)
     return meta
 
 
 __all__ = ["EmptySurfaceError", "clean_mesh", "cull_by_masks", "edge_stats", "extract_mesh", "grid_layout",
            "marching_cubes_grid", "mesh_from_checkpoint", "read_bbox", "read_hull", "sample_sdf_grid",
-           "signed_volume", "write_mesh", "write_ply"]
+           "signed_volume", "write_mesh"]

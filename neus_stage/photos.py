@@ -138,10 +138,19 @@ def to_rgb8(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def read_photo(path: Path) -> np.ndarray:
-    """An RGB uint8 (H,W,3) array with the EXIF orientation applied; a clear error for unreadable files."""
+def read_photo(path: Path, at_least: tuple[int, int] | None = None) -> np.ndarray:
+    """An RGB uint8 (H,W,3) array with the EXIF orientation applied; a clear error for unreadable files.
+
+    ``at_least`` (width, height, as displayed): a JPEG may be decoded at a reduced scale (libjpeg's DCT
+    scaling: 1/2, 1/4, 1/8) no smaller than that, several times faster than the full decode when the photo
+    is downscaled to a working size anyway (a 12 MP photo for a 1600 px working size decodes at 1/2)."""
     try:
         with Image.open(path) as im:
+            if at_least is not None and im.format == "JPEG":
+                w, h = at_least
+                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored turned by 90 degrees
+                    w, h = h, w
+                im.draft("RGB", (w, h))
             im = ImageOps.exif_transpose(im)
             return to_rgb8(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

@@ -26,14 +26,13 @@ The limits are shares of the object size and of the views' own median, so they m
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from .artifacts.box import read_hull, read_hull_file, read_world_box
-from .atomic import write_text_atomic
+from .artifacts.reports import read_report_if_any, write_report
 from .errors import StageError
 
 log = logging.getLogger(__name__)
@@ -49,13 +48,6 @@ GOOD_IOU, FAIL_IOU = 0.9, 0.8
 """A held-out view is checked below this mask IoU; the scene has failed below a mean of FAIL_IOU."""
 PSNR_DROP_DB = 3.0
 """A held-out view is checked when its PSNR lies this far below the median of the held-out views."""
-
-
-def _load_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def inside_hull(points: np.ndarray, hull_npz: Path, scale_mat: np.ndarray, dilate: int = 1) -> np.ndarray:
@@ -77,18 +69,18 @@ def inside_hull(points: np.ndarray, hull_npz: Path, scale_mat: np.ndarray, dilat
 def object_points(scene_dir: Path) -> tuple[np.ndarray, list[list[str]] | None, dict]:
     """The object's points (world, (N,3)), the photos that observe each (SfM points; None for triangulated
     ones) and where they came from; (empty, None, reason) where there are none."""
-    from .cameras import load_cameras_sphere
+    from .artifacts.dataset import read_cameras_sphere
 
     scene_dir = Path(scene_dir)
-    meta = _load_json(scene_dir / "dataset" / "meta.json")
+    meta = read_report_if_any(scene_dir / "dataset" / "meta.json")
     hull = scene_dir / "hull.npz"
-    bbox = _load_json(scene_dir / "bbox.json")
+    bbox = read_report_if_any(scene_dir / "bbox.json")
     if not hull.is_file() or not bbox:
         return np.zeros((0, 3)), None, {"reason": "no hull.npz/bbox.json: the visual-hull stage has not run"}
     if bbox.get("carved") is False or meta.get("masks") == "none":
         return np.zeros((0, 3)), None, {"reason": "the scene has no masks, so no visual hull tells the object's points "
                                                   "from the background's"}
-    _, scale_mat = load_cameras_sphere(scene_dir / "dataset" / "cameras_sphere.npz")
+    _, scale_mat = read_cameras_sphere(scene_dir / "dataset" / "cameras_sphere.npz")
     sparse = scene_dir / "sfm" / "undistorted" / "sparse"
     if meta.get("source") == "sfm" and sparse.is_dir():
         import pycolmap
@@ -114,7 +106,8 @@ def object_points(scene_dir: Path) -> tuple[np.ndarray, list[list[str]] | None, 
 
 def geometry_check(scene_dir: Path, mesh_path: Path) -> dict:
     """Distances from the object's SfM points to the mesh (see the module docstring)."""
-    from .evaluate import _nonzero_faces, _read_mesh, _SurfaceDistance
+    from .artifacts.meshes import read_mesh
+    from .evaluate import SurfaceDistance, nonzero_faces
 
     scene_dir = Path(scene_dir)
     pts, views, src = object_points(scene_dir)
@@ -124,10 +117,10 @@ def geometry_check(scene_dir: Path, mesh_path: Path) -> dict:
         return {"available": False, "reason": f"only {len(pts)} object points ({src['kind']}): too few to judge", **src}
     lo, hi = read_world_box(scene_dir / "bbox.json")
     size = float(np.linalg.norm(hi - lo))
-    V, F = _read_mesh(mesh_path)
-    F, areas = _nonzero_faces(V, F, mesh_path)
+    V, F = read_mesh(mesh_path)
+    F, areas = nonzero_faces(V, F, mesh_path)
     centre = (V.min(0) + V.max(0)) / 2
-    d = _SurfaceDistance(V - centre, F, areas, np.random.default_rng(0))(pts - centre)
+    d = SurfaceDistance(V - centre, F, areas, np.random.default_rng(0))(pts - centre)
     med, p90 = float(np.median(d)), float(np.percentile(d, 90))
     out = {"available": True, **src, "points": int(len(pts)), "mesh": str(mesh_path),
            "object_size": size, "object_size_is": "diagonal of the visual hull's box (bbox.json world)",
@@ -154,7 +147,7 @@ def geometry_check(scene_dir: Path, mesh_path: Path) -> dict:
 
 def heldout_check(scene_dir: Path) -> dict:
     """The held-out views' metrics from neus/metrics.json, or why there are none."""
-    m = _load_json(Path(scene_dir) / "neus" / "metrics.json")
+    m = read_report_if_any(Path(scene_dir) / "neus" / "metrics.json")
     if not m:
         return {"available": False, "reason": "neus/metrics.json not found: training has not finished"}
     if "heldout_psnr" not in m:
@@ -240,7 +233,7 @@ def assess(scene_dir: Path, out: Path | None = None) -> dict:
     mesh = next((p for p in (scene_dir / "mesh_clean.ply", scene_dir / "mesh.ply") if p.is_file()), None)
     if mesh is None:
         raise StageError(f"{scene_dir}: no mesh_clean.ply or mesh.ply; run the mesh stage first")
-    meta = _load_json(scene_dir / "dataset" / "meta.json")
+    meta = read_report_if_any(scene_dir / "dataset" / "meta.json")
     geometry = geometry_check(scene_dir, mesh)
     heldout = heldout_check(scene_dir)
     label, reason = verdict(geometry, heldout)
@@ -251,7 +244,7 @@ def assess(scene_dir: Path, out: Path | None = None) -> dict:
                          "fail_p90": FAIL_P90, "good_iou": GOOD_IOU, "fail_iou": FAIL_IOU,
                          "psnr_drop_db": PSNR_DROP_DB}}
     if out is not None:
-        write_text_atomic(Path(out), json.dumps(result, indent=2))
+        write_report(Path(out), result)
     (log.warning if label != "good" else log.info)("quality: %s", result["line"])
     return result
 

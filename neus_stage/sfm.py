@@ -22,12 +22,12 @@ from ~0.7 deg down to a few hundredths of a degree (see tests/test_sfm.py).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import memory
 from . import photos as photos_mod
-from .atomic import write_text_atomic
+from .artifacts.reports import write_report
 from .errors import StageError
 from .progress import Progress, track
 from .timing import StageTimer
@@ -125,45 +126,73 @@ def _write_upright_images(photos: list[Path], images_dir: Path, size: tuple[int,
         shutil.rmtree(images_dir)
     images_dir.mkdir(parents=True)
     for p in track(photos, "preparing photos", unit="photos"):
-        img = Image.fromarray(photos_mod.read_photo(p))
+        img = Image.fromarray(photos_mod.read_photo(p, at_least=size))
         if img.size != size:
             img = img.resize(size, Image.Resampling.LANCZOS)
         img.save(images_dir / f"{p.stem}.png", compress_level=1)
 
 
+# Counts the rows of a table of COLMAP's database every few seconds, printing each count. It runs as its own
+# process: SQLite's locks are POSIX advisory locks, held per process, and closing any connection to a file
+# releases all of that process's locks on it; pycolmap carries its own SQLite, which cannot know of a
+# connection opened by Python's, so a reader in this process would drop COLMAP's locks mid-write (a 200-photo
+# extraction ended with "database disk image is malformed"). Another process's readers are safe.
+_COUNT_ROWS = """
+import sqlite3, sys, time
+db, table, every = sys.argv[1], sys.argv[2], float(sys.argv[3])
+while True:
+    time.sleep(every)
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5)
+        try:
+            print(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0], flush=True)
+        finally:
+            con.close()
+    except sqlite3.Error:  # locked by the writer, or not created yet: again later
+        pass
+"""
+
+
 class _DatabaseProgress:
-    """Progress of a COLMAP call that writes to its database (feature extraction, matching): a thread counts
-    the rows of ``table`` every ``every`` seconds while the call runs (SQLite allows a reader beside the writer)."""
+    """Progress of a COLMAP call that writes to its database (feature extraction, matching): a child process
+    counts the rows of ``table`` every ``every`` seconds while the call runs (see ``_COUNT_ROWS``)."""
 
     def __init__(self, db_path: Path, table: str, desc: str, total: int, unit: str, every: float = 2.0):
         self.db_path, self.table, self.every = Path(db_path), table, every
         self.bar = Progress(desc, total, unit)
-        self._stop = threading.Event()
+        self._proc: subprocess.Popen | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _count(self) -> int | None:
+    def _run(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if line.strip().isdigit():
+                n = int(line)
+                self.bar.set(min(n, self.bar.total or n))
+
+    def _final_count(self) -> int | None:
+        """The count once COLMAP has closed the database (no writer left: safe in this process)."""
         if not self.db_path.is_file():
             return None
         try:
             with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=0.5)) as con:
                 return int(con.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
-        except sqlite3.Error:  # locked by the writer, or the table not created yet: try again later
+        except sqlite3.Error:
             return None
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            n = self._count()
-            if n is not None:
-                self.bar.set(min(n, self.bar.total or n))
-
     def __enter__(self) -> _DatabaseProgress:
+        self._proc = subprocess.Popen([sys.executable, "-c", _COUNT_ROWS, str(self.db_path), self.table,
+                                       str(self.every)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                      stdin=subprocess.DEVNULL, text=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait()
         self._thread.join()
-        n = self._count()
+        n = self._final_count()
         if n is not None:
             self.bar.set(min(n, self.bar.total or n))
         self.bar.close()
@@ -180,11 +209,12 @@ def planned_pairs(matcher: str, n: int, overlap: int = 10) -> int:
 
 
 def _extract(pycolmap, db_path: Path, images_dir: Path, names: list[str], camera_model: str,
-             max_image_size: int, threads: int) -> None:
+             max_image_size: int, threads: int, max_features: int) -> None:
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = camera_model
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = int(max_image_size)
+    extraction.sift.max_num_features = int(max_features)
     extraction.num_threads = int(threads)
     device = _device(pycolmap)
     extraction.use_gpu = device == pycolmap.Device.cuda
@@ -484,12 +514,14 @@ def run_sfm(
     min_registered: float = 0.8,
     max_image_size: int = 3200,
     max_size: int = 1600,
+    max_features: int = 4096,
     threads: int = -1,
 ) -> dict:
     """Pose the photos of ``photos_dir`` and write models, undistorted images and ``report.json`` to ``out_dir``.
 
     ``max_size`` is the pipeline's working image size (long side in pixels, 0: full resolution): larger photos
-    are downscaled once, here, and every later stage works on those images.
+    are downscaled once, here, and every later stage works on those images. ``max_features``: SIFT features
+    kept per photo (matching costs grow with their square; COLMAP's own default is 8192).
 
     Returns the report dictionary. Raises StageError for anything the user can fix (bad photos,
     photos without texture or overlap, too few registered photos).
@@ -513,6 +545,10 @@ def run_sfm(
     if size != (width, height):
         log.warning("photos are %dx%d: downscaled to %dx%d for every stage (images.max_size = %d; 0 keeps the full "
                     "resolution)", width, height, size[0], size[1], max_size)
+    # the later stages hold every view at the working size at once (the training images and masks)
+    memory.require(memory.image_bytes(len(photos), *size),
+                   f"{len(photos)} photos at the working size {size[0]}x{size[1]}",
+                   f"lower images.max_size (now {max_size}; neus-stage sfm --max-size) or use fewer photos")
     log.info("plan: %d photos %dx%d (working size %dx%d) from %s; camera model %s, %s matching (%d pairs), %s "
              "mapper, %s", len(photos), width, height, size[0], size[1], photos_dir, camera_model, matcher_used,
              planned_pairs(matcher_used, len(photos)), mapper, "CUDA" if pycolmap.has_cuda else "CPU")
@@ -532,7 +568,11 @@ def run_sfm(
     t = lap("prepare_s", t)
 
     log.info("[1/4] extracting SIFT features")
-    _extract(pycolmap, db_path, images_dir, names, mapping_model(camera_model), max_image_size, threads)
+    if max_features < 500:
+        raise StageError(f"max_features {max_features}: too few SIFT features to register photos; use 1000 or more "
+                         "(default 4096)")
+    _extract(pycolmap, db_path, images_dir, names, mapping_model(camera_model), max_image_size, threads,
+             max_features)
     keypoints = _check_features(pycolmap, db_path, photos_dir)
     t = lap("features_s", t)
 
@@ -586,7 +626,7 @@ def run_sfm(
         "timings": timings,
     }
     if share < min_registered:
-        write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2))
+        write_report(out_dir / "report.json", report)
         raise StageError(
             f"{photos_dir}: only {len(registered)} of {len(stems)} photos registered ({share:.0%} < "
             f"{min_registered:.0%}); dropped: {', '.join(dropped[:20])}{' ...' if len(dropped) > 20 else ''}. "
@@ -610,7 +650,7 @@ def run_sfm(
     report["undistorted_camera"] = _camera_json(und_camera)
     lap("undistort_s", t)
     timer.total("total_s")
-    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2))
+    write_report(out_dir / "report.json", report)
     log.info("sfm done in %.1f s: %d/%d registered, %.3f px reprojection error, camera %s %s",
              timings["total_s"], len(registered), len(stems), report["mean_reprojection_error_px"],
              camera.model_name, np.round(camera.params, 2).tolist())
@@ -626,9 +666,10 @@ def pose_accuracy(sparse_dir: Path, reference_npz: Path, stems: list[str], objec
     """
     import pycolmap
 
-    from .cameras import camera_centers, decompose_projection, fit_similarity, load_cameras_sphere, rotation_angle_deg
+    from .artifacts.dataset import read_cameras_sphere
+    from .cameras import camera_centers, decompose_projection, fit_similarity, rotation_angle_deg
 
-    world_mats, scale_mat = load_cameras_sphere(reference_npz, n_views=len(stems))
+    world_mats, scale_mat = read_cameras_sphere(reference_npz, n_views=len(stems))
     radius = float(object_radius if object_radius is not None else scale_mat[0, 0])
     rec = pycolmap.Reconstruction(Path(sparse_dir))
     index = {s: i for i, s in enumerate(stems)}

@@ -46,7 +46,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .cameras import scale_mat_from_sphere, write_cameras_sphere
+from .artifacts.dataset import write_cameras_sphere
+from .artifacts.meshes import write_mesh
+from .cameras import scale_mat_from_sphere
 from .errors import StageError
 
 log = logging.getLogger(__name__)
@@ -828,38 +830,6 @@ def sdf_grid_mesh(sdf: SDF, center: np.ndarray, radius: float, resolution: int, 
     return verts, faces
 
 
-def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
-    """Binary little-endian PLY with float32 vertices and int32 triangle indices."""
-    verts = np.asarray(verts, dtype="<f4")
-    faces = np.asarray(faces, dtype="<i4")
-    header = (
-        "ply\nformat binary_little_endian 1.0\n"
-        f"element vertex {len(verts)}\nproperty float x\nproperty float y\nproperty float z\n"
-        f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
-    )
-    face_rec = np.empty(len(faces), dtype=[("n", "u1"), ("i", "<i4", (3,))])
-    face_rec["n"] = 3
-    face_rec["i"] = faces
-    with open(path, "wb") as fh:
-        fh.write(header.encode("ascii"))
-        fh.write(verts.tobytes())
-        fh.write(face_rec.tobytes())
-
-
-def read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read back a triangle mesh written by :func:`write_ply` (vertices (V,3) float64, faces (F,3))."""
-    data = Path(path).read_bytes()
-    end = data.index(b"end_header\n") + len(b"end_header\n")
-    header = data[:end].decode("ascii").split("\n")
-    if "format binary_little_endian 1.0" not in header:
-        raise StageError(f"{path}: read_ply reads only the binary PLY files write_ply writes")
-    counts = {ln.split()[1]: int(ln.split()[2]) for ln in header if ln.startswith("element")}
-    nv, nf = counts["vertex"], counts["face"]
-    verts = np.frombuffer(data, dtype="<f4", count=3 * nv, offset=end).reshape(nv, 3)
-    rec = np.frombuffer(data, dtype=[("n", "u1"), ("i", "<i4", (3,))], count=nf, offset=end + 12 * nv)
-    return verts.astype(np.float64), rec["i"].astype(np.int64)
-
-
 # ---------------------------------------------------------------------------------------- top level
 def render_scene(
     out_dir: Path,
@@ -893,7 +863,7 @@ def render_scene(
 
     # ground truth first: its bounding box gives the tight object sphere (cameras, scale_mat)
     verts, faces = sdf_grid_mesh(sc.sdf, sc.bound_center, sc.bound_radius, gt_resolution)
-    write_ply(out_dir / "gt.ply", verts, faces)
+    write_mesh(out_dir / "gt.ply", verts, faces)
     bb_min, bb_max = verts.min(0), verts.max(0)
     obj_center = 0.5 * (bb_min + bb_max)
     obj_radius = float(np.linalg.norm(verts - obj_center, axis=1).max())

@@ -23,7 +23,6 @@ they sort in time order: the sfm stage then matches them sequentially (``sfm.mat
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .atomic import write_text_atomic
+from .artifacts.reports import write_report
 from .errors import StageError
 from .photos import FRAMES_KIND, VIDEO_SUFFIXES
 from .progress import Progress
@@ -347,7 +346,7 @@ def extract_frames(video: Path, out_dir: Path, *, target: int = 80, min_frames: 
         "dropped": [item(i) for i in range(n) if i not in keep],
         "timings": {"decode_s": round(t_decode, 2), "total_s": round(time.perf_counter() - t0, 2)},
     }
-    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2))
+    write_report(out_dir / "report.json", report)
     log.info("frames: kept %d of %d (%d blurred, %d near-duplicates, %d not needed for the target of %d) in %.1f s",
              len(sel.kept), n, counts["blurred"], counts["duplicate"], counts["spacing"], target,
              report["timings"]["total_s"])

@@ -160,7 +160,8 @@ def side(a: argparse.Namespace) -> None:
     from PIL import Image
 
     from neus_stage.artifacts.box import read_hull_file
-    from neus_stage.report import ViewFrame, hull_surface_points, load_mesh, render_mesh_views
+    from neus_stage.artifacts.meshes import read_mesh_decimated
+    from neus_stage.report import ViewFrame, hull_surface_points, render_mesh_views
 
     d = Path(a.out) / a.variant
     sup = read_bbox_record(d / "bbox.json")["support"]
@@ -168,7 +169,7 @@ def side(a: argparse.Namespace) -> None:
         raise SystemExit(f"{d / 'bbox.json'}: no support plane ({sup.get('reason')}: {sup.get('message')})")
     pw = sup["plane"]["world"]
     n, off = np.asarray(pw["normal"]), float(pw["offset"])
-    V, F, _ = load_mesh(d / a.mesh, 60000)
+    V, F, _ = read_mesh_decimated(d / a.mesh, 60000)
     c = V.mean(0)
     x = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 else [0.0, 1.0, 0.0])
     x /= np.linalg.norm(x)

@@ -33,9 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from neus_stage.train.checkpoint import load_sdf_function
 from neus_stage.train.config import resolve_config
+from neus_stage.train.device import pick_device
 from neus_stage.train.fields import tinycudann_available
-from neus_stage.train.trainer import load_sdf_function, pick_device, train
+from neus_stage.train.trainer import train
 
 log = logging.getLogger("gpu_check")
 

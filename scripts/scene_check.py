@@ -38,7 +38,8 @@ def silhouette_iou(mesh_path: Path, dataset: Path, reference_cameras: Path, refe
     import open3d as o3d
     import trimesh
 
-    from neus_stage.cameras import decompose_projection, load_cameras_sphere
+    from neus_stage.artifacts.dataset import read_cameras_sphere
+    from neus_stage.cameras import decompose_projection
     from neus_stage.frames import reference_alignment
 
     sim = reference_alignment(dataset, reference_cameras)
@@ -46,7 +47,7 @@ def silhouette_iou(mesh_path: Path, dataset: Path, reference_cameras: Path, refe
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(sim.apply(np.asarray(mesh.vertices)).astype(np.float32)),
                         o3d.core.Tensor(np.asarray(mesh.faces).astype(np.uint32)))
-    world_mats, _ = load_cameras_sphere(reference_cameras)
+    world_mats, _ = read_cameras_sphere(reference_cameras)
     masks = sorted(reference_masks.glob("*.png"))
     ious = []
     for wm, mpath in zip(world_mats, masks, strict=True):

@@ -264,7 +264,7 @@ def test_full_disk(mounts, mug_render, tmp_path):
 
 # ====================================================== 5. stages killed midway leave no half-written file
 def test_a_write_killed_midway_leaves_the_old_file_or_none(tmp_path, monkeypatch):
-    from neus_stage.cameras import load_cameras_sphere, write_cameras_sphere
+    from neus_stage.artifacts.dataset import read_cameras_sphere, write_cameras_sphere
 
     world_mats, scale_mat = np.tile(np.eye(4), (3, 1, 1)), np.eye(4)
     target = tmp_path / "dataset" / "cameras_sphere.npz"
@@ -284,7 +284,7 @@ def test_a_write_killed_midway_leaves_the_old_file_or_none(tmp_path, monkeypatch
         write_cameras_sphere(target, world_mats * 2, scale_mat)
     assert [p.name for p in target.parent.iterdir()] == ["cameras_sphere.npz"]
     monkeypatch.undo()
-    assert np.array_equal(load_cameras_sphere(target)[0], world_mats)  # the previous, complete file
+    assert np.array_equal(read_cameras_sphere(target)[0], world_mats)  # the previous, complete file
 
 
 # ============================================================================ 5. an interrupted workflow run
@@ -521,3 +521,22 @@ def test_misspelt_scene_override_stops_before_any_work(tmp_path):
     assert proc.returncode != 0
     assert "scene_overrides names scene(s) mugg that the scene table does not have (its scenes: mug)" in (
         proc.stdout + proc.stderr)
+
+
+def test_a_photo_set_too_large_for_the_memory_is_refused_before_the_work(mug_dataset, mug_render, tmp_path,
+                                                                          monkeypatch):
+    """With less memory than the views need at once, sfm (before extracting a feature) and training (before
+    reading an image) stop with the estimate and the setting to lower."""
+    from neus_stage import memory
+    from neus_stage.sfm import run_sfm
+    from neus_stage.train.data import NeusScene
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 100_000)  # 100 kB left
+    with pytest.raises(StageError, match=r"12 photos at the working size 96x72 need about 0\.0 GiB, but this "
+                                         r"machine has 0\.0 GiB available; lower images\.max_size"):
+        run_sfm(mug_render / "photos", tmp_path / "sfm")
+    assert not (tmp_path / "sfm" / "database.db").exists()
+    with pytest.raises(StageError, match=r"image: 12 views of 96x72 \(downscale 1\) on the cpu need about .* "
+                                         r"raise train\.image_downscale \(now 1\)"):
+        NeusScene(mug_dataset["dataset"])
+    assert memory.image_bytes(200, 4000, 3000) / memory.GIB > 8  # 200 photos at 12 MP: why images.max_size

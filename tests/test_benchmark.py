@@ -103,7 +103,8 @@ def _fake_dtu_scan(root: Path, scan: int, seed: int) -> None:
     from PIL import Image
     from scipy.io import savemat
 
-    from neus_stage.synth import read_ply, render_scene
+    from neus_stage.artifacts.meshes import read_mesh
+    from neus_stage.synth import render_scene
 
     src = root / f"_render{scan}"
     render_scene(src, scene="mug", n_views=12, width=160, height=120, seed=seed, gt_resolution=96)
@@ -122,7 +123,7 @@ def _fake_dtu_scan(root: Path, scan: int, seed: int) -> None:
         out[f"scale_mat_{i}"] = to_mm @ cams[f"scale_mat_{i}"]
     np.savez(d / "cameras_sphere.npz", **out)
 
-    verts, _ = read_ply(src / "gt.ply")
+    verts, _ = read_mesh(src / "gt.ply")
     pts = verts * MM
     lo, hi = pts.min(0) - 10.0, pts.max(0) + 10.0
     res = 2.0

@@ -16,7 +16,8 @@ import trimesh
 from PIL import Image
 from scipy import ndimage
 
-from neus_stage.cameras import camera_centers, fit_similarity, load_cameras_sphere, neus_cameras
+from neus_stage.artifacts.dataset import read_cameras_sphere
+from neus_stage.cameras import camera_centers, fit_similarity, neus_cameras
 from neus_stage.dataset import build_dataset_from_reference, build_dataset_from_sfm
 from neus_stage.errors import StageError
 from neus_stage.frames import reference_alignment
@@ -47,8 +48,8 @@ def test_reference_dataset_files(mug_dataset):
             np.asarray(Image.open(ds / "image" / f"{s}.png")), read_photo(render / "photos" / f"{s}.jpg")
         )
         assert np.array_equal(_mask(ds / "mask" / f"{s}.png"), _mask(render / "masks" / f"{s}.png"))
-    wm_in, sm_in = load_cameras_sphere(render / "cameras_sphere.npz")
-    wm_out, sm_out = load_cameras_sphere(ds / "cameras_sphere.npz", n_views=12)
+    wm_in, sm_in = read_cameras_sphere(render / "cameras_sphere.npz")
+    wm_out, sm_out = read_cameras_sphere(ds / "cameras_sphere.npz", n_views=12)
     assert np.allclose(wm_in, wm_out) and np.allclose(sm_in, sm_out)
     cams = np.load(ds / "cameras_sphere.npz")
     assert np.allclose(cams["world_mat_inv_3"] @ cams["world_mat_3"], np.eye(4))
@@ -61,7 +62,7 @@ def test_reference_dataset_files(mug_dataset):
 
 def test_official_loader_rays_through_the_mask_centroid_hit_the_object(mug_dataset):
     render, ds = mug_dataset["render"], mug_dataset["dataset"]
-    world_mats, scale_mat = load_cameras_sphere(ds / "cameras_sphere.npz")
+    world_mats, scale_mat = read_cameras_sphere(ds / "cameras_sphere.npz")
     K, poses = neus_cameras(world_mats, scale_mat)  # P = world_mat @ scale_mat, decomposed
     gt = _gt_normalised(render, scale_mat)
     assert np.linalg.norm(gt, axis=1).max() < 1.0  # the object inside the unit sphere
@@ -88,8 +89,8 @@ def test_official_loader_rays_through_the_mask_centroid_hit_the_object(mug_datas
 
 def test_reference_dataset_errors(mug_render, tmp_path):
     photos, masks = mug_render / "photos", mug_render / "masks"
-    wm, sm = load_cameras_sphere(mug_render / "cameras_sphere.npz")
-    from neus_stage.cameras import write_cameras_sphere
+    wm, sm = read_cameras_sphere(mug_render / "cameras_sphere.npz")
+    from neus_stage.artifacts.dataset import write_cameras_sphere
 
     write_cameras_sphere(tmp_path / "eleven.npz", wm[:11], sm)
     with pytest.raises(StageError, match="holds 11 cameras but the scene has 12 photos"):
@@ -158,7 +159,7 @@ def test_sfm_dataset_keeps_registered_views_by_stem(sfm_dataset):
     assert written == sorted(report["registered"]) == [v["name"] for v in meta["views"]]
     assert sorted(p.stem for p in (ds / "mask").iterdir()) == written
     assert "005_noise" not in written and len(written) >= 30
-    world_mats, _ = load_cameras_sphere(ds / "cameras_sphere.npz", n_views=len(written))
+    world_mats, _ = read_cameras_sphere(ds / "cameras_sphere.npz", n_views=len(written))
     w, h = meta["image_size"]
     assert Image.open(ds / "image" / f"{written[0]}.png").size == (w, h)
     # photo_index points into the sorted photo folder, which holds the unrelated photo after 005
@@ -172,8 +173,8 @@ def test_sfm_dataset_sphere_contains_the_object(sfm_dataset):
     root, _, meta = sfm_dataset
     ds = root / "dataset"
     names = [v["name"] for v in meta["views"]]
-    world_mats, scale_mat = load_cameras_sphere(ds / "cameras_sphere.npz")
-    ref_mats, _ = load_cameras_sphere(DEMO / "cameras_sphere.npz")
+    world_mats, scale_mat = read_cameras_sphere(ds / "cameras_sphere.npz")
+    ref_mats, _ = read_cameras_sphere(DEMO / "cameras_sphere.npz")
     # the reference world -> COLMAP's world, fitted on the camera centres of the same photos (by name)
     ref_centres = camera_centers(ref_mats[[int(n) for n in names]])
     sfm_centres = camera_centers(world_mats)
@@ -202,7 +203,7 @@ def _hull_contains(hull_path: Path, pts: np.ndarray, dilate: int = 1) -> np.ndar
 
 def test_hull_contains_the_object_and_is_tight(mug_dataset):
     render, ds = mug_dataset["render"], mug_dataset["dataset"]
-    _, scale_mat = load_cameras_sphere(ds / "cameras_sphere.npz")
+    _, scale_mat = read_cameras_sphere(ds / "cameras_sphere.npz")
     gt = _gt_normalised(render, scale_mat)
     assert _hull_contains(mug_dataset["hull"], gt).all()
     h = np.load(mug_dataset["hull"])
@@ -222,7 +223,7 @@ def test_hull_contains_the_object_and_is_tight(mug_dataset):
 def test_hull_bbox_json(mug_dataset):
     bbox = json.loads(mug_dataset["bbox"].read_text())
     h = np.load(mug_dataset["hull"])
-    _, scale_mat = load_cameras_sphere(mug_dataset["dataset"] / "cameras_sphere.npz")
+    _, scale_mat = read_cameras_sphere(mug_dataset["dataset"] / "cameras_sphere.npz")
     r, c = scale_mat[0, 0], scale_mat[:3, 3]
     for k in ("min", "max"):
         assert np.allclose(np.array(bbox["normalized"][k]) * r + c, bbox["world"][k])
@@ -245,7 +246,7 @@ def test_one_wrong_mask_does_not_carve_the_object_away(mug_dataset, tmp_path):
     ds = tmp_path / "ds"
     shutil.copytree(mug_dataset["dataset"], ds)
     Image.fromarray(np.zeros((72, 96), np.uint8)).save(ds / "mask" / "004.png")
-    _, scale_mat = load_cameras_sphere(ds / "cameras_sphere.npz")
+    _, scale_mat = read_cameras_sphere(ds / "cameras_sphere.npz")
     gt = _gt_normalised(mug_dataset["render"], scale_mat)
     carve_visual_hull(ds, tmp_path / "bbox.json", tmp_path / "hull.npz", resolution=48, max_background_votes=1)
     assert _hull_contains(tmp_path / "hull.npz", gt).all()
@@ -264,7 +265,7 @@ def test_hull_errors(mug_dataset, tmp_path):
     for i, s in enumerate(STEMS):
         masks[STEMS[(i + 6) % 12]].save(ds / "mask" / f"{s}.png")
     carve_visual_hull(ds, tmp_path / "bbox.json", tmp_path / "hull.npz", resolution=48)
-    _, scale_mat = load_cameras_sphere(ds / "cameras_sphere.npz")
+    _, scale_mat = read_cameras_sphere(ds / "cameras_sphere.npz")
     gt = _gt_normalised(mug_dataset["render"], scale_mat)
     assert _hull_contains(tmp_path / "hull.npz", gt, dilate=0).mean() < 0.8  # much of the object is lost
     (ds / "mask" / "003.png").unlink()

@@ -203,12 +203,12 @@ def test_texture_from_the_colour_network(scene, monkeypatch, tmp_path):
     normal; a stand-in network that colours by the normal's direction gives a texture that shows exactly that."""
     import torch
 
-    import neus_stage.train.trainer as trainer
+    import neus_stage.train.checkpoint as checkpoint_module
 
     def fake_color_function(checkpoint, device="auto"):
         return lambda x, n: (torch.nn.functional.normalize(n, dim=-1) + 1) / 2
 
-    monkeypatch.setattr(trainer, "load_color_function", fake_color_function)
+    monkeypatch.setattr(checkpoint_module, "load_color_function", fake_color_function)
     ckpt = tmp_path / "checkpoint.pt"
     ckpt.write_bytes(b"stand-in")
     res = scene["res"]

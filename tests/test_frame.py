@@ -13,7 +13,8 @@ import pytest
 import trimesh
 from frame_scenes import DEMO, render_dir, sfm_scene
 
-from neus_stage.cameras import Similarity, camera_centers, load_cameras_sphere
+from neus_stage.artifacts.dataset import read_cameras_sphere
+from neus_stage.cameras import Similarity, camera_centers
 from neus_stage.frames import reference_alignment, sfm_to_world
 from neus_stage.geometry.upright import angle_deg, rotation_z_up, upright_frame
 from neus_stage.synth import _look_at
@@ -128,7 +129,7 @@ def test_every_artifact_is_in_the_upright_frame(pot):
     to_world = sfm_to_world(out / "dataset")
     rec = pycolmap.Reconstruction(str(pot["root"] / "sfm" / "undistorted" / "sparse"))
     sfm_centres = {Path(im.name).stem: im.projection_center() for im in rec.images.values()}
-    world_mats, scale_mat = load_cameras_sphere(out / "dataset" / "cameras_sphere.npz")
+    world_mats, scale_mat = read_cameras_sphere(out / "dataset" / "cameras_sphere.npz")
     names = [v["name"] for v in pot["meta"]["views"]]
     np.testing.assert_allclose(camera_centers(world_mats), to_world.apply(np.array([sfm_centres[n] for n in names])),
                                atol=1e-6 * to_world.scale)
@@ -173,7 +174,7 @@ def test_dtu_scan_is_upright(shared_data, scan, tmp_path):
     from neus_stage.triangulate import triangulate_known_cameras
 
     data = shared_data / scan
-    wm, _ = load_cameras_sphere(data / "reference" / "cameras_sphere.npz")
+    wm, _ = read_cameras_sphere(data / "reference" / "cameras_sphere.npz")
     photos = sorted((data / "photos").glob("*.jpg"))
     from neus_stage.cameras import decompose_projection
 

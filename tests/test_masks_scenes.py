@@ -27,6 +27,7 @@ import pytest
 from PIL import Image
 
 from neus_stage import masks as M
+from neus_stage.artifacts.dataset import read_mask
 
 pytest.importorskip("pycolmap")
 pytest.importorskip("cv2")
@@ -47,23 +48,15 @@ def _scene(tmp_path_factory, scene: str, views: int, width: int, height: int, se
     render_scene(root / "render", scene=scene, n_views=views, width=width, height=height, seed=seed,
                  gt_resolution=96)
     sfm = run_sfm(root / "render" / "photos", root / "sfm")
-    raw: dict[str, np.ndarray] = {}
-    real = M._rembg_probabilities
-
-    def keep(session, paths):
-        probs = real(session, paths)
-        raw.update({s: p >= 128 for s, p in probs.items()})
-        return probs
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(M, "_rembg_probabilities", keep)
-        report = M.compute_masks(root / "sfm" / "undistorted" / "images", root / "masks", sfm_dir=root / "sfm")
+    report = M.compute_masks(root / "sfm" / "undistorted" / "images", root / "masks", sfm_dir=root / "sfm",
+                             candidates_dir=root / "candidates")
     undistort = M._undistorter(root / "sfm")[1]
     true = {p.stem: undistort(np.asarray(Image.open(p)) >= 128) for p in sorted((root / "render" / "masks").glob("*"))
             if p.stem in sfm["registered"]}
     final = {s: np.asarray(Image.open(root / "masks" / f"{s}.png")) >= 128 for s in true}
     return {"root": root, "sfm": sfm, "report": report, "true": true,
-            "raw": {s: M._iou(raw[s], true[s]) for s in true}, "final": {s: M._iou(final[s], true[s]) for s in true}}
+            "raw": {s: M._iou(read_mask(root / "candidates" / "rembg" / f"{s}.png"), true[s]) for s in true},
+            "final": {s: M._iou(final[s], true[s]) for s in true}}
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +85,11 @@ def test_teapot_region_holds_the_whole_object(teapot):
     import pycolmap
     import trimesh
 
-    from neus_stage.cameras import camera_centers, fit_similarity, load_cameras_sphere
+    from neus_stage.artifacts.dataset import read_cameras_sphere
+    from neus_stage.cameras import camera_centers, fit_similarity
 
     root = teapot["root"]
-    world_mats, _ = load_cameras_sphere(root / "render" / "cameras_sphere.npz")
+    world_mats, _ = read_cameras_sphere(root / "render" / "cameras_sphere.npz")
     true_centres = camera_centers(world_mats)
     rec = pycolmap.Reconstruction(root / "sfm" / "undistorted" / "sparse")
     stems = sorted(p.stem for p in (root / "render" / "photos").iterdir())

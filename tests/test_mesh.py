@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from neus_stage.cameras import scale_mat_from_sphere, write_cameras_sphere
+from neus_stage.artifacts.dataset import write_cameras_sphere
+from neus_stage.cameras import scale_mat_from_sphere
 from neus_stage.errors import StageError
 from neus_stage.mesh import (
     EmptySurfaceError,
@@ -240,9 +241,9 @@ FLOATER = (torch.tensor([0.0, 0.0, 0.95]), 0.08)
 
 
 def _fake_trainer(monkeypatch, with_colors: bool = True) -> None:
-    """A stand-in for neus_stage.train.trainer: the 'checkpoint' holds the radius of a sphere, plus a
+    """A stand-in for neus_stage.train.checkpoint: the 'checkpoint' holds the radius of a sphere, plus a
     small floater sphere that lies outside every mask."""
-    mod = types.ModuleType("neus_stage.train.trainer")
+    mod = types.ModuleType("neus_stage.train.checkpoint")
 
     def load_sdf_function(checkpoint, device):
         r = float(torch.load(checkpoint)["radius"])
@@ -253,9 +254,15 @@ def _fake_trainer(monkeypatch, with_colors: bool = True) -> None:
             raise NotImplementedError("this model has no colour network")
         return lambda p, n: 0.5 * (n + 1)
 
-    mod.load_sdf_function = load_sdf_function
-    mod.load_color_function = load_color_function
-    monkeypatch.setitem(sys.modules, "neus_stage.train.trainer", mod)
+    def load_fields(checkpoint, device):
+        try:
+            color = load_color_function(checkpoint, device)
+        except NotImplementedError:
+            color = None
+        return load_sdf_function(checkpoint, device), color
+
+    mod.load_fields = load_fields
+    monkeypatch.setitem(sys.modules, "neus_stage.train.checkpoint", mod)
 
 
 def _fake_scene(tmp_path: Path, radius: float = 0.5) -> dict:

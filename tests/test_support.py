@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neus_stage.cameras import decompose_projection, load_cameras_sphere
+from neus_stage.artifacts.dataset import read_cameras_sphere
+from neus_stage.cameras import decompose_projection
 from neus_stage.geometry.support import find_support, fit_support_plane, up_prior
 
 VIEWS, W, H = 12, 96, 72
@@ -35,7 +36,7 @@ def mug_render_small(tmp_path_factory) -> Path:
 
 def cameras(render: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(world_mats, centres, up vectors, scale_mat) of a rendered scene's true cameras."""
-    world_mats, scale_mat = load_cameras_sphere(render / "cameras_sphere.npz")
+    world_mats, scale_mat = read_cameras_sphere(render / "cameras_sphere.npz")
     poses = np.stack([decompose_projection(wm[:3, :4])[1] for wm in world_mats])
     return world_mats, poses[:, :3, 3], -poses[:, :3, 1], scale_mat
 
@@ -188,7 +189,7 @@ def mug_stage(tmp_path_factory) -> dict:
 
 
 def _hull_trainer(monkeypatch) -> None:
-    """A stand-in for neus_stage.train.trainer: the 'checkpoint' is a hull.npz and the 'trained' SDF is that
+    """A stand-in for neus_stage.train.checkpoint: the 'checkpoint' is a hull.npz and the 'trained' SDF is that
     (uncut) hull's signed distance, cone under the object included: what CPU training keeps where no camera
     looks."""
     import sys
@@ -197,7 +198,7 @@ def _hull_trainer(monkeypatch) -> None:
     import torch
     from scipy import ndimage
 
-    mod = types.ModuleType("neus_stage.train.trainer")
+    mod = types.ModuleType("neus_stage.train.checkpoint")
 
     def load_sdf_function(checkpoint, device):
         h = np.load(checkpoint)
@@ -220,9 +221,15 @@ def _hull_trainer(monkeypatch) -> None:
     def load_color_function(checkpoint, device):
         raise NotImplementedError("the stand-in has no colour network")
 
-    mod.load_sdf_function = load_sdf_function
-    mod.load_color_function = load_color_function
-    monkeypatch.setitem(sys.modules, "neus_stage.train.trainer", mod)
+    def load_fields(checkpoint, device):
+        try:
+            color = load_color_function(checkpoint, device)
+        except NotImplementedError:
+            color = None
+        return load_sdf_function(checkpoint, device), color
+
+    mod.load_fields = load_fields
+    monkeypatch.setitem(sys.modules, "neus_stage.train.checkpoint", mod)
 
 
 def _face_z_area(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -318,13 +325,13 @@ def test_without_a_plane_the_unobserved_cone_is_culled(mug_stage, tmp_path, monk
 def test_a_tilted_plane_cuts_the_silhouettes(floor_scene):
     """Bad input: a table tilted through the object is refused (the run falls back to the visibility cull);
     the floor itself takes nothing from the silhouettes."""
-    from neus_stage.cameras import load_cameras_sphere
+    from neus_stage.artifacts.dataset import read_cameras_sphere
     from neus_stage.geometry.silhouette import lowest_safe_cut
     from neus_stage.geometry.support import SupportPlane
     from neus_stage.hull import read_masks
 
     root, ds = floor_scene["root"], floor_scene["dataset"]
-    world_mats, scale_mat = load_cameras_sphere(ds / "cameras_sphere.npz")
+    world_mats, scale_mat = read_cameras_sphere(ds / "cameras_sphere.npz")
     stems = sorted(p.stem for p in (ds / "image").glob("*.png"))
     masks = read_masks(ds / "mask", stems)
     P = np.stack([(wm @ scale_mat)[:3, :4] for wm in world_mats])

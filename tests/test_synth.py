@@ -12,7 +12,9 @@ from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
 from neus_stage import synth
-from neus_stage.cameras import camera_centers, load_cameras_sphere, neus_cameras
+from neus_stage.artifacts.dataset import read_cameras_sphere
+from neus_stage.artifacts.meshes import read_mesh
+from neus_stage.cameras import camera_centers, neus_cameras
 from neus_stage.errors import StageError
 from neus_stage.photos import read_photo
 
@@ -63,7 +65,7 @@ def test_masks_binary_and_not_degenerate(mug):
 
 def test_gt_mesh_closed_and_outward(mug):
     out, info = mug
-    v, f = synth.read_ply(out / "gt.ply")
+    v, f = read_mesh(out / "gt.ply")
     assert len(f) > 1000
     # closed: every edge shared by exactly two faces
     edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
@@ -82,8 +84,8 @@ def test_gt_mesh_closed_and_outward(mug):
 
 def test_scale_mat_sphere_contains_object(mug):
     out, _ = mug
-    world_mats, scale_mat = load_cameras_sphere(out / "cameras_sphere.npz", n_views=N)
-    v, _ = synth.read_ply(out / "gt.ply")
+    world_mats, scale_mat = read_cameras_sphere(out / "cameras_sphere.npz", n_views=N)
+    v, _ = read_mesh(out / "gt.ply")
     r, c = scale_mat[0, 0], scale_mat[:3, 3]
     assert np.allclose(scale_mat, np.diag([r, r, r, 1.0]) + np.pad(c[:, None], ((0, 1), (3, 0))))
     v_norm = (v - c) / r
@@ -97,8 +99,8 @@ def test_scale_mat_sphere_contains_object(mug):
 
 def test_gt_vertices_project_into_masks(mug):
     out, _ = mug
-    world_mats, _ = load_cameras_sphere(out / "cameras_sphere.npz", n_views=N)
-    v, _ = synth.read_ply(out / "gt.ply")
+    world_mats, _ = read_cameras_sphere(out / "cameras_sphere.npz", n_views=N)
+    v, _ = read_mesh(out / "gt.ply")
     for wm, m in zip(world_mats, _masks(out), strict=True):
         uv = _project(wm, v)
         ui = np.round(uv).astype(int)  # integer pixel centres
@@ -114,7 +116,7 @@ def test_gt_vertices_project_into_masks(mug):
 
 def test_cameras_look_at_object_from_around(mug):
     out, info = mug
-    world_mats, _ = load_cameras_sphere(out / "cameras_sphere.npz", n_views=N)
+    world_mats, _ = read_cameras_sphere(out / "cameras_sphere.npz", n_views=N)
     centers = camera_centers(world_mats)
     target = np.asarray(info["object_sphere"]["center"])
     for wm, cc in zip(world_mats, centers, strict=True):
@@ -149,7 +151,7 @@ def test_pixel_centre_convention(tmp_path, monkeypatch):
 
     monkeypatch.setitem(synth.SCENES, "ball", ball)
     synth.render_scene(tmp_path, scene="ball", n_views=3, width=W, height=H, gt_resolution=48)
-    world_mats, _ = load_cameras_sphere(tmp_path / "cameras_sphere.npz")
+    world_mats, _ = read_cameras_sphere(tmp_path / "cameras_sphere.npz")
     for wm, m in zip(world_mats, _masks(tmp_path), strict=True):
         uv = _project(wm, centre[None])[0]
         vs, us = np.nonzero(m)
@@ -186,12 +188,12 @@ def test_hard_variants(tmp_path, scene):
         assert sum(touching) >= 4
     elif scene == "parts":
         assert max(ndimage.label(m)[1] for m in masks) == 3
-        v, f = synth.read_ply(tmp_path / "gt.ply")
+        v, f = read_mesh(tmp_path / "gt.ply")
         edges = (f.ravel(), np.roll(f, 1, axis=1).ravel())
         adj = sparse.coo_matrix((np.ones(3 * len(f)), edges), (len(v), len(v)))
         assert csgraph.connected_components(adj, directed=False)[0] == 3
     else:  # floor: the table is in the photos, not in the masks nor the gt mesh
-        v, _ = synth.read_ply(tmp_path / "gt.ply")
+        v, _ = read_mesh(tmp_path / "gt.ply")
         assert v[:, 2].min() >= info["floor_z"] - 1e-3
         photo = read_photo(tmp_path / "photos" / "000.jpg").astype(float)
         below = ~masks[0]

@@ -23,10 +23,13 @@ import torch
 import yaml
 from PIL import Image
 
-from neus_stage.cameras import load_cameras_sphere, neus_cameras
+from neus_stage.artifacts.dataset import read_cameras_sphere
+from neus_stage.cameras import neus_cameras
 from neus_stage.errors import StageError
+from neus_stage.train.checkpoint import load_color_function, load_model, load_sdf_function
 from neus_stage.train.config import PRESETS, config_hash, parse_overrides, resolve_config
 from neus_stage.train.data import NeusScene
+from neus_stage.train.device import pick_device
 from neus_stage.train.fields import (
     MLPSDF,
     HashSDF,
@@ -37,15 +40,7 @@ from neus_stage.train.fields import (
     sh_encoding,
 )
 from neus_stage.train.renderer import OccupancyGrid, ray_box, render_rays, sample_pdf, sdf_and_gradient
-from neus_stage.train.trainer import (
-    Schedule,
-    initial_occupancy,
-    load_color_function,
-    load_model,
-    load_sdf_function,
-    pick_device,
-    train,
-)
+from neus_stage.train.trainer import Schedule, initial_occupancy, train
 
 CPU = torch.device("cpu")
 BOX = (-torch.ones(3), torch.ones(3))
@@ -546,7 +541,7 @@ def test_scene_loads_views_like_the_official_loader(mug_dataset):
     assert scene.masks.shape == (12, 72, 96) and scene.has_masks
     img = np.asarray(Image.open(ds / "image" / "003.png").convert("RGB"))
     assert np.array_equal(scene.images[3].numpy(), img)
-    world_mats, scale_mat = load_cameras_sphere(ds / "cameras_sphere.npz")
+    world_mats, scale_mat = read_cameras_sphere(ds / "cameras_sphere.npz")
     K, poses = neus_cameras(world_mats, scale_mat)
     torch.testing.assert_close(scene.K, torch.from_numpy(K).float())
     torch.testing.assert_close(scene.poses, torch.from_numpy(poses).float())
@@ -781,7 +776,7 @@ def test_device_and_backend_errors(mug_dataset, tmp_path):
     with pytest.raises(StageError, match="encoding_backend=tcnn needs a CUDA device"):
         train(resolve_config("cpu", {"encoding_backend": "tcnn", "device": "cpu"}), mug_dataset["dataset"], tmp_path)
     if not torch.cuda.is_available():
-        with pytest.raises(StageError, match="device=cuda but torch sees no CUDA device"):
+        with pytest.raises(StageError, match="device cuda was asked for but torch sees no CUDA device"):
             pick_device("cuda")
     with pytest.raises(StageError, match="checkpoint not found"):
         load_model(tmp_path / "missing.pt", device="cpu")

@@ -18,7 +18,7 @@ from PIL import Image
 import neus_stage.train.fields as fields
 from neus_stage.cameras import decompose_projection
 from neus_stage.errors import StageError
-from neus_stage.train import trainer
+from neus_stage.train import checkpoint, trainer
 from neus_stage.train.config import resolve_config
 from neus_stage.train.data import NeusScene
 from neus_stage.train.fields import NeuSModel, hull_prior_grid
@@ -52,7 +52,7 @@ def test_every_preset_trains_under_cpu_autocast(name, mug_dataset, tmp_path):
     metrics = train(cfg, mug_dataset["dataset"], tmp_path, hull_path=mug_dataset["hull"])
     assert metrics["autocast"] == "bfloat16" and metrics["steps"] == TINY["steps"]
     assert np.isfinite(metrics["val_psnr"]) and np.isfinite(metrics["inv_s"])
-    model, _, _ = trainer.load_model(tmp_path / "checkpoint.pt", device="cpu")
+    model, _, _ = checkpoint.load_model(tmp_path / "checkpoint.pt", device="cpu")
     with torch.no_grad():
         assert torch.isfinite(model.sdf(torch.rand(100, 3) - 0.5)).all()
 
@@ -369,7 +369,7 @@ def test_training_carves_the_inside_of_a_bowl_that_the_hull_fills(bowl_dataset, 
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     cavity = np.array([0.0, 0.0, 0.82]) + d * rng.uniform(0.05, 0.6, (400, 1))
     wall = np.array([0.0, 0.0, 0.82]) + d * 0.77
-    sdf = trainer.load_sdf_function(tmp_path / "checkpoint.pt", device="cpu")
+    sdf = checkpoint.load_sdf_function(tmp_path / "checkpoint.pt", device="cpu")
     with torch.no_grad():
         carved = float((sdf(normalised(cavity)) > 0).float().mean())
         solid = float((sdf(normalised(wall)) < 0.02).float().mean())

@@ -137,3 +137,18 @@ def test_bad_scene_tables_stop_before_any_work(tiny_project: Path, tmp_path: Pat
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("multiview", [True, False])
+def test_masks_multiview_setting_reaches_the_masks_command(tmp_path: Path, multiview: bool):
+    """User masks with SfM poses: the sfm folder always goes to the masks command (its camera undistorts the
+    user's masks); `masks.multiview: false` adds --no-multiview, so the masks are taken as they are."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(CONFIG)
+    (tmp_path / "config" / "scenes.tsv").write_text("scene\tphotos\tmasks\nmug\tscene/photos\tscene/masks\n")
+    (tmp_path / "scene").symlink_to(ROOT / "resources" / "demo")
+    proc = snakemake(tmp_path, "-n", "-p", "--cores", "1", "--forceall", "--config",
+                     f"masks={{multiview: {str(multiview).lower()}}}")
+    masks_cmd = next(line for line in proc.stdout.splitlines() if " masks --images " in line)
+    assert "--sfm results/mug/sfm" in masks_cmd and re.search(r"--user-masks \S*/masks ", masks_cmd)
+    assert ("--no-multiview" in masks_cmd) is (not multiview)

@@ -2,4 +2,9 @@
 writes (atomically) one family of files that stages hand to each other.
 
 - :mod:`.box`: the object box and visual hull of the visual-hull stage (``bbox.json``, ``hull.npz``).
+- :mod:`.dataset`: the NeuS dataset (``image/``, ``mask/`` with one mask rule, ``cameras_sphere.npz``,
+  ``meta.json``).
+- :mod:`.meshes`: meshes and point clouds (PLY/OBJ written by extension; PLY, OBJ, OFF, STL, glTF, point
+  clouds read).
+- :mod:`.reports`: each stage's JSON record (``report.json``, ``mesh.json``, ``eval.json``, ...).
 """

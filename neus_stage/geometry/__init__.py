@@ -1,5 +1,6 @@
 """Pure geometry: arrays (and callables) in, arrays out; no files, no stage logic.
 
+- :mod:`.carving`: the voting visual hull (one carver for the visual-hull stage and the masks check).
 - :mod:`.support`: the support surface an object stands on (a RANSAC plane of the scene's points, with
   an up prior from the cameras).
 - :mod:`.halfspace`: the half-space above that plane applied to an occupancy grid, a sampled SDF or an
@@ -7,6 +8,8 @@
 - :mod:`.silhouette`: whether a cut hull still explains every silhouette (and how far a plane must be
   lowered below a base plate until it does).
 - :mod:`.visibility`: which faces of a mesh some camera observes (a ray test against the mesh itself).
+- :mod:`.texture`: UV atlases and texture baking from the photos; :mod:`.upright`: the upright frame;
+  :mod:`.retrieval`: image pairs for matching large photo sets.
 """
 
 from .halfspace import cut_occupancy, cut_sdf, cut_sdf_grid

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..cameras import load_cameras_sphere, neus_cameras
+from .. import memory
+from ..artifacts.dataset import MASK_LEVEL, read_cameras_sphere, read_mask
+from ..cameras import neus_cameras
 from ..errors import StageError
 
 log = logging.getLogger(__name__)
@@ -113,8 +115,15 @@ class NeusScene:
             raise StageError(f"{root}: image/ and mask/ names differ; each image needs a mask of the same stem")
         if require_masks and not mask_paths:
             raise StageError(f"{root / 'mask'}: no masks; give masks or train with use_mask=false")
+        with Image.open(image_paths[0]) as first:
+            w, h = first.size
+        n = len(image_paths)
+        memory.require(memory.image_bytes(n, w // max(downscale, 1), h // max(downscale, 1)),
+                       f"{root / 'image'}: {n} views of {w}x{h} (downscale {downscale}) on the {device.type}",
+                       f"raise train.image_downscale (now {downscale}) or lower images.max_size and re-run the "
+                       "workflow from the sfm stage", device=str(device))
         self.cameras_path = root / "cameras_sphere.npz"
-        world_mats, scale_mat = load_cameras_sphere(self.cameras_path, n_views=len(image_paths))
+        world_mats, scale_mat = read_cameras_sphere(self.cameras_path, n_views=len(image_paths))
         if not (np.isfinite(world_mats).all() and np.isfinite(scale_mat).all()):
             raise StageError(f"{self.cameras_path}: holds NaN or infinite values; fix or rebuild the camera file")
         K, poses = neus_cameras(world_mats, scale_mat)
@@ -127,10 +136,10 @@ class NeusScene:
                 im = _box_downscale(im, downscale)
             imgs.append(np.asarray(im))
             if mask_paths:
-                m = Image.open(mask_paths[i]).convert("L")
-                if downscale > 1:
+                m = Image.fromarray(read_mask(mask_paths[i]).astype(np.uint8) * 255)
+                if downscale > 1:  # a downscaled pixel is foreground where most of its pixels are
                     m = _box_downscale(m, downscale)
-                masks.append(np.asarray(m) > 127)
+                masks.append(np.asarray(m) > MASK_LEVEL)
         shapes = {im.shape for im in imgs}
         if len(shapes) != 1:
             raise StageError(f"{root / 'image'}: images have different sizes {sorted(shapes)}")

@@ -10,7 +10,6 @@ rays (the size of a boolean selection); losses, PSNR and the finiteness check ar
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
@@ -27,11 +26,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..artifacts.box import read_bbox, read_hull
-from ..atomic import write_bytes_atomic
 from ..errors import StageError
+from .checkpoint import build_model, resume_training, save_checkpoint
 from .config import TrainConfig, config_dict, config_hash
 from .data import NeusScene
-from .fields import NeuSModel, encoding_backend, grid_levels, hull_prior_grid
+from .device import autocast_dtype, pick_device
+from .fields import NeuSModel, grid_levels, hull_prior_grid
 from .renderer import OccupancyGrid, eikonal_points, render_rays, seen_cells
 
 log = logging.getLogger(__name__)
@@ -41,49 +41,6 @@ LOG_COLUMNS = ["step", "loss", "color_loss", "psnr", "mask_loss", "eikonal", "in
 
 
 # ------------------------------------------------------------------------------------------ set-up
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StageError("device=cuda but torch sees no CUDA device (see `neus-stage doctor`); use device=cpu or auto")
-    return torch.device(name)
-
-
-def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The reduced precision of the encoding (None: fp32). ``auto`` is fp16 only where the encoding is
-    tinycudann's: the presence of tinycudann alone never switches a model that does not use it to fp16.
-    A precision the device cannot run is an error before training starts."""
-    tcnn = cfg.sdf_backend == "hashgrid" and encoding_backend(cfg, device) == "tcnn"
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "fp16" if tcnn else "fp32"
-    if precision == "fp32":
-        return None
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    if precision == "bf16" and tcnn:
-        raise StageError(
-            "precision=bf16 with the tinycudann encoding: tinycudann computes in fp16 or fp32; "
-            "use precision=fp16 (or auto), fp32, or encoding_backend=torch"
-        )
-    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise StageError(
-            f"precision=bf16: this GPU ({torch.cuda.get_device_name(device)}) has no bfloat16; "
-            "use precision=fp16 or fp32"
-        )
-    try:  # the CPU (and other devices) must have autocast for this dtype
-        with torch.autocast(device.type, dtype=dtype):
-            torch.nn.functional.linear(torch.ones(2, 2, device=device), torch.ones(2, 2, device=device))
-    except (RuntimeError, AssertionError) as exc:
-        raise StageError(
-            f"precision={precision}: this torch build cannot autocast to {precision} on {device.type} ({exc}); "
-            "use precision=fp32 (or bf16 on a CPU)"
-        ) from exc
-    if cfg.sdf_backend == "mlp":
-        log.info("precision=%s: the mlp model has no encoding to run in reduced precision: it computes in fp32",
-                 precision)
-    return dtype
-
-
 def training_box(hull_path: Path | None, bbox_path: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The box training samples in (normalised frame) and the hull occupancy over it, if any. An empty hull,
     or one that fills its box (masks that are foreground everywhere), is an error."""
@@ -116,17 +73,6 @@ def hull_prior(cfg: TrainConfig, hull: np.ndarray | None, box_min: np.ndarray, b
         return None
     voxel = (box_max - box_min) / np.array(hull.shape)
     return torch.from_numpy(hull_prior_grid(hull, voxel))
-
-
-def build_model(
-    cfg: TrainConfig,
-    box_min: np.ndarray,
-    box_max: np.ndarray,
-    prior: torch.Tensor | None,
-    device: torch.device,
-    half: bool = False,
-) -> NeuSModel:
-    return NeuSModel(cfg, torch.from_numpy(box_min), torch.from_numpy(box_max), device, prior, half=half).to(device)
 
 
 def initial_occupancy(hull: np.ndarray | None, res: int, device: torch.device) -> torch.Tensor:
@@ -446,14 +392,6 @@ class TrainLog:
         self.file.close()
 
 
-def _save(path: Path, payload: dict) -> None:
-    # serialised in memory, then written all or nothing: a full disk is a plain OSError naming the errno
-    # (torch.save onto a file raises an opaque RuntimeError), and a kill never leaves a half-written file
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_bytes_atomic(path, buffer.getbuffer())
-
-
 class _Stop:
     """SIGTERM/SIGINT set a flag; the loop checkpoints and exits cleanly (SLURM preemption)."""
 
@@ -522,24 +460,8 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     chash = config_hash(cfg)
     resume_path = out_dir / "ckpt" / "last.pt"
-    start, n_rays = 0, cfg.n_rays
-    if resume_path.is_file():
-        state = torch.load(resume_path, map_location=device, weights_only=False)
-        if state.get("hash") == chash:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            try:
-                gen.set_state(state["generator"].cpu())
-            except RuntimeError:  # saved on another kind of device: a fresh stream from the seed and step
-                gen.manual_seed(cfg.seed + state["step"])
-            if "scaler" in state:
-                scaler.load_state_dict(state["scaler"])
-            if occupancy is not None and state.get("occupancy") is not None:
-                occupancy.load_state_dict(state["occupancy"])
-            start, n_rays = state["step"], state.get("n_rays", cfg.n_rays)
-            log.info("resuming from %s at step %d", resume_path, start)
-        else:
-            log.warning("%s belongs to another configuration; starting afresh", resume_path)
+    start, n_rays = resume_training(resume_path, chash, model=model, optimizer=opt, generator=gen, scaler=scaler,
+                                    occupancy=occupancy, seed=cfg.seed, n_rays=cfg.n_rays)
     (out_dir / "config.yaml").write_text(
         yaml.safe_dump(
             {**config_dict(cfg), "hash": chash, "dataset": str(dataset_dir), "device": str(device),
@@ -623,7 +545,7 @@ def train(
                              row["psnr"], row["inv_s"], n_rays, n_eval)
             done = step + 1
             if done % cfg.checkpoint_every == 0 or stop.signal is not None:
-                _save(resume_path, checkpoint_payload(done))
+                save_checkpoint(resume_path, checkpoint_payload(done))
             if stop.signal is not None:
                 tlog.close()
                 raise StageError(
@@ -665,7 +587,7 @@ def train(
     payload = checkpoint_payload(step)
     payload.pop("optimizer")
     payload["metrics"] = metrics
-    _save(out_dir / "checkpoint.pt", payload)
+    save_checkpoint(out_dir / "checkpoint.pt", payload)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     resume_path.unlink(missing_ok=True)
     if "heldout_psnr" in metrics:
@@ -685,58 +607,3 @@ def train(
         out_dir / "checkpoint.pt",
     )
     return metrics
-
-
-# ----------------------------------------------------------------------------------------- loading
-def load_model(checkpoint: Path, device: str = "auto") -> tuple[NeuSModel, TrainConfig, dict]:
-    """Rebuild the trained model from checkpoint.pt (any backend: the grid parameters share one layout).
-    Needs torch and numpy only: the hull prior, where the run used one, comes from the saved weights."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise StageError(f"{checkpoint}: checkpoint not found; run the train stage first")
-    dev = pick_device(device)
-    try:
-        state = torch.load(checkpoint, map_location=dev, weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise StageError(f"{checkpoint}: not a readable checkpoint ({exc}); re-run training") from exc
-    known = set(TrainConfig.__dataclass_fields__)
-    cfg_d = {k: v for k, v in state["config"].items() if k in known}  # fields since removed do not matter here
-    cfg_d["skip_layers"] = tuple(cfg_d["skip_layers"])
-    if "background" not in cfg_d:  # saved before the background model existed: there is none to load
-        cfg_d["background"] = "none"
-    old_prior = state["config"].get("hull_prior", True)
-    if isinstance(old_prior, bool):  # saved when hull_prior was true (the whole hull) or false (the sphere)
-        cfg_d["hull_prior"] = "full" if old_prior else "none"
-    cfg = TrainConfig(**cfg_d)
-    if dev.type != "cuda":
-        cfg.encoding_backend = "torch"
-    prior = state["model"].get("sdf_net.prior")
-    prior = prior if prior is not None and prior.numel() else None
-    model = build_model(cfg, state["box_min"], state["box_max"], prior, dev)
-    model.load_state_dict(state["model"])
-    model.sdf_net.set_active_levels(cfg.n_levels)
-    model.sdf_net.prior_weight = state.get("prior_weight", 1.0)
-    model.eval()
-    return model, cfg, state
-
-
-def load_sdf_function(checkpoint: Path, device: str = "auto"):
-    """A callable mapping points (N,3) in the normalised frame to SDF values (N,)."""
-    model, _, _ = load_model(checkpoint, device)
-
-    def sdf(x: torch.Tensor) -> torch.Tensor:
-        return model.sdf(x)
-
-    return sdf
-
-
-def load_color_function(checkpoint: Path, device: str = "auto"):
-    """A callable (points (N,3), normals (N,3)) -> RGB (N,3): colour seen looking along -normal."""
-    model, _, _ = load_model(checkpoint, device)
-
-    def color(x: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
-        _, feat = model.sdf_feature(x)
-        n = F.normalize(normals, dim=-1)
-        return model.color_net(x, n, -n, feat)
-
-    return color
