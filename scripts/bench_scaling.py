@@ -41,7 +41,10 @@ def run_stage(args: list[str], log: Path) -> tuple[float, float]:
     text = log.read_text()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{text[-2000:]}")
-    rss = [int(line.split()[1]) for line in text.splitlines() if line.startswith("MAXRSS")]
+    # the command's stderr reaches the full log (--log); the terminal shows only progress
+    full = log.with_suffix(".full.log")
+    lines = [*text.splitlines(), *(full.read_text().splitlines() if full.is_file() else [])]
+    rss = [int(line.split()[-1]) for line in lines if "MAXRSS" in line]
     return wall, (rss[-1] / 1024 if rss else float("nan"))
 
 
@@ -65,6 +68,8 @@ def resized(src: Path, dst: Path, megapixels: float, count: int) -> Path:
     files = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     files = [files[i] for i in np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)]
     dst.mkdir(parents=True, exist_ok=True)
+    if len(list(dst.glob("*.jpg"))) == len(files):  # made by an earlier run
+        return dst
     for p in files:
         im = Image.open(p).convert("RGB")
         s = (megapixels * 1e6 / (im.width * im.height)) ** 0.5
@@ -86,9 +91,16 @@ def main() -> None:
     ap.add_argument("--dtu", type=Path, default=None, help="a DTU scan folder (photos/) for the photo-size series")
     ap.add_argument("--size-count", type=int, default=25, help="photos in the photo-size series")
     ap.add_argument("--png", type=Path, default=None, help="log-log plot of the stage times")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[], metavar="RESULTS_JSON",
+                    help="rows of earlier runs (their results.json) to table with this run's; this run's rows replace "
+                         "theirs for the same series, photo count, size and stage")
+    ap.add_argument("--runs", nargs="*", default=[], metavar="N:MP",
+                    help="single runs of N teapot photos resized to MP megapixels (e.g. 50:2.07 for phone-size "
+                         "1920x1080 photos, 200:12)")
     a = ap.parse_args()
     from neus_stage.synth import render_scene
 
+    a.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in a.counts:
         render = a.out / f"teapot_{n}"
@@ -109,10 +121,25 @@ def main() -> None:
                 rows.append({"series": "size", "photos": a.size_count, "megapixels": mp, "stage": stage, "seconds": sec,
                              "peak_mb": mb})
                 print(rows[-1], flush=True)
-    df = pd.DataFrame(rows)
+    for spec in a.runs:
+        n, mp = int(spec.split(":")[0]), float(spec.split(":")[1])
+        render = a.out / f"teapot_{n}"
+        if not (render / "photos").is_dir():
+            render_scene(render, scene="teapot", n_views=n, width=640, height=480, seed=0, gt_resolution=64)
+        photos = resized(render / "photos", a.out / f"teapot_{n}_{mp:g}mp", mp, n)
+        work = a.out / f"run_teapot_{n}_{mp:g}mp"
+        shutil.rmtree(work, ignore_errors=True)
+        for stage, (sec, mb) in pipeline(photos, work).items():
+            rows.append({"series": "run", "photos": n, "megapixels": mp, "stage": stage, "seconds": sec,
+                         "peak_mb": mb})
+            print(rows[-1], flush=True)
+    key_cols = ["series", "photos", "megapixels", "stage"]
+    earlier = [pd.read_json(path, orient="records") for path in a.merge]
+    df = pd.concat([*earlier, pd.DataFrame(rows, columns=[*key_cols, "seconds", "peak_mb"])], ignore_index=True)
+    df = df.drop_duplicates(subset=key_cols, keep="last")
     (a.out / "results.json").write_text(df.to_json(orient="records", indent=1))
     print()
-    for series, key in (("photos", "photos"), ("size", "megapixels")):
+    for series, key in (("photos", "photos"), ("size", "megapixels"), ("run", ["photos", "megapixels"])):
         sub = df[df.series == series]
         if sub.empty:
             continue
@@ -120,6 +147,8 @@ def main() -> None:
         table["total"] = table.sum(1)
         mem = sub.groupby(key)["peak_mb"].max().rename("peak MB")
         print(pd.concat([table.round(1), mem.round(0)], axis=1).to_markdown())
+        if series == "run":
+            continue
         exps = {s: exponent(table.index, table[s]) for s in [*STAGES, "total"]}
         print(f"exponent of time against {key}: " + ", ".join(f"{s} {v:.2f}" for s, v in exps.items()))
         print()

@@ -20,11 +20,12 @@ rule sfm:
         camera_model=config["sfm"]["camera_model"],
         min_registered=config["sfm"]["min_registered"],
         max_image_size=config["sfm"]["max_image_size"],
+        max_features=config["sfm"]["max_features"],
         max_size=config["images"]["max_size"],
     shell:
         NEUS_STAGE
         + " --log {log} sfm --photos {params.photos:q} --out results/{wildcards.scene}/sfm"
         " --matcher {params.matcher} --mapper {params.mapper} --camera-model {params.camera_model}"
         " --min-registered {params.min_registered} --max-image-size {params.max_image_size}"
-        " --max-size {params.max_size}"
+        " --max-size {params.max_size} --max-features {params.max_features}"
         " --threads {threads}"
