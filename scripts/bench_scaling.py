@@ -144,8 +144,9 @@ def main() -> None:
         if sub.empty:
             continue
         table = sub.pivot_table(index=key, columns="stage", values="seconds").reindex(columns=list(STAGES))
-        table["total"] = table.sum(1)
-        mem = sub.groupby(key)["peak_mb"].max().rename("peak MB")
+        table = table.astype(float)
+        table["total"] = table.sum(axis=1)
+        mem = sub.groupby(key)["peak_mb"].max().astype(float).rename("peak MB")
         print(pd.concat([table.round(1), mem.round(0)], axis=1).to_markdown())
         if series == "run":
             continue
