@@ -144,7 +144,7 @@ def test_cameras_and_meta_round_trip(tmp_path):
     assert np.allclose(w, world) and np.allclose(s, scale)
     with pytest.raises(StageError, match="holds 3 cameras but the scene has 4 photos"):
         read_cameras_sphere(tmp_path / "cameras_sphere.npz", n_views=4)
-    with pytest.raises(StageError, match="meta.json: missing; re-run the dataset stage"):
+    with pytest.raises(StageError, match="meta.json: missing; run the dataset stage first"):
         read_meta(tmp_path)
     write_meta(tmp_path, {"units": "m"})
     assert read_meta(tmp_path) == {"units": "m"}

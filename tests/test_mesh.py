@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fake_fields import install_fake_fields
 from PIL import Image
 
 from neus_stage.artifacts.dataset import write_cameras_sphere
@@ -243,26 +242,15 @@ FLOATER = (torch.tensor([0.0, 0.0, 0.95]), 0.08)
 def _fake_trainer(monkeypatch, with_colors: bool = True) -> None:
     """A stand-in for neus_stage.train.checkpoint: the 'checkpoint' holds the radius of a sphere, plus a
     small floater sphere that lies outside every mask."""
-    mod = types.ModuleType("neus_stage.train.checkpoint")
 
     def load_sdf_function(checkpoint, device):
         r = float(torch.load(checkpoint)["radius"])
         return lambda p: torch.minimum(sphere(r, torch.zeros(3))(p), sphere(FLOATER[1], FLOATER[0])(p))
 
     def load_color_function(checkpoint, device):
-        if not with_colors:
-            raise NotImplementedError("this model has no colour network")
         return lambda p, n: 0.5 * (n + 1)
 
-    def load_fields(checkpoint, device):
-        try:
-            color = load_color_function(checkpoint, device)
-        except NotImplementedError:
-            color = None
-        return load_sdf_function(checkpoint, device), color
-
-    mod.load_fields = load_fields
-    monkeypatch.setitem(sys.modules, "neus_stage.train.checkpoint", mod)
+    install_fake_fields(monkeypatch, load_sdf_function, load_color_function if with_colors else None)
 
 
 def _fake_scene(tmp_path: Path, radius: float = 0.5) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_fields import install_fake_fields
 
 from neus_stage.artifacts.dataset import read_cameras_sphere
 from neus_stage.cameras import decompose_projection
@@ -192,13 +193,9 @@ def _hull_trainer(monkeypatch) -> None:
     """A stand-in for neus_stage.train.checkpoint: the 'checkpoint' is a hull.npz and the 'trained' SDF is that
     (uncut) hull's signed distance, cone under the object included: what CPU training keeps where no camera
     looks."""
-    import sys
-    import types
 
     import torch
     from scipy import ndimage
-
-    mod = types.ModuleType("neus_stage.train.checkpoint")
 
     def load_sdf_function(checkpoint, device):
         h = np.load(checkpoint)
@@ -218,18 +215,7 @@ def _hull_trainer(monkeypatch) -> None:
 
         return f
 
-    def load_color_function(checkpoint, device):
-        raise NotImplementedError("the stand-in has no colour network")
-
-    def load_fields(checkpoint, device):
-        try:
-            color = load_color_function(checkpoint, device)
-        except NotImplementedError:
-            color = None
-        return load_sdf_function(checkpoint, device), color
-
-    mod.load_fields = load_fields
-    monkeypatch.setitem(sys.modules, "neus_stage.train.checkpoint", mod)
+    install_fake_fields(monkeypatch, load_sdf_function)  # no colour network
 
 
 def _face_z_area(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

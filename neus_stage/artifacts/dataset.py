@@ -11,14 +11,14 @@ without the geometry libraries.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..atomic import atomic_write, write_text_atomic
+from ..atomic import atomic_write
 from ..errors import StageError
+from .reports import read_report, write_report
 
 MASK_LEVEL = 127
 """A mask pixel is foreground where a colour channel is above this."""
@@ -136,17 +136,8 @@ def read_cameras_sphere(path: Path, n_views: int | None = None) -> tuple[np.ndar
 # --------------------------------------------------------------------------------------------- meta
 def read_meta(dataset_dir: Path) -> dict:
     """The dataset's ``meta.json``; a StageError naming it when missing or unreadable."""
-    path = Path(dataset_dir) / META
-    if not path.is_file():
-        raise StageError(f"{path}: missing; re-run the dataset stage")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StageError(f"{path}: not valid JSON ({exc}); re-run the dataset stage") from exc
-    if not isinstance(meta, dict):
-        raise StageError(f"{path}: not a JSON object; re-run the dataset stage")
-    return meta
+    return read_report(Path(dataset_dir) / META, "the dataset stage")
 
 
 def write_meta(dataset_dir: Path, meta: dict) -> None:
-    write_text_atomic(Path(dataset_dir) / META, json.dumps(meta, indent=2))
+    write_report(Path(dataset_dir) / META, meta)
