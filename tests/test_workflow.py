@@ -103,8 +103,11 @@ def test_workflow_end_to_end(tiny_project: Path):
         assert (tiny_project / "logs" / rule / "mug.log").is_file(), rule
         assert (tiny_project / "benchmarks" / rule / "mug.tsv").is_file(), rule
     ev = json.loads((res / "eval.json").read_text())
-    # a frame or scale mistake puts the mesh tens of percent away; a short training stays within a few percent
-    assert ev["chamfer_pct_diag"]["overall"] < 8.0, ev["chamfer_pct_diag"]
+    # a frame or scale mistake puts even the median mesh sample tens of percent away; how far 600 CPU steps
+    # close the surface varies from run to run (overall 4.5 to 8.0% of the diagonal in CI runs, completeness
+    # the part that moves), so the median accuracy checks the frame and the scale, the overall a loose bound
+    pct = ev["chamfer_pct_diag"]
+    assert pct["accuracy_median"] < 6.0 and pct["overall"] < 15.0, pct
     assert ev["alignment"]["rms"] < 0.05
 
 
