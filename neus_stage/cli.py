@@ -331,6 +331,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(a: argparse.Namespace) -> None:
+    from .artifacts.dataset import mask_files
     from .train.config import parse_overrides, resolve_config
     from .train.trainer import train
 
@@ -338,7 +339,7 @@ def _run_train(a: argparse.Namespace) -> None:
     if a.config_json:
         overrides = {**json.loads(a.config_json), **overrides}
     paths = _given(a, train)
-    if not any((Path(a.dataset) / "mask").glob("*.png")) and "use_mask" not in overrides:
+    if not mask_files(a.dataset) and "use_mask" not in overrides:
         # masks mode none (or a dataset without masks): train on whole images with the background modelled,
         # from NeuS's sphere rather than a hull (there is none)
         log.warning("%s has no masks: training with use_mask=false (the background is modelled) and "

@@ -23,13 +23,10 @@ import torch.nn.functional as F
 from .artifacts.box import write_bbox, write_hull
 from .artifacts.dataset import read_cameras_sphere, read_masks
 from .errors import StageError
-from .geometry.carving import grid_centres, vote
+from .geometry.carving import vote
+from .geometry.halfspace import voxel_centers
 
 log = logging.getLogger(__name__)
-
-
-def voxel_centers(box_min: np.ndarray, box_max: np.ndarray, res: int) -> np.ndarray:
-    return grid_centres(box_min, box_max, res)
 
 
 def _mask_lookup(P: np.ndarray, mask: np.ndarray, voxel: float, center: np.ndarray):
@@ -41,6 +38,11 @@ def _mask_lookup(P: np.ndarray, mask: np.ndarray, voxel: float, center: np.ndarr
     depth = float(P[2] @ center / np.linalg.norm(P[2, :3]))
     r = min(int(np.ceil(0.5 * focal * voxel / max(depth, 1e-9))), max(h, w) // 8)
     Pt = torch.from_numpy(P).float()
+    m = torch.from_numpy(mask).float()[None, None]
+    if r > 0:  # separable square dilation
+        m = F.max_pool2d(m, (1, 2 * r + 1), stride=1, padding=(0, r))
+        m = F.max_pool2d(m, (2 * r + 1, 1), stride=1, padding=(r, 0))
+    flat = (m[0, 0] > 0).flatten()
 
     def look(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         uvw = torch.from_numpy(points) @ Pt[:, :3].T + Pt[:, 3]
@@ -48,11 +50,6 @@ def _mask_lookup(P: np.ndarray, mask: np.ndarray, voxel: float, center: np.ndarr
         zc = z.clamp(min=1e-9)
         ui, vi = torch.round(uvw[:, 0] / zc).long(), torch.round(uvw[:, 1] / zc).long()
         inside = (z > 0) & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
-        m = torch.from_numpy(mask).float()[None, None]
-        if r > 0:  # separable square dilation
-            m = F.max_pool2d(m, (1, 2 * r + 1), stride=1, padding=(0, r))
-            m = F.max_pool2d(m, (2 * r + 1, 1), stride=1, padding=(r, 0))
-        flat = (m[0, 0] > 0).flatten()
         fg = flat[(vi.clamp(0, h - 1) * w + ui.clamp(0, w - 1))] & inside
         return inside.numpy(), fg.numpy()
 
@@ -72,7 +69,7 @@ def carve(
 
     projections: (N,3,4) mapping the box's frame to pixels; masks: (N,H,W) bool.
     """
-    pts = voxel_centers(box_min, box_max, res).astype(np.float32)
+    pts = voxel_centers(box_min, box_max, (res, res, res)).reshape(-1, 3).astype(np.float32)
     voxel = float(np.linalg.norm((box_max - box_min) / res))
     center = np.append((box_min + box_max) / 2, 1.0)
     views = (_mask_lookup(projections[i], masks[i], voxel, center) for i in range(len(masks)))

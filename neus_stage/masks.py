@@ -37,7 +37,8 @@ from scipy import ndimage
 from .artifacts.dataset import write_mask
 from .artifacts.reports import read_report_if_any, write_report
 from .errors import StageError
-from .geometry.carving import grid_centres, vote
+from .geometry.carving import vote
+from .geometry.halfspace import voxel_centers
 from .photos import IMAGE_SUFFIXES, list_photos, read_photo, to_rgb8
 from .progress import track
 
@@ -441,7 +442,7 @@ def hull_votes(views: _Views, masks: dict[str, np.ndarray], lo: np.ndarray, hi: 
     extent = np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)
     size = max(float(np.median(extent)) / resolution, float(np.prod(extent)) ** (1 / 3) / resolution)
     n = np.maximum(np.ceil(extent / size).astype(int), 1)
-    X = grid_centres(lo, lo + n * size, tuple(n))
+    X = voxel_centers(lo, lo + n * size, tuple(n)).reshape(-1, 3)
 
     def lookup(s: str):  # one view of the carver: COLMAP pixel corners, the mask as it is
         m = masks[s]

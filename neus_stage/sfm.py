@@ -538,6 +538,9 @@ def run_sfm(
         raise StageError(f"unknown camera model '{camera_model}'; choose one of {models}")
     if not 0.0 <= min_registered <= 1.0:
         raise StageError(f"min_registered must be a share between 0 and 1, got {min_registered}")
+    if max_features < 500:
+        raise StageError(f"max_features {max_features}: too few SIFT features to register photos; use 1000 or more "
+                         "(default 4096)")
     stems = [p.stem for p in photos]
     from_video = photos_mod.frames_report(photos_dir) is not None  # frames of a video, in time order
     matcher_used = _choose_matcher(matcher, len(photos), exhaustive_max, video=from_video)
@@ -568,9 +571,6 @@ def run_sfm(
     t = lap("prepare_s", t)
 
     log.info("[1/4] extracting SIFT features")
-    if max_features < 500:
-        raise StageError(f"max_features {max_features}: too few SIFT features to register photos; use 1000 or more "
-                         "(default 4096)")
     _extract(pycolmap, db_path, images_dir, names, mapping_model(camera_model), max_image_size, threads,
              max_features)
     keypoints = _check_features(pycolmap, db_path, photos_dir)

@@ -44,8 +44,8 @@ def read_mask(path: Path) -> np.ndarray:
         raise StageError(f"{path}: mask not found; every image needs a mask of the same name")
     try:
         with Image.open(path) as im:
-            if im.mode in ("P", "LA", "PA", "I;16", "I;16B", "I;16L", "I", "F", "1"):
-                im = im.convert("L") if im.mode not in ("I;16", "I;16B", "I;16L") else im
+            if im.mode in ("P", "LA", "PA", "I", "F", "1"):  # 16-bit stays: mask_from_array scales it
+                im = im.convert("L")
             a = np.asarray(im)
     except Exception as exc:  # noqa: BLE001 - an unreadable image becomes a user message
         raise StageError(f"{path}: not a readable mask image ({type(exc).__name__}: {exc}); rebuild it") from exc

@@ -18,14 +18,6 @@ View = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """points (M,3) -> (seen (M,) bool, foreground (M,) bool)."""
 
 
-def grid_centres(lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int, int] | int) -> np.ndarray:
-    """Centres (N,3) of a voxel grid of ``shape`` cells over the box [lo, hi], x slowest (``indexing="ij"``)."""
-    shape = (shape,) * 3 if isinstance(shape, int) else tuple(shape)
-    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
-    axes = [lo[k] + (np.arange(shape[k]) + 0.5) * (hi[k] - lo[k]) / shape[k] for k in range(3)]
-    return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-
-
 def vote(points: np.ndarray, views: Iterable[View], most_allowed: int,
          dtype: type = np.int32) -> tuple[np.ndarray, np.ndarray]:
     """(seen, background) counts (N,) of ``points`` over ``views``; a point's counts stop once more than

@@ -142,8 +142,8 @@ def color_function(model: NeuSModel) -> Callable[[torch.Tensor, torch.Tensor], t
 
 
 def load_fields(checkpoint: Path, device: str = "auto") -> tuple[Callable, Callable | None]:
-    """The SDF and colour functions of a trained model, from one read of ``checkpoint`` (the colour function
-    is None for a field without one)."""
+    """The SDF and colour functions of a trained model, from one read of ``checkpoint`` (every trained model
+    has a colour network; the type allows None for fields that have none, such as the tests' stand-ins)."""
     model, _, _ = load_model(checkpoint, device)
     return sdf_function(model), color_function(model)
 
