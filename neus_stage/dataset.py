@@ -26,9 +26,10 @@ from PIL import Image
 
 from .artifacts.dataset import read_cameras_sphere, read_masks, write_cameras_sphere, write_mask, write_meta
 from .artifacts.reports import read_report, read_report_if_any
-from .cameras import CameraSet, Similarity, scale_mat_from_sphere
+from .artifacts.sfm import read_sfm_cameras
 from .errors import StageError
 from .frames import transform_camera_set
+from .geometry.cameras import CameraSet, Similarity, scale_mat_from_sphere
 from .hull import carve
 from .photos import check_photos, list_photos, read_photo
 from .scale import ScaleResult, ScaleSettings, resolve_scale
@@ -101,34 +102,6 @@ def build_dataset_from_reference(photos_dir: Path, cameras: Path, masks_dir: Pat
     write_meta(out_dir, meta)
     log.info("dataset: %d views from reference cameras %s", len(stems), cameras)
     return meta
-
-
-def cameras_from_sfm(sfm_dir: Path) -> tuple[CameraSet, object]:
-    """Pinhole cameras of the registered, undistorted views, sorted by stem (NeuS pixel convention)."""
-    import pycolmap
-
-    model_dir = Path(sfm_dir) / "undistorted" / "sparse"
-    if not model_dir.is_dir():
-        raise StageError(f"{model_dir}: undistorted SfM model not found; run the sfm stage first")
-    rec = pycolmap.Reconstruction(str(model_dir))
-    images = sorted(rec.images.values(), key=lambda im: Path(im.name).stem)
-    Ks, Rs, ts, names, sizes = [], [], [], [], set()
-    for im in images:
-        cam = rec.cameras[im.camera_id]
-        fx, fy, cx, cy = cam.params[:4] if len(cam.params) >= 4 else (cam.params[0], cam.params[0], *cam.params[1:3])
-        # COLMAP puts the centre of the top-left pixel at (0.5, 0.5); NeuS at (0, 0).
-        Ks.append(np.array([[fx, 0, cx - 0.5], [0, fy, cy - 0.5], [0, 0, 1.0]]))
-        pose = im.cam_from_world()
-        Rs.append(np.asarray(pose.rotation.matrix()))
-        ts.append(np.asarray(pose.translation))
-        names.append(Path(im.name).stem)
-        sizes.add((cam.width, cam.height))
-    if len(sizes) != 1:
-        raise StageError(
-            f"{model_dir}: undistorted images have several sizes {sorted(sizes)}; use photos of one camera"
-        )
-    ((w, h),) = sizes
-    return CameraSet(names, np.stack(Ks), np.stack(Rs), np.stack(ts), w, h), rec
 
 
 def object_points(rec, names: list[str], masks: np.ndarray, min_share: float = 0.5) -> np.ndarray:
@@ -262,7 +235,7 @@ def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, mar
     """poses = sfm: the registered, undistorted views with COLMAP's cameras, made upright (and metric where
     ``scale`` allows), and an automatic sphere."""
     sfm_dir, masks_dir, out_dir = Path(sfm_dir), Path(masks_dir), Path(out_dir)
-    cams_sfm, rec = cameras_from_sfm(sfm_dir)
+    cams_sfm, rec = read_sfm_cameras(sfm_dir)
     mode, why = masks_mode(masks_dir)
     voxels = None
     if mode == "none":

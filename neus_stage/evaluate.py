@@ -33,8 +33,8 @@ from scipy.spatial import cKDTree
 from .artifacts.meshes import quiet_open3d, read_geometry, read_mesh
 from .artifacts.reports import write_report
 from .atomic import atomic_write
-from .cameras import Similarity
 from .errors import StageError
+from .geometry.cameras import Similarity
 from .timing import StageTimer
 
 log = logging.getLogger(__name__)

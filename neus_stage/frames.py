@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts.dataset import read_cameras_sphere, read_meta
-from .cameras import CameraSet, Similarity, camera_centers, fit_similarity
 from .errors import StageError
+from .geometry.cameras import CameraSet, Similarity, camera_centers, fit_similarity
 
 log = logging.getLogger(__name__)
 

@@ -95,7 +95,7 @@ MAX_LOWERING = 0.05
 
 def _camera_frames(world_mats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Camera centres (N,3) and up vectors (N,3, minus the camera y axis) in the world frame."""
-    from .cameras import decompose_projection
+    from .geometry.cameras import decompose_projection
 
     poses = np.stack([decompose_projection(wm[:3, :4])[1] for wm in world_mats])
     return poses[:, :3, 3], -poses[:, :3, 1]

@@ -311,7 +311,7 @@ def views_from_sfm(sfm_dir: Path, stems: list[str], sizes: dict[str, tuple[int, 
 
 
 def views_from_camera_set(cams, rec=None) -> _Views:
-    """Views of a :class:`neus_stage.cameras.CameraSet` (NeuS pixel convention) with the SfM model ``rec``."""
+    """Views of a :class:`neus_stage.geometry.cameras.CameraSet` (NeuS pixel convention) with the SfM model ``rec``."""
     K, R, t = {}, {}, {}
     for i, s in enumerate(cams.names):
         k = cams.K[i].copy()
@@ -327,7 +327,7 @@ def views_from_cameras_sphere(path: Path, stems: list[str]) -> tuple[_Views, np.
     """Views from a NeuS ``cameras_sphere.npz`` (view i = ``stems[i]``, the sorted images) and the box around
     its scale_mat sphere, which holds the object."""
     from .artifacts.dataset import read_cameras_sphere
-    from .cameras import decompose_projection
+    from .geometry.cameras import decompose_projection
 
     world_mats, scale_mat = read_cameras_sphere(path, n_views=len(stems))
     K, R, t = {}, {}, {}

@@ -667,7 +667,7 @@ def pose_accuracy(sparse_dir: Path, reference_npz: Path, stems: list[str], objec
     import pycolmap
 
     from .artifacts.dataset import read_cameras_sphere
-    from .cameras import camera_centers, decompose_projection, fit_similarity, rotation_angle_deg
+    from .geometry.cameras import camera_centers, decompose_projection, fit_similarity, rotation_angle_deg
 
     world_mats, scale_mat = read_cameras_sphere(reference_npz, n_views=len(stems))
     radius = float(object_radius if object_radius is not None else scale_mat[0, 0])

@@ -6,7 +6,7 @@ Lambertian shading under a key light with soft shadows plus hemisphere ambient, 
 backdrop (or a textured table top for the ``floor`` scene). Pixels on silhouettes and depth edges are
 supersampled so the photos look like real, antialiased camera images.
 
-Camera convention (the one the NeuS loader expects, see :mod:`neus_stage.cameras`): ``world_mat = K [R | t]``
+Camera convention (the one the NeuS loader expects, see :mod:`neus_stage.geometry.cameras`): ``world_mat = K [R | t]``
 maps world points to pixels of the *upright* photo, OpenCV axes (x right, y down, z forward), and the ray
 of pixel (u, v) goes through the integer pixel coordinate: direction ``R^T K^-1 [u, v, 1]``. The true mask
 of a pixel is the majority vote of its samples (the centre ray and four rays at +-1/4 pixel on edges).
@@ -48,8 +48,8 @@ from tqdm import tqdm
 
 from .artifacts.dataset import write_cameras_sphere
 from .artifacts.meshes import write_mesh
-from .cameras import scale_mat_from_sphere
 from .errors import StageError
+from .geometry.cameras import scale_mat_from_sphere
 
 log = logging.getLogger(__name__)
 

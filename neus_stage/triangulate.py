@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cameras import decompose_projection
 from .errors import StageError
+from .geometry.cameras import decompose_projection
 
 log = logging.getLogger(__name__)
 

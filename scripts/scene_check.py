@@ -39,8 +39,8 @@ def silhouette_iou(mesh_path: Path, dataset: Path, reference_cameras: Path, refe
     import trimesh
 
     from neus_stage.artifacts.dataset import read_cameras_sphere
-    from neus_stage.cameras import decompose_projection
     from neus_stage.frames import reference_alignment
+    from neus_stage.geometry.cameras import decompose_projection
 
     sim = reference_alignment(dataset, reference_cameras)
     mesh = trimesh.load(mesh_path, process=False)

@@ -17,10 +17,10 @@ from PIL import Image
 from scipy import ndimage
 
 from neus_stage.artifacts.dataset import read_cameras_sphere
-from neus_stage.cameras import camera_centers, fit_similarity, neus_cameras
 from neus_stage.dataset import build_dataset_from_reference, build_dataset_from_sfm
 from neus_stage.errors import StageError
 from neus_stage.frames import reference_alignment
+from neus_stage.geometry.cameras import camera_centers, fit_similarity, neus_cameras
 from neus_stage.hull import carve_visual_hull
 from neus_stage.photos import list_photos, read_photo
 

@@ -13,7 +13,6 @@ import pytest
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from neus_stage.cameras import Similarity
 from neus_stage.errors import StageError
 from neus_stage.evaluate import (
     dtu_sample_mesh,
@@ -23,6 +22,7 @@ from neus_stage.evaluate import (
     sample_surface,
     spatial_order,
 )
+from neus_stage.geometry.cameras import Similarity
 
 trimesh = pytest.importorskip("trimesh")
 

@@ -14,8 +14,8 @@ import trimesh
 from frame_scenes import DEMO, render_dir, sfm_scene
 
 from neus_stage.artifacts.dataset import read_cameras_sphere
-from neus_stage.cameras import Similarity, camera_centers
 from neus_stage.frames import reference_alignment, sfm_to_world
+from neus_stage.geometry.cameras import Similarity, camera_centers
 from neus_stage.geometry.upright import angle_deg, rotation_z_up, upright_frame
 from neus_stage.synth import _look_at
 
@@ -176,7 +176,7 @@ def test_dtu_scan_is_upright(shared_data, scan, tmp_path):
     data = shared_data / scan
     wm, _ = read_cameras_sphere(data / "reference" / "cameras_sphere.npz")
     photos = sorted((data / "photos").glob("*.jpg"))
-    from neus_stage.cameras import decompose_projection
+    from neus_stage.geometry.cameras import decompose_projection
 
     poses = np.stack([decompose_projection(w[:3, :4])[1] for w in wm])
     pts, _ = triangulate_known_cameras(data / "photos", [p.name for p in photos], wm, threads=2)

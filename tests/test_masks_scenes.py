@@ -86,7 +86,7 @@ def test_teapot_region_holds_the_whole_object(teapot):
     import trimesh
 
     from neus_stage.artifacts.dataset import read_cameras_sphere
-    from neus_stage.cameras import camera_centers, fit_similarity
+    from neus_stage.geometry.cameras import camera_centers, fit_similarity
 
     root = teapot["root"]
     world_mats, _ = read_cameras_sphere(root / "render" / "cameras_sphere.npz")

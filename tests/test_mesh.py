@@ -12,8 +12,8 @@ from fake_fields import install_fake_fields
 from PIL import Image
 
 from neus_stage.artifacts.dataset import write_cameras_sphere
-from neus_stage.cameras import scale_mat_from_sphere
 from neus_stage.errors import StageError
+from neus_stage.geometry.cameras import scale_mat_from_sphere
 from neus_stage.mesh import (
     EmptySurfaceError,
     clean_mesh,

@@ -81,11 +81,12 @@ def test_marker_scale_against_the_true_cameras(marker):
 
 
 def test_known_length_and_factor(marker):
-    from neus_stage.dataset import cameras_from_sfm, sfm_points
+    from neus_stage.artifacts.sfm import read_sfm_cameras
+    from neus_stage.dataset import sfm_points
     from neus_stage.scale import resolve_scale
 
     root = marker["root"]
-    cams, rec = cameras_from_sfm(root / "sfm")
+    cams, rec = read_sfm_cameras(root / "sfm")
     _, by_id = sfm_points(rec)
     ids = sorted(by_id)[:2]
     d = float(np.linalg.norm(by_id[ids[0]] - by_id[ids[1]]))

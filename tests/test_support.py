@@ -11,7 +11,7 @@ import pytest
 from fake_fields import install_fake_fields
 
 from neus_stage.artifacts.dataset import read_cameras_sphere
-from neus_stage.cameras import decompose_projection
+from neus_stage.geometry.cameras import decompose_projection
 from neus_stage.geometry.support import find_support, fit_support_plane, up_prior
 
 VIEWS, W, H = 12, 96, 72

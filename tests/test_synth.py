@@ -14,8 +14,8 @@ from scipy.sparse import csgraph
 from neus_stage import synth
 from neus_stage.artifacts.dataset import read_cameras_sphere
 from neus_stage.artifacts.meshes import read_mesh
-from neus_stage.cameras import camera_centers, neus_cameras
 from neus_stage.errors import StageError
+from neus_stage.geometry.cameras import camera_centers, neus_cameras
 from neus_stage.photos import read_photo
 
 N, W, H = 12, 160, 120

@@ -24,8 +24,8 @@ import yaml
 from PIL import Image
 
 from neus_stage.artifacts.dataset import read_cameras_sphere
-from neus_stage.cameras import neus_cameras
 from neus_stage.errors import StageError
+from neus_stage.geometry.cameras import neus_cameras
 from neus_stage.train.checkpoint import load_color_function, load_model, load_sdf_function
 from neus_stage.train.config import PRESETS, config_hash, parse_overrides, resolve_config
 from neus_stage.train.data import NeusScene

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 import neus_stage.train.fields as fields
-from neus_stage.cameras import decompose_projection
 from neus_stage.errors import StageError
+from neus_stage.geometry.cameras import decompose_projection
 from neus_stage.train import checkpoint, trainer
 from neus_stage.train.config import resolve_config
 from neus_stage.train.data import NeusScene

@@ -6,5 +6,6 @@ writes (atomically) one family of files that stages hand to each other.
   ``meta.json``).
 - :mod:`.meshes`: meshes and point clouds (PLY/OBJ written by extension; PLY, OBJ, OFF, STL, glTF, point
   clouds read).
+- :mod:`.sfm`: the cameras (and points) of the sfm stage's undistorted COLMAP model.
 - :mod:`.reports`: each stage's JSON record (``report.json``, ``mesh.json``, ``eval.json``, ...).
 """

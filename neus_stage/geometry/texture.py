@@ -114,7 +114,7 @@ def camera_center(world_mat: np.ndarray) -> np.ndarray:
 
 def focal_length(world_mat: np.ndarray) -> float:
     """The mean focal length in pixels of a camera (from K of its RQ decomposition)."""
-    from ..cameras import decompose_projection
+    from .cameras import decompose_projection
 
     K, _ = decompose_projection(np.asarray(world_mat, dtype=np.float64)[:3, :4])
     return float((abs(K[0, 0]) + abs(K[1, 1])) / 2)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..cameras import Similarity
+from .cameras import Similarity
 from .support import find_support
 
 BASE_QUANTILE = 0.01

@@ -37,7 +37,7 @@ def observed_faces(verts: np.ndarray, faces: np.ndarray, projections: np.ndarray
     than the face centre a ray may hit and still count as reaching it (default two median edge lengths)."""
     import open3d as o3d
 
-    from ..cameras import decompose_projection
+    from .cameras import decompose_projection
 
     v = np.asarray(verts, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)

@@ -15,8 +15,8 @@ from PIL import Image
 
 from ..artifacts.box import read_hull_file
 from ..artifacts.dataset import read_cameras_sphere, read_mask
-from ..cameras import decompose_projection
 from ..errors import StageError
+from ..geometry.cameras import decompose_projection
 from .html import Missing
 
 log = logging.getLogger(__name__)

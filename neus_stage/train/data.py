@@ -15,8 +15,8 @@ from PIL import Image
 
 from .. import memory
 from ..artifacts.dataset import MASK_LEVEL, read_cameras_sphere, read_mask
-from ..cameras import neus_cameras
 from ..errors import StageError
+from ..geometry.cameras import neus_cameras
 
 log = logging.getLogger(__name__)
 

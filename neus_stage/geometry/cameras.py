@@ -1,10 +1,13 @@
-"""NeuS camera convention (cameras_sphere.npz) and frame helpers shared by every stage.
+"""The one camera type, the one projection, and the NeuS camera convention (cameras_sphere.npz).
 
 Conventions (see the official NeuS loader):
 - ``world_mat_i`` = K [R | t] (4x4, world -> pixel), ``scale_mat_i`` (4x4, the same for every view) maps the
   normalised frame (object inside the unit sphere) to the world: ``x_world = r * x_norm + c``.
 - The loader decomposes ``P = (world_mat @ scale_mat)[:3, :4]`` into K and a camera-to-world pose in the
   normalised frame. OpenCV axes (x right, y down, z forward); rays through integer pixel coordinates.
+- Pixel convention everywhere (NeuS's): the centre of pixel (col, row) is at (u, v) = (col, row), so a
+  projected point falls in pixel ``round(u), round(v)``. COLMAP puts that centre at (col + 0.5, row + 0.5):
+  its principal point is shifted by -0.5 once, where a COLMAP model is read (:func:`cameras_from_colmap`).
 """
 
 from __future__ import annotations
@@ -13,12 +16,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import StageError
+from ..errors import StageError
+
+
+def project(P, X):
+    """Pixel coordinates (N,2) and depths (N,) of world points ``X`` (N,3) in the camera ``P`` = K [R | t]
+    ((3,4) or (4,4), world -> pixel; NeuS's pixel convention). numpy arrays or torch tensors alike. Points at or
+    behind the camera (depth <= 0) get finite but meaningless coordinates: test the depth."""
+    h = X @ P[:3, :3].T + P[:3, 3]
+    z = h[:, 2]
+    return h[:, :2] / z.clip(min=1e-9)[:, None], z
+
+
+def pixel_index(uv, width: int, height: int):
+    """Integer (col, row) of pixel coordinates ``uv`` (N,2) and whether they fall in a width x height image."""
+    if isinstance(uv, np.ndarray):
+        col, row = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
+    else:  # a torch tensor
+        col, row = uv[:, 0].round().long(), uv[:, 1].round().long()
+    return col, row, (col >= 0) & (col < width) & (row >= 0) & (row < height)
 
 
 @dataclass
 class CameraSet:
-    """Pinhole cameras for views in order: intrinsics ``K`` (N,3,3) and world->camera ``R`` (N,3,3), ``t`` (N,3)."""
+    """Pinhole cameras for views in order: ``names``, intrinsics ``K`` (N,3,3, NeuS pixel convention) and
+    world->camera ``R`` (N,3,3), ``t`` (N,3), images of ``width`` x ``height``."""
 
     names: list[str]
     K: np.ndarray
@@ -26,6 +48,40 @@ class CameraSet:
     t: np.ndarray
     width: int
     height: int
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        """The position of view ``name``."""
+        return self.names.index(name)
+
+    @property
+    def projections(self) -> np.ndarray:
+        """(N,3,4) K [R | t]: world -> pixel."""
+        return self.world_mats[:, :3, :4]
+
+    def project(self, view: int | str, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel coordinates (N,2) and depths (N,) of world points ``X`` in one view (by position or name)."""
+        i = self.index(view) if isinstance(view, str) else view
+        return project(self.projections[i], np.asarray(X, dtype=np.float64))
+
+    @classmethod
+    def from_world_mats(cls, names: list[str], world_mats: np.ndarray, width: int, height: int) -> CameraSet:
+        """Cameras of NeuS ``world_mats`` (N,4,4) (e.g. from ``cameras_sphere.npz``)."""
+        Ks, Rs, ts = [], [], []
+        for wm in np.asarray(world_mats, dtype=np.float64):
+            K, pose = decompose_projection(wm[:3, :4])
+            R = pose[:3, :3].T
+            Ks.append(K)
+            Rs.append(R)
+            ts.append(-R @ pose[:3, 3])
+        return cls(list(names), np.stack(Ks), np.stack(Rs), np.stack(ts), int(width), int(height))
+
+    def subset(self, names: list[str]) -> CameraSet:
+        """The views ``names``, in that order."""
+        idx = [self.index(n) for n in names]
+        return CameraSet(list(names), self.K[idx], self.R[idx], self.t[idx], self.width, self.height)
 
     @property
     def world_mats(self) -> np.ndarray:
