@@ -6,7 +6,9 @@ CDN at run time) in headless Chromium, through a small page served on 127.0.0.1;
 Needs Debian's chromium (`make test` installs it as root) and npm for the first run (three@THREE_VERSION is
 installed into build/viewer/node_modules; later runs reuse it). The page frames the model's bounding box
 from --azimuth/--elevation (degrees; the GLB is y-up), lit by an ambient and a key light, as three.js's
-MeshStandardMaterial renders the GLB's PBR material. Exit status 2 with one line when a tool is missing.
+MeshStandardMaterial renders the GLB's PBR material. The page posts its canvas back to the server once the model
+has been drawn, so a large GLB that takes minutes to decode under SwiftShader is waited for (up to --timeout
+seconds), not cut off by a fixed budget. Exit status 2 with one line when a tool is missing or the page fails.
 """
 
 from __future__ import annotations
@@ -56,10 +58,13 @@ new GLTFLoader().load('model.glb', (gltf) => {
   key.position.copy(camera.position).add(new THREE.Vector3(0, r, 0));
   scene.add(key);
   let frames = 0;
-  const tick = () => { renderer.render(scene, camera); if (++frames > 2) document.title = 'rendered';
-                       else requestAnimationFrame(tick); };
+  const tick = () => {
+    renderer.render(scene, camera);
+    if (++frames > 2) renderer.domElement.toBlob((png) => fetch('shot', {method: 'POST', body: png}));
+    else requestAnimationFrame(tick);
+  };
   requestAnimationFrame(tick);
-}, undefined, (e) => { document.title = 'error: ' + e; });
+}, undefined, (e) => { fetch('error', {method: 'POST', body: String(e)}); });
 </script></body></html>
 """
 
@@ -91,7 +96,7 @@ def chromium() -> str:
 
 
 def screenshot(glb: Path, out: Path, *, width: int = 960, height: int = 720, azimuth: float = 30.0,
-               elevation: float = 20.0, timeout_s: float = 180) -> Path:
+               elevation: float = 20.0, timeout_s: float = 600) -> Path:
     """Serve a page with the GLB on 127.0.0.1 and screenshot it in headless Chromium (WebGL via SwiftShader)."""
     glb, out = Path(glb).resolve(), Path(out).resolve()
     three = vendor_three()
@@ -105,31 +110,55 @@ def screenshot(glb: Path, out: Path, *, width: int = 960, height: int = 720, azi
         page = (PAGE.replace("__W__", str(width)).replace("__H__", str(height)).replace("__AZ__", str(azimuth))
                 .replace("__EL__", str(elevation)))
         (site / "index.html").write_text(page)
-        handler = functools.partial(_QuietHandler, directory=str(site))
+        posted: dict[str, bytes] = {}
+        done = threading.Event()
+        handler = functools.partial(_PageHandler, posted, done, directory=str(site))
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+        proc = subprocess.Popen(
+            [browser, "--headless", "--no-sandbox", "--hide-scrollbars", "--use-angle=swiftshader",
+             "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", f"--window-size={width},{height}",
+             f"--user-data-dir={Path(tmp) / 'profile'}", url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            proc = subprocess.run(
-                [browser, "--headless", "--no-sandbox", "--hide-scrollbars", "--use-angle=swiftshader",
-                 "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", f"--window-size={width},{height}",
-                 "--virtual-time-budget=60000", f"--user-data-dir={Path(tmp) / 'profile'}",
-                 f"--screenshot={out}", url],
-                capture_output=True, text=True, timeout=timeout_s)
+            done.wait(timeout_s)
         finally:
+            proc.terminate()
+            try:
+                _, stderr = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, stderr = proc.communicate()
             server.shutdown()
             server.server_close()
-    if not out.is_file():
-        raise SystemExit(f"glb_screenshot: chromium wrote no screenshot (exit {proc.returncode}): "
-                         f"{proc.stderr.strip()[-500:]}")
+    if "error" in posted:
+        raise SystemExit(f"glb_screenshot: three.js could not load {glb}: {posted['error'].decode(errors='replace')}")
+    if "shot" not in posted:
+        raise SystemExit(f"glb_screenshot: the page drew nothing within {timeout_s:.0f} s (raise --timeout for a "
+                         f"large GLB); chromium said: {(stderr or '').strip()[-500:]}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(posted["shot"])
     return out
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class _PageHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the page's folder; takes the page's POSTs of its canvas (``/shot``, a PNG) or of its error."""
+
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript",
                       ".glb": "model/gltf-binary"}
+
+    def __init__(self, posted: dict[str, bytes], done: threading.Event, *args, **kwargs):
+        self.posted, self.done = posted, done
+        super().__init__(*args, **kwargs)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.posted[self.path.strip("/")] = body
+        self.send_response(204)
+        self.end_headers()
+        self.done.set()
 
     def log_message(self, *args) -> None:  # the page's requests are not worth a line each
         pass
@@ -143,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--azimuth", type=float, default=30.0)
     p.add_argument("--elevation", type=float, default=20.0)
-    a = p.parse_args(argv)
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the page to draw the model")
+    args = p.parse_args(argv)
     try:
-        path = screenshot(a.glb, a.out, width=a.width, height=a.height, azimuth=a.azimuth, elevation=a.elevation)
+        path = screenshot(args.glb, args.out, width=args.width, height=args.height, azimuth=args.azimuth,
+                          elevation=args.elevation, timeout_s=args.timeout)
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         return 2
