@@ -30,7 +30,7 @@ from .artifacts.sfm import read_sfm_cameras
 from .errors import StageError
 from .frames import transform_camera_set
 from .geometry.cameras import CameraSet, Similarity, scale_mat_from_sphere
-from .hull import carve
+from .geometry.visual_hull import carve
 from .photos import check_photos, list_photos, read_photo
 from .scale import ScaleResult, ScaleSettings, resolve_scale
 
@@ -173,11 +173,10 @@ def sphere_without_masks(cams: CameraSet, rec, margin: float) -> tuple[np.ndarra
     where the cameras converge (in at least half the views, nearer than the cameras, above a floor; see
     :func:`neus_stage.segment.classify_points`), or a sphere half as large as the cameras' distance; and
     those object points (K,3)."""
-    from .masks import convergence_point, views_from_camera_set
+    from .geometry.mask_hull import convergence_point
     from .segment import classify_points
 
-    views = views_from_camera_set(cams, rec)
-    centre = convergence_point(views)
+    centre = convergence_point(cams)
     pts = np.array([p.xyz for p in rec.points3D.values()]).reshape(-1, 3)
     if centre is None:
         if not len(pts):
@@ -185,8 +184,8 @@ def sphere_without_masks(cams: CameraSet, rec, margin: float) -> tuple[np.ndarra
                              "object to bound; photograph the object from all around it")
         centre = np.median(pts, axis=0)
     reach = float(np.median(np.linalg.norm(cams.centers - centre, axis=1)))
-    sizes = dict.fromkeys(views.stems, (cams.width, cams.height))
-    labels = classify_points(views, sizes, centre) if len(pts) >= 30 else None
+    sizes = dict.fromkeys(cams.names, (cams.width, cams.height))
+    labels = classify_points(cams, rec, sizes, centre) if len(pts) >= 30 else None
     obj = labels.xyz[labels.label == 1] if labels is not None else np.zeros((0, 3))
     if len(obj) >= 20:
         c = np.median(obj, axis=0)

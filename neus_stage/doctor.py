@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import shutil
 
-from .masks import models_dir
+from .masks_rembg import models_dir
 
 
 def _version(module: str) -> tuple[bool, str]:

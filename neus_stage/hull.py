@@ -1,7 +1,8 @@
-"""Visual hull: carve a voxel grid from masks and cameras, tolerant of a few wrong masks.
+"""The visual-hull stage: carve a voxel grid from masks and cameras; write bbox.json and hull.npz.
 
-A voxel is empty only when more than ``max_background_votes`` of the views that see it call it
-background; masks are dilated by a voxel's projected size, so thin parts survive the carving.
+The carving is :mod:`neus_stage.geometry.visual_hull`: a voxel is empty only when more than
+``max_background_votes`` of the views that see it call it background; masks are dilated by a voxel's
+projected size, so thin parts survive the carving.
 
 Under an object that stands on a surface no camera looks, so the hull continues below the base as a
 cone. The stage finds the support plane (:mod:`neus_stage.geometry.support`, in the SfM points or in
@@ -14,74 +15,18 @@ plane, its inliers and how it was found, or why there is none.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .artifacts.box import write_bbox, write_hull
 from .artifacts.dataset import read_cameras_sphere, read_masks
 from .errors import StageError
-from .geometry.carving import vote
-from .geometry.halfspace import voxel_centers
+from .geometry.visual_hull import box_around, carve, occupied_box
 
 log = logging.getLogger(__name__)
-
-
-def _mask_lookup(P: np.ndarray, mask: np.ndarray, voxel: float, center: np.ndarray):
-    """One view of the carver (:func:`neus_stage.geometry.carving.vote`): NeuS pixel centres (rounded
-    projections of ``P``, which maps the box's frame to pixels), the mask dilated by half a voxel's projected
-    size (focal length * voxel / depth of the box centre), so that a voxel the silhouette grazes stays."""
-    h, w = mask.shape
-    focal = float(np.linalg.norm(P[0, :3]) / np.linalg.norm(P[2, :3]))
-    depth = float(P[2] @ center / np.linalg.norm(P[2, :3]))
-    r = min(int(np.ceil(0.5 * focal * voxel / max(depth, 1e-9))), max(h, w) // 8)
-    Pt = torch.from_numpy(P).float()
-    m = torch.from_numpy(mask).float()[None, None]
-    if r > 0:  # separable square dilation
-        m = F.max_pool2d(m, (1, 2 * r + 1), stride=1, padding=(0, r))
-        m = F.max_pool2d(m, (2 * r + 1, 1), stride=1, padding=(r, 0))
-    flat = (m[0, 0] > 0).flatten()
-
-    def look(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        uvw = torch.from_numpy(points) @ Pt[:, :3].T + Pt[:, 3]
-        z = uvw[:, 2]
-        zc = z.clamp(min=1e-9)
-        ui, vi = torch.round(uvw[:, 0] / zc).long(), torch.round(uvw[:, 1] / zc).long()
-        inside = (z > 0) & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
-        fg = flat[(vi.clamp(0, h - 1) * w + ui.clamp(0, w - 1))] & inside
-        return inside.numpy(), fg.numpy()
-
-    return look
-
-
-def carve(
-    projections: np.ndarray,
-    masks: np.ndarray,
-    box_min: np.ndarray,
-    box_max: np.ndarray,
-    res: int,
-    max_background_votes: int = 1,
-    min_views: int = 3,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Occupancy (res,res,res) and per-voxel background votes (counted until a voxel is carved away).
-
-    projections: (N,3,4) mapping the box's frame to pixels; masks: (N,H,W) bool.
-    """
-    pts = voxel_centers(box_min, box_max, (res, res, res)).reshape(-1, 3).astype(np.float32)
-    voxel = float(np.linalg.norm((box_max - box_min) / res))
-    center = np.append((box_min + box_max) / 2, 1.0)
-    views = (_mask_lookup(projections[i], masks[i], voxel, center) for i in range(len(masks)))
-    seen, background = vote(pts, views, max_background_votes)
-    occ = (background <= max_background_votes) & (seen >= min(min_views, len(masks)))
-    return occ.reshape(res, res, res), background.reshape(res, res, res)
-
-
-def _occupied_box(occ: np.ndarray, box_min: np.ndarray, box_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.argwhere(occ)
-    size = (box_max - box_min) / np.array(occ.shape)
-    return box_min + idx.min(0) * size, box_min + (idx.max(0) + 1) * size
 
 
 SUPPORT_MODES = ("cut", "record", "off")
@@ -107,28 +52,19 @@ def support_points(dataset_dir: Path, stems: list[str], world_mats: np.ndarray, 
     into the dataset's world by meta.json's similarity) or, for reference cameras, points triangulated from
     the dataset's images with its cameras held fixed."""
     if sparse_dir is not None:
-        import pycolmap
-
+        from .artifacts.sfm import read_sfm_points
         from .frames import sfm_to_world
 
         sparse_dir = Path(sparse_dir)
         if not sparse_dir.is_dir():
             raise StageError(f"{sparse_dir}: SfM model not found; run the sfm stage or leave out --sparse")
-        rec = pycolmap.Reconstruction(str(sparse_dir))
-        pts = np.array([p.xyz for p in rec.points3D.values()], dtype=np.float64).reshape(-1, 3)
-        pts = sfm_to_world(dataset_dir).apply(pts)
+        pts = sfm_to_world(dataset_dir).apply(read_sfm_points(sparse_dir).xyz)
         return pts, {"kind": "sfm points", "path": str(sparse_dir), "points": int(len(pts))}
     from .triangulate import triangulate_known_cameras
 
     pts, stats = triangulate_known_cameras(Path(dataset_dir) / "image", [f"{s}.png" for s in stems], world_mats)
     return pts, {"kind": "triangulated with the dataset's cameras held fixed", "path": str(Path(dataset_dir) / "image"),
                  "points": int(len(pts)), **stats}
-
-
-def _box_around(occ: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    c_lo, c_hi = _occupied_box(occ, lo, hi)
-    pad = 2 * (hi - lo) / np.array(occ.shape)
-    return np.maximum(c_lo - pad, -1.0), np.minimum(c_hi + pad, 1.0)
 
 
 def _find_plane(dataset_dir: Path, stems: list[str], world_mats: np.ndarray, scale_mat: np.ndarray, P: np.ndarray,
@@ -230,6 +166,72 @@ def _box_without_masks(dataset_dir: Path, bbox_path: Path, hull_path: Path, scal
     return bbox
 
 
+def _carve_hull(dataset_dir: Path, carve_box: Callable, resolution: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A coarse pass over the whole normalised cube, then a fine pass over its occupied part: (coarse grid,
+    fine box min, max, fine grid, its background votes)."""
+    coarse, _ = carve_box(-np.ones(3), np.ones(3), 64)
+    if not coarse.any():
+        raise StageError(
+            f"{dataset_dir}: the visual hull is empty: no region is foreground in enough views. The masks "
+            "and cameras disagree (wrong masks, masks of other photos, or wrong cameras)"
+        )
+    f_lo, f_hi = box_around(coarse, -np.ones(3), np.ones(3))
+    occ, votes = carve_box(f_lo, f_hi, resolution)
+    if not occ.any():
+        raise StageError(f"{dataset_dir}: the fine visual hull is empty; check the masks")
+    return coarse, f_lo, f_hi, occ, votes
+
+
+def _search_support(mode: str, dataset_dir: Path, stems: list[str], world_mats: np.ndarray, scale_mat: np.ndarray,
+                    P: np.ndarray, masks: np.ndarray, occ: np.ndarray, f_lo: np.ndarray, f_hi: np.ndarray,
+                    sparse_dir: Path | None, max_background_votes: int) -> tuple[object | None, dict, dict]:
+    """The support plane (None where there is none or the search is off), bbox.json's support record, and the
+    points searched for hull.npz."""
+    rec: dict = {"mode": mode}
+    extra: dict[str, np.ndarray] = {}
+    if mode == "off":
+        rec.update(method="none", reason="off", message="support plane search switched off (support: off)")
+        return None, rec, extra
+    # as many views may dispute the cut as may dispute a hull voxel (max_background_votes)
+    plane, found = _find_plane(dataset_dir, stems, world_mats, scale_mat, P, masks, occ, f_lo, f_hi, sparse_dir,
+                               extra, dissenting_views=max_background_votes)
+    rec.update(found)
+    rec["method"] = "plane" if plane is not None else "visibility"
+    if plane is None:
+        log.warning("no support plane (%s): %s; the mesh stage culls what no camera observes instead",
+                    found.get("reason"), found.get("message"))
+    else:
+        log.info("support plane: %s", found["message"])
+    return plane, rec, extra
+
+
+def _touches_cube(coarse: np.ndarray, hull_cut: bool) -> bool:
+    """Whether the coarse hull reaches the normalised cube's boundary (warned about)."""
+    lo, hi = -np.ones(3), np.ones(3)
+    c_lo, c_hi = occupied_box(coarse, lo, hi)
+    touches = bool((c_lo <= lo + 1e-6).any() or (c_hi >= hi - 1e-6).any())
+    if touches:
+        log.warning("the hull touches the normalised cube's boundary: the object may extend beyond the unit sphere%s",
+                    "" if hull_cut else " (or it is the cone under an object no camera sees from below)")
+    return touches
+
+
+def _carve_above(dataset_dir: Path, carve_box: Callable, coarse: np.ndarray, plane, margin: float, resolution: int,
+                 support_rec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fine hull again over the box of the cut coarse hull, cut at the plane: (box min, max, grid, votes)."""
+    from .geometry.halfspace import cut_occupancy
+
+    f_lo, f_hi = box_around(coarse, -np.ones(3), np.ones(3))
+    occ, votes = carve_box(f_lo, f_hi, resolution)
+    before = int(occ.sum())
+    occ = cut_occupancy(occ, f_lo, f_hi, plane, margin)
+    support_rec["hull_voxels_removed"] = before - int(occ.sum())
+    if not occ.any():  # pragma: no cover - the silhouette check keeps the object
+        raise StageError(f"{dataset_dir}: the visual hull is empty above the support plane")
+    return f_lo, f_hi, occ, votes
+
+
 def carve_visual_hull(
     dataset_dir: Path, bbox_path: Path, hull_path: Path, *, resolution: int = 128, max_background_votes: int = 1,
     support: str = "cut", sparse_dir: Path | None = None,
@@ -254,55 +256,21 @@ def carve_visual_hull(
         return _box_without_masks(dataset_dir, bbox_path, hull_path, scale_mat, len(stems))
     masks = read_masks(dataset_dir / "mask", stems)
     P = np.stack([(wm @ scale_mat)[:3, :4] for wm in world_mats])
-    # coarse pass over the whole normalised cube, then a fine pass over the occupied part
-    lo, hi = -np.ones(3), np.ones(3)
     # a voxel must be seen by a quarter of the views: voxels at the edge of a few frusta are barely constrained
-    min_views = max(3, len(stems) // 4)
-    coarse, _ = carve(P, masks, lo, hi, 64, max_background_votes, min_views)
-    if not coarse.any():
-        raise StageError(
-            f"{dataset_dir}: the visual hull is empty: no region is foreground in enough views. The masks "
-            "and cameras disagree (wrong masks, masks of other photos, or wrong cameras)"
-        )
-    f_lo, f_hi = _box_around(coarse, lo, hi)
-    occ, votes = carve(P, masks, f_lo, f_hi, resolution, max_background_votes, min_views)
-    if not occ.any():
-        raise StageError(f"{dataset_dir}: the fine visual hull is empty; check the masks")
-    support_rec: dict = {"mode": support}
-    plane = None
-    extra: dict[str, np.ndarray] = {}
-    if support == "off":
-        support_rec.update(method="none", reason="off", message="support plane search switched off (support: off)")
-    else:
-        # as many views may dispute the cut as may dispute a hull voxel (max_background_votes)
-        plane, found = _find_plane(dataset_dir, stems, world_mats, scale_mat, P, masks, occ, f_lo, f_hi, sparse_dir,
-                                   extra, dissenting_views=max_background_votes)
-        support_rec.update(found)
-        support_rec["method"] = "plane" if plane is not None else "visibility"
-        if plane is None:
-            log.warning("no support plane (%s): %s; the mesh stage culls what no camera observes instead",
-                        found.get("reason"), found.get("message"))
-        else:
-            log.info("support plane: %s", found["message"])
+    carve_box = partial(carve, P, masks, max_background_votes=max_background_votes,
+                        min_views=max(3, len(stems) // 4))
+    coarse, f_lo, f_hi, occ, votes = _carve_hull(dataset_dir, carve_box, resolution)
+    plane, support_rec, extra = _search_support(support, dataset_dir, stems, world_mats, scale_mat, P, masks, occ,
+                                                f_lo, f_hi, sparse_dir, max_background_votes)
     hull_cut = plane is not None and support == "cut"
     support_rec["hull_cut"] = hull_cut
     if hull_cut:
-        coarse = cut_occupancy(coarse, lo, hi, plane, support_rec["margin"]["normalized"])
-    c_lo, c_hi = _occupied_box(coarse, lo, hi)
-    touches = bool((c_lo <= lo + 1e-6).any() or (c_hi >= hi - 1e-6).any())
-    if touches:
-        log.warning("the hull touches the normalised cube's boundary: the object may extend beyond the unit sphere%s",
-                    "" if hull_cut else " (or it is the cone under an object no camera sees from below)")
-    if hull_cut:
         margin = support_rec["margin"]["normalized"]
-        f_lo, f_hi = _box_around(coarse, lo, hi)
-        occ, votes = carve(P, masks, f_lo, f_hi, resolution, max_background_votes, min_views)
-        before = int(occ.sum())
-        occ = cut_occupancy(occ, f_lo, f_hi, plane, margin)
-        support_rec["hull_voxels_removed"] = before - int(occ.sum())
-        if not occ.any():  # pragma: no cover - the silhouette check keeps the object
-            raise StageError(f"{dataset_dir}: the visual hull is empty above the support plane")
-    o_lo, o_hi = _occupied_box(occ, f_lo, f_hi)
+        coarse = cut_occupancy(coarse, -np.ones(3), np.ones(3), plane, margin)
+    touches = _touches_cube(coarse, hull_cut)
+    if hull_cut:
+        f_lo, f_hi, occ, votes = _carve_above(dataset_dir, carve_box, coarse, plane, margin, resolution, support_rec)
+    o_lo, o_hi = occupied_box(occ, f_lo, f_hi)
     r, c = scale_mat[0, 0], scale_mat[:3, 3]
     bbox = {
         "normalized": {"min": o_lo.tolist(), "max": o_hi.tolist()},
@@ -318,11 +286,6 @@ def carve_visual_hull(
     write_bbox(bbox_path, bbox)
     # support_points (world) and support_inliers in extra, where a plane was searched
     write_hull(hull_path, occ, f_lo, f_hi, scale_mat, background_votes=votes.astype(np.uint8), **extra)
-    log.info(
-        "visual hull: %d occupied voxels of %d^3, object box %s .. %s (normalised)",
-        occ.sum(),
-        resolution,
-        np.round(o_lo, 3),
-        np.round(o_hi, 3),
-    )
+    log.info("visual hull: %d occupied voxels of %d^3, object box %s .. %s (normalised)", occ.sum(), resolution,
+             np.round(o_lo, 3), np.round(o_hi, 3))
     return bbox

@@ -83,16 +83,12 @@ def object_points(scene_dir: Path) -> tuple[np.ndarray, list[list[str]] | None, 
     _, scale_mat = read_cameras_sphere(scene_dir / "dataset" / "cameras_sphere.npz")
     sparse = scene_dir / "sfm" / "undistorted" / "sparse"
     if meta.get("source") == "sfm" and sparse.is_dir():
-        import pycolmap
-
+        from .artifacts.sfm import read_sfm_points
         from .frames import sfm_to_world
 
-        rec = pycolmap.Reconstruction(str(sparse))
-        pts, views = [], []
-        for p in rec.points3D.values():
-            pts.append(p.xyz)
-            views.append(sorted({Path(rec.images[el.image_id].name).stem for el in p.track.elements}))
-        pts = sfm_to_world(scene_dir / "dataset").apply(np.array(pts).reshape(-1, 3))
+        sfm_points = read_sfm_points(sparse)
+        views = sfm_points.views
+        pts = sfm_to_world(scene_dir / "dataset").apply(sfm_points.xyz)
         keep = inside_hull(pts, hull, scale_mat)
         return pts[keep], [v for v, k in zip(views, keep) if k], {
             "kind": "SfM points inside the visual hull", "path": str(sparse), "points_total": int(len(pts))}
@@ -107,7 +103,7 @@ def object_points(scene_dir: Path) -> tuple[np.ndarray, list[list[str]] | None, 
 def geometry_check(scene_dir: Path, mesh_path: Path) -> dict:
     """Distances from the object's SfM points to the mesh (see the module docstring)."""
     from .artifacts.meshes import read_mesh
-    from .evaluate import SurfaceDistance, nonzero_faces
+    from .geometry.distances import SurfaceDistance, nonzero_faces
 
     scene_dir = Path(scene_dir)
     pts, views, src = object_points(scene_dir)

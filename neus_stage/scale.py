@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StageError
+from .geometry.cameras import project
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +221,9 @@ def triangulate(projections: np.ndarray, uv: np.ndarray) -> np.ndarray:
 
 
 def _reprojection_px(projections: np.ndarray, X: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Per view, the pixel distance between the projection of ``X`` (4 points, (4,3)) and ``uv`` (k,4,2)."""
-    Xh = np.concatenate([X, np.ones((len(X), 1))], 1)
-    proj = np.einsum("kij,pj->kpi", projections, Xh)
-    pix = proj[..., :2] / proj[..., 2:3]
+    """Per view, the RMS pixel distance between the projections of ``X`` (4 points, (4,3)) by ``projections``
+    (k,3,4) and ``uv`` (k,4,2)."""
+    pix = np.stack([project(P, X)[0] for P in projections])
     return np.sqrt(((pix - uv) ** 2).sum(-1).mean(-1))
 
 

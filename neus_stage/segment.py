@@ -26,11 +26,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
+from .geometry.cameras import CameraSet, pixel_index
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from .masks_check import MaskViews
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +56,13 @@ class PointLabels:
     info: dict
 
 
-def _camera_centres(views, stems: list[str]) -> np.ndarray:
-    return np.array([-views.R[s].T @ views.t[s] for s in stems])
-
-
-def point_centrality(views, xyz: np.ndarray, sizes: dict[str, tuple[int, int]]) -> np.ndarray:
-    """Share of the views whose image each point (N,3) projects into (in front of the camera)."""
+def point_centrality(cams: CameraSet, xyz: np.ndarray, sizes: dict[str, tuple[int, int]]) -> np.ndarray:
+    """Share of the views whose image (of ``sizes[name]``) each point (N,3) projects into, in front of the camera."""
     count = np.zeros(len(xyz))
-    for s in views.stems:
-        c, r, z = views.project(s, xyz)
-        w, h = sizes[s]
-        count += (z > 0) & (c >= 0) & (c < w) & (r >= 0) & (r < h)
-    return count / max(len(views.stems), 1)
+    for i, s in enumerate(cams.names):
+        uv, z = cams.project(i, xyz)
+        count += pixel_index(uv, *sizes[s])[2] & (z > 0)
+    return count / max(len(cams), 1)
 
 
 def _spread(points: np.ndarray, normal: np.ndarray) -> float:
@@ -74,19 +74,19 @@ def _spread(points: np.ndarray, normal: np.ndarray) -> float:
     return float(np.percentile(np.linalg.norm(d, axis=1), 90))
 
 
-def classify_points(views, sizes: dict[str, tuple[int, int]], centre: np.ndarray) -> PointLabels:
-    """Object / background / unknown labels of the SfM points of ``views.rec`` (see the module notes)."""
+def classify_points(cams: CameraSet, rec, sizes: dict[str, tuple[int, int]], centre: np.ndarray) -> PointLabels:
+    """Object / background / unknown labels of the SfM points of the model ``rec`` (a pycolmap.Reconstruction)
+    seen by the views ``cams`` (see the module notes)."""
     from .geometry.support import fit_support_plane
 
-    rec = views.rec
     ids = np.array(sorted(rec.points3D), dtype=np.int64)
     xyz = np.array([rec.points3D[i].xyz for i in ids]).reshape(-1, 3)
     label = np.zeros(len(ids), dtype=np.int8)
-    centres = _camera_centres(views, views.stems)
+    centres = cams.centers
     reach = float(np.median(np.linalg.norm(centres - centre, axis=1)))
-    central = point_centrality(views, xyz, sizes)
+    central = point_centrality(cams, xyz, sizes)
     dist = np.linalg.norm(xyz - centre, axis=1)
-    ups = np.array([-views.R[s][1] for s in views.stems])  # minus the camera y axis: the image's up
+    ups = -cams.R[:, 1]  # minus the camera y axis: the image's up
     plane = fit_support_plane(xyz, centres, ups) if len(xyz) >= 30 else None
     info: dict = {"points": len(ids), "reach": reach, "support": None}
     above = np.ones(len(ids), dtype=bool)
@@ -120,25 +120,17 @@ def classify_points(views, sizes: dict[str, tuple[int, int]], centre: np.ndarray
     return PointLabels(ids, xyz, label, central, info)
 
 
-def view_seeds(views, labels: PointLabels) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per view, the pixel positions (K,2) (x, y; COLMAP convention) of its observations of object and of
-    background points: (fg, bg)."""
-    rec = views.rec
-    index = {int(i): k for k, i in enumerate(labels.ids)}
-    stem_of = {iid: s for s, iid in views.image_ids.items()}
-    fg: dict[str, list] = {s: [] for s in views.stems}
-    bg: dict[str, list] = {s: [] for s in views.stems}
-    for pid, k in index.items():
-        lab = labels.label[k]
+def view_seeds(views: MaskViews, labels: PointLabels) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per view, the pixel positions (K,2) (x, y; COLMAP convention, as SfM observations are) of its
+    observations of object and of background points: (fg, bg)."""
+    fg: dict[str, list] = {s: [] for s in views.names}
+    bg: dict[str, list] = {s: [] for s in views.names}
+    for pid, lab in zip(labels.ids, labels.label):
         if lab == 0:
             continue
-        for el in rec.points3D[pid].track.elements:
-            s = stem_of.get(el.image_id)
-            if s is None:
-                continue
-            xy = rec.image(el.image_id).point2D(el.point2D_idx).xy
+        for s, xy in views.observations(views.rec.points3D[int(pid)]):
             (fg if lab > 0 else bg)[s].append(xy)
-    return {s: (np.array(fg[s]).reshape(-1, 2), np.array(bg[s]).reshape(-1, 2)) for s in views.stems}
+    return {s: (np.array(fg[s]).reshape(-1, 2), np.array(bg[s]).reshape(-1, 2)) for s in views.names}
 
 
 def _disk_mask(shape: tuple[int, int], xy: np.ndarray, radius: float) -> np.ndarray:

@@ -34,9 +34,9 @@ def triangulate_known_cameras(images_dir: Path, image_names: list[str], world_ma
     statistics. Points seen in fewer than ``min_track`` views or reprojecting worse than
     ``max_reproj_error`` px on average are left out. ``work_dir`` (default: a temporary folder, removed
     afterwards) holds the COLMAP database."""
-    from .sfm import _colmap_logs, _device, _import_pycolmap
+    from .colmap.runtime import colmap_device, colmap_logs, import_pycolmap
 
-    pycolmap = _import_pycolmap()
+    pycolmap = import_pycolmap()
     images_dir = Path(images_dir)
     world_mats = np.asarray(world_mats, dtype=np.float64)
     if len(image_names) != len(world_mats):
@@ -52,7 +52,7 @@ def triangulate_known_cameras(images_dir: Path, image_names: list[str], world_ma
     work_dir.mkdir(parents=True)
     try:
         db_path = work_dir / "database.db"
-        device = _device(pycolmap)
+        device = colmap_device(pycolmap)
         reader = pycolmap.ImageReaderOptions()
         reader.camera_model = "PINHOLE"
         extraction = pycolmap.FeatureExtractionOptions()
@@ -62,7 +62,7 @@ def triangulate_known_cameras(images_dir: Path, image_names: list[str], world_ma
         matching = pycolmap.FeatureMatchingOptions()
         matching.num_threads = int(threads)
         matching.use_gpu = device == pycolmap.Device.cuda
-        with _colmap_logs():
+        with colmap_logs():
             pycolmap.extract_features(db_path, images_dir, image_names=list(image_names),
                                       camera_mode=pycolmap.CameraMode.PER_IMAGE, reader_options=reader,
                                       extraction_options=extraction, device=device)
@@ -97,7 +97,7 @@ def triangulate_known_cameras(images_dir: Path, image_names: list[str], world_ma
             rec.add_image_with_trivial_frame(image, cam_from_world)
         options = pycolmap.IncrementalPipelineOptions()
         options.num_threads = int(threads)
-        with _colmap_logs():
+        with colmap_logs():
             rec = pycolmap.triangulate_points(rec, db_path, images_dir, work_dir / "sparse", options=options,
                                               refine_intrinsics=False)
         xyz, track, err = [], [], []

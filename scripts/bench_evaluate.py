@@ -84,7 +84,7 @@ def _make_full_case(tmp: Path, n_faces: int, n_gt: int) -> tuple[Path, Path, Pat
     # GT: the same surface, as a scanner would see it: area-uniform samples with 0.3 mm noise, a
     # 0.3 mm (rms) constant offset and a 10% cap missing
     sys.path.insert(0, str(ROOT))
-    from neus_stage.evaluate import sample_surface
+    from neus_stage.geometry.distances import sample_surface
 
     rng = np.random.default_rng(0)
     tri = V[F]

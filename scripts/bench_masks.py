@@ -25,6 +25,8 @@ SIZES = {"teapot": (40, 640, 480), "house": (36, 400, 300), "parts": (36, 400, 3
 def run(photos: Path, truth: dict[str, Path], work: Path, name: str) -> dict:
     from neus_stage import masks as M
     from neus_stage.artifacts.dataset import read_mask
+    from neus_stage.geometry.mask_hull import iou
+    from neus_stage.masks_user import undistorter
     from neus_stage.sfm import run_sfm
 
     sfm = run_sfm(photos, work / "sfm")
@@ -32,14 +34,14 @@ def run(photos: Path, truth: dict[str, Path], work: Path, name: str) -> dict:
     report = M.compute_masks(work / "sfm" / "undistorted" / "images", work / "masks", sfm_dir=work / "sfm",
                              candidates_dir=work / "candidates")
     seconds = time.perf_counter() - t
-    undistort = M._undistorter(work / "sfm")[1]
+    undistort = undistorter(work / "sfm")[1]
     true = {s: undistort(np.asarray(Image.open(p).convert("L")) >= 128) for s, p in truth.items()
             if s in sfm["registered"]}
     final = {s: np.asarray(Image.open(work / "masks" / f"{s}.png")) >= 128 for s in true} if report["mode"] != "none" \
         else {}
     raw = {s: read_mask(work / "candidates" / "rembg" / f"{s}.png") for s in true}
-    r = [M._iou(raw[s], true[s]) for s in true]
-    f = [M._iou(final[s], true[s]) for s in final]
+    r = [iou(raw[s], true[s]) for s in true]
+    f = [iou(final[s], true[s]) for s in final]
     return {"scene": name, "registered": f"{sfm['n_registered']}/{sfm['n_photos']}",
             "rembg alone": f"{np.mean(r):.3f} / {np.min(r):.3f}", "chosen": report.get("chosen") or report["mode"],
             "final": f"{np.mean(f):.3f} / {np.min(f):.3f}" if f else "none", "seconds": round(seconds, 1)}

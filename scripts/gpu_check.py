@@ -36,7 +36,7 @@ import torch
 from neus_stage.train.checkpoint import load_sdf_function
 from neus_stage.train.config import resolve_config
 from neus_stage.train.device import pick_device
-from neus_stage.train.fields import tinycudann_available
+from neus_stage.train.encodings import tinycudann_available
 from neus_stage.train.trainer import train
 
 log = logging.getLogger("gpu_check")
@@ -92,7 +92,7 @@ def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
 
 def mesh(checkpoint: Path, hull_path: Path, resolution: int, device: torch.device, out: Path) -> dict:
     from neus_stage.artifacts.box import read_hull
-    from neus_stage.mesh import extract_mesh
+    from neus_stage.geometry.extraction import extract_mesh
 
     occ, lo, hi = read_hull(hull_path)
     t0 = time.time()

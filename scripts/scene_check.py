@@ -22,13 +22,14 @@ from PIL import Image
 
 
 def mask_iou(scene: Path, reference_masks: Path) -> tuple[float | None, float | None]:
-    from neus_stage.masks import _iou, _undistorter
+    from neus_stage.geometry.mask_hull import iou
+    from neus_stage.masks_user import undistorter
 
-    undistort = _undistorter(scene / "sfm")[1]
+    undistort = undistorter(scene / "sfm")[1]
     ious = []
     for p in sorted((scene / "masks").glob("*.png")):
         ref = undistort(np.asarray(Image.open(reference_masks / p.name).convert("L")) >= 128)
-        ious.append(_iou(np.asarray(Image.open(p)) >= 128, ref))
+        ious.append(iou(np.asarray(Image.open(p)) >= 128, ref))
     return (float(np.mean(ious)), float(np.min(ious))) if ious else (None, None)
 
 
@@ -68,7 +69,7 @@ def silhouette_iou(mesh_path: Path, dataset: Path, reference_cameras: Path, refe
 
 
 def check(scene: Path, reference_cameras: Path, reference_masks: Path, scale: float = 0.25) -> dict:
-    from neus_stage.sfm import pose_accuracy
+    from neus_stage.reference_poses import pose_accuracy
 
     sfm = json.loads((scene / "sfm" / "report.json").read_text())
     stems = [Path(p).stem for p in sfm["photos"]]

@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
-from neus_stage.synth import _mug_placement, _rot_z  # noqa: E402
+from neus_stage.synth.scenes import mug_placement as _mug_placement  # noqa: E402
+from neus_stage.synth.sdf import rot_z as _rot_z  # noqa: E402
 
 
 def _frames() -> dict[str, tuple[np.ndarray, np.ndarray, int, tuple[int, int]]]:

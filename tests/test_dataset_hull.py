@@ -282,8 +282,9 @@ def test_dtu_hull_from_rembg_masks_matches_the_reference_masks_hull(dtu_scan65, 
     (one-sided DTU cameras leave the hull open behind the object), as bbox.json's touches_unit_cube says.
     """
     from neus_stage import masks as M
+    from neus_stage.masks_rembg import model_path
 
-    if not M.model_path("u2netp").is_file():
+    if not model_path("u2netp").is_file():
         pytest.skip("u2netp model not installed (make setup)")
     cameras = dtu_scan65 / "reference" / "cameras_sphere.npz"
     M.compute_masks(dtu_scan65 / "photos", tmp_path / "masks", cameras=cameras)

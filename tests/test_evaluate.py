@@ -14,15 +14,10 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from neus_stage.errors import StageError
-from neus_stage.evaluate import (
-    dtu_sample_mesh,
-    evaluate_dtu,
-    evaluate_generic,
-    random_greedy_thin,
-    sample_surface,
-    spatial_order,
-)
+from neus_stage.evaluate import evaluate_dtu, evaluate_generic
 from neus_stage.geometry.cameras import Similarity
+from neus_stage.geometry.distances import sample_surface, spatial_order
+from neus_stage.geometry.dtu import dtu_sample_mesh, random_greedy_thin
 
 trimesh = pytest.importorskip("trimesh")
 

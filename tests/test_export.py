@@ -16,16 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from neus_stage.artifacts.textured import dataset_views, read_view
 from neus_stage.errors import StageError
-from neus_stage.export import (
-    check_export_settings,
-    dataset_views,
-    export_textured,
-    from_export_frame,
-    read_view,
-    unwrap,
-)
+from neus_stage.export import check_export_settings, export_textured, from_export_frame
 from neus_stage.geometry.texture import masked_psnr, render_textured
+from neus_stage.geometry.textured_mesh import unwrap
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 512

@@ -17,7 +17,7 @@ from neus_stage.artifacts.dataset import read_cameras_sphere
 from neus_stage.frames import reference_alignment, sfm_to_world
 from neus_stage.geometry.cameras import Similarity, camera_centers
 from neus_stage.geometry.upright import angle_deg, rotation_z_up, upright_frame
-from neus_stage.synth import _look_at
+from neus_stage.synth.render import look_at as _look_at
 
 UP_LIMIT_DEG = 3.0
 

@@ -23,7 +23,10 @@ import pytest
 from PIL import Image
 
 from neus_stage import masks as M
+from neus_stage import masks_rembg
 from neus_stage.errors import StageError
+from neus_stage.geometry.mask_hull import iou
+from neus_stage.masks_user import undistorter
 
 pytest.importorskip("pycolmap")
 
@@ -36,7 +39,7 @@ SCENES = {
 
 
 def _needs_model() -> None:
-    if not M.model_path("u2netp").is_file():
+    if not masks_rembg.model_path("u2netp").is_file():
         pytest.skip("u2netp model not installed (make setup)")
 
 
@@ -47,7 +50,7 @@ def _true_masks(folder: Path) -> dict[str, np.ndarray]:
 def _masks_with_raw(images: Path, out: Path, **kwargs) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run the masks stage and also keep what rembg alone said: (report, raw masks, final masks)."""
     captured: dict[str, np.ndarray] = {}
-    real = M._rembg_probabilities
+    real = masks_rembg.rembg_probabilities
 
     def keep(session, paths):
         probs = real(session, paths)
@@ -55,7 +58,7 @@ def _masks_with_raw(images: Path, out: Path, **kwargs) -> tuple[dict, dict[str, 
         return probs
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(M, "_rembg_probabilities", keep)
+        mp.setattr(masks_rembg, "rembg_probabilities", keep)
         report = M.compute_masks(images, out, **kwargs)
     raw = {s: p >= 255 * report["threshold"] for s, p in captured.items()}
     return report, raw, _true_masks(out)
@@ -76,8 +79,8 @@ def hard_scene(request, tmp_path_factory) -> dict:
     return {
         "scene": scene,
         "report": report,
-        "raw": {s: M._iou(raw[s], true[s]) for s in true},
-        "repaired": {s: M._iou(final[s], true[s]) for s in true},
+        "raw": {s: iou(raw[s], true[s]) for s in true},
+        "repaired": {s: iou(final[s], true[s]) for s in true},
         "true": true,
     }
 
@@ -128,10 +131,10 @@ def test_parts_with_sfm_cameras(tmp_path):
     assert report_sfm["n_registered"] == 36
     report, raw, final = _masks_with_raw(tmp_path / "sfm" / "undistorted" / "images", tmp_path / "masks",
                                          sfm_dir=tmp_path / "sfm")
-    undistort = M._undistorter(tmp_path / "sfm")[1]
+    undistort = undistorter(tmp_path / "sfm")[1]
     true = {s: undistort(m) for s, m in _true_masks(tmp_path / "render" / "masks").items()}
-    raw_iou = [M._iou(raw[s], true[s]) for s in true]
-    rep_iou = [M._iou(final[s], true[s]) for s in true]
+    raw_iou = [iou(raw[s], true[s]) for s in true]
+    rep_iou = [iou(final[s], true[s]) for s in true]
     assert min(raw_iou) < 0.6  # measured 0.494: rembg misses a part
     assert np.mean(rep_iou) >= 0.95  # measured 0.971
     assert min(rep_iou) >= 0.85  # measured 0.882

@@ -11,7 +11,11 @@ import pytest
 from PIL import Image
 
 from neus_stage import masks as M
+from neus_stage import masks_rembg
 from neus_stage.errors import StageError
+from neus_stage.geometry.mask_hull import iou
+from neus_stage.masks_check import check_consistency, repair
+from neus_stage.masks_user import load_user_masks, undistorter
 
 pytest.importorskip("pycolmap")
 
@@ -49,7 +53,7 @@ def reference_user_masks(dtu_scan65: Path, tmp_path_factory) -> Path:
 
 
 def _needs_model():
-    if not M.model_path("u2netp").is_file():
+    if not masks_rembg.model_path("u2netp").is_file():
         pytest.skip("u2netp model not installed (make setup)")
 
 
@@ -66,7 +70,7 @@ def test_rembg_matches_reference(dtu_scan65, tmp_path):
         m = _read(tmp_path / "masks" / f"{s}.png")
         raw = np.asarray(Image.open(tmp_path / "masks" / f"{s}.png"))
         assert raw.dtype == np.uint8 and set(np.unique(raw)) <= {0, 255} and raw.shape == (600, 800)
-        ious.append(M._iou(m, _ref_mask(dtu_scan65, s)))
+        ious.append(iou(m, _ref_mask(dtu_scan65, s)))
     assert min(ious) > 0.95 and np.mean(ious) > 0.97  # ANCHORS: 0.986 over the 49 views
     assert report["model"] == "u2netp" and report["consistency"] is None
     assert sorted(p.name for p in (tmp_path / "masks").glob("*.png")) == [f"{s}.png" for s in REMBG_VIEWS]
@@ -75,7 +79,7 @@ def test_rembg_matches_reference(dtu_scan65, tmp_path):
 
 
 def test_missing_model_is_refused_without_download(dtu_scan65, tmp_path, monkeypatch):
-    monkeypatch.setenv(M.MODELS_ENV, str(tmp_path / "no_models"))
+    monkeypatch.setenv(masks_rembg.MODELS_ENV, str(tmp_path / "no_models"))
     with pytest.raises(StageError, match="model u2netp not installed.*make setup"):
         M.compute_masks(dtu_scan65 / "photos", tmp_path / "masks")
 
@@ -83,10 +87,10 @@ def test_missing_model_is_refused_without_download(dtu_scan65, tmp_path, monkeyp
 def test_rembg_lookup_is_offline(tmp_path, monkeypatch):
     """A model folder that holds a file under another name: rembg would download; we refuse instead."""
     _needs_model()
-    monkeypatch.setenv(M.MODELS_ENV, str(tmp_path))
+    monkeypatch.setenv(masks_rembg.MODELS_ENV, str(tmp_path))
     (tmp_path / "u2net").mkdir()
     (tmp_path / "u2net" / "u2net.onnx").write_bytes(b"")  # present for our check, but rembg reads u2net.onnx
-    with M._offline_rembg("u2net"):
+    with masks_rembg.offline_rembg("u2net"):
         import pooch
 
         with pytest.raises(StageError, match="not installed"):
@@ -152,7 +156,7 @@ def test_hull_repairs_a_broken_view(subset_sfm, reference_user_masks):
     """One view's mask misses half the object and another has a background blob: the hull repairs both."""
     images = subset_sfm / "undistorted" / "images"
     sizes = {p.stem: Image.open(p).size for p in images.glob("*.png")}
-    good, _ = M._load_user_masks(reference_user_masks, {s: images / f"{s}.png" for s in SUBSET}, sizes, subset_sfm)
+    good, _ = load_user_masks(reference_user_masks, {s: images / f"{s}.png" for s in SUBSET}, sizes, subset_sfm)
     broken = dict(good)
     cut = good["024"].copy()
     rows = np.nonzero(cut.any(1))[0]
@@ -162,14 +166,14 @@ def test_hull_repairs_a_broken_view(subset_sfm, reference_user_masks):
     blob[20:120, 20:160] = True  # a background region taken for the object
     broken["027"] = blob
     views = M.views_from_sfm(subset_sfm, SUBSET, sizes)
-    final, c = M.repair(views, broken, M.check_consistency(views, broken, []))
+    final, c = repair(views, broken, check_consistency(views, broken, []))
     assert "024" in c["outliers"]
-    assert M._iou(final["024"], good["024"]) > 0.85 > M._iou(cut, good["024"])
+    assert iou(final["024"], good["024"]) > 0.85 > iou(cut, good["024"])
     assert final["027"][20:120, 20:160].mean() < 0.05  # the blob is gone (pixels within 2 voxels of the hull may stay)
-    assert M._iou(final["027"], good["027"]) > 0.97
+    assert iou(final["027"], good["027"]) > 0.97
     for s in SUBSET:
         if s not in ("024", "027"):
-            assert M._iou(final[s], good[s]) > 0.97
+            assert iou(final[s], good[s]) > 0.97
 
 
 @pytest.mark.slow
@@ -178,9 +182,9 @@ def test_full_scan_rembg_with_consistency(dtu_scan65, tmp_path):
     from neus_stage.sfm import run_sfm
 
     run_sfm(dtu_scan65 / "photos", tmp_path / "sfm")
-    cam_undistort = M._undistorter(tmp_path / "sfm")[1]
+    cam_undistort = undistorter(tmp_path / "sfm")[1]
     report = M.compute_masks(tmp_path / "sfm" / "undistorted" / "images", tmp_path / "masks", sfm_dir=tmp_path / "sfm")
-    ious = [M._iou(_read(tmp_path / "masks" / f"{s}.png"), cam_undistort(_ref_mask(dtu_scan65, s)))
+    ious = [iou(_read(tmp_path / "masks" / f"{s}.png"), cam_undistort(_ref_mask(dtu_scan65, s)))
             for s in report["final_foreground_share"]]
     assert np.mean(ious) > 0.98  # measured 0.986
     assert report["consistency"]["outliers"] == []

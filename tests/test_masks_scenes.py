@@ -27,14 +27,17 @@ import pytest
 from PIL import Image
 
 from neus_stage import masks as M
+from neus_stage import masks_rembg
 from neus_stage.artifacts.dataset import read_mask
+from neus_stage.geometry.mask_hull import iou
+from neus_stage.masks_user import undistorter
 
 pytest.importorskip("pycolmap")
 pytest.importorskip("cv2")
 
 
 def _needs_model() -> None:
-    if not M.model_path("u2netp").is_file():
+    if not masks_rembg.model_path("u2netp").is_file():
         pytest.skip("u2netp model not installed (make setup)")
 
 
@@ -50,13 +53,13 @@ def _scene(tmp_path_factory, scene: str, views: int, width: int, height: int, se
     sfm = run_sfm(root / "render" / "photos", root / "sfm")
     report = M.compute_masks(root / "sfm" / "undistorted" / "images", root / "masks", sfm_dir=root / "sfm",
                              candidates_dir=root / "candidates")
-    undistort = M._undistorter(root / "sfm")[1]
+    undistort = undistorter(root / "sfm")[1]
     true = {p.stem: undistort(np.asarray(Image.open(p)) >= 128) for p in sorted((root / "render" / "masks").glob("*"))
             if p.stem in sfm["registered"]}
     final = {s: np.asarray(Image.open(root / "masks" / f"{s}.png")) >= 128 for s in true}
     return {"root": root, "sfm": sfm, "report": report, "true": true,
-            "raw": {s: M._iou(read_mask(root / "candidates" / "rembg" / f"{s}.png"), true[s]) for s in true},
-            "final": {s: M._iou(final[s], true[s]) for s in true}}
+            "raw": {s: iou(read_mask(root / "candidates" / "rembg" / f"{s}.png"), true[s]) for s in true},
+            "final": {s: iou(final[s], true[s]) for s in true}}
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +131,7 @@ def test_inconsistent_masks_go_on_without_masks(mug_render, tmp_path, run_cli, m
             out[s] = m
         return out
 
-    monkeypatch.setattr(M, "_rembg_probabilities", blobs)
+    monkeypatch.setattr(masks_rembg, "rembg_probabilities", blobs)
     report = M.compute_masks(mug_render / "photos", tmp_path / "masks", cameras=mug_render / "cameras_sphere.npz")
     assert report["mode"] == "none" and "without masks" in report["why"]
     assert not list((tmp_path / "masks").glob("*.png"))
@@ -170,8 +173,8 @@ def test_dtu_scan24_geometry_masks_match_the_reference(shared_data, tmp_path):
     run_sfm(scan / "photos", tmp_path / "sfm")
     report = M.compute_masks(tmp_path / "sfm" / "undistorted" / "images", tmp_path / "masks", sfm_dir=tmp_path / "sfm")
     assert report["mode"] == "geometry"
-    undistort = M._undistorter(tmp_path / "sfm")[1]
-    ious = [M._iou(np.asarray(Image.open(p)) >= 128,
-                   undistort(np.asarray(Image.open(scan / "reference" / "mask" / p.name).convert("L")) >= 128))
+    undistort = undistorter(tmp_path / "sfm")[1]
+    ious = [iou(np.asarray(Image.open(p)) >= 128,
+                undistort(np.asarray(Image.open(scan / "reference" / "mask" / p.name).convert("L")) >= 128))
             for p in sorted((tmp_path / "masks").glob("*.png"))]
     assert len(ious) == 49 and np.mean(ious) >= 0.95 and min(ious) >= 0.85

@@ -14,17 +14,9 @@ from PIL import Image
 from neus_stage.artifacts.dataset import write_cameras_sphere
 from neus_stage.errors import StageError
 from neus_stage.geometry.cameras import scale_mat_from_sphere
-from neus_stage.mesh import (
-    EmptySurfaceError,
-    clean_mesh,
-    cull_by_masks,
-    edge_stats,
-    extract_mesh,
-    grid_layout,
-    mesh_from_checkpoint,
-    sample_sdf_grid,
-    signed_volume,
-)
+from neus_stage.geometry.extraction import EmptySurfaceError, extract_mesh, grid_layout, sample_sdf_grid
+from neus_stage.geometry.mesh_tools import clean_mesh, cull_by_masks, edge_stats, signed_volume
+from neus_stage.mesh import mesh_from_checkpoint
 
 CENTER = torch.tensor([0.05, -0.03, 0.02])
 LO, HI = [-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]

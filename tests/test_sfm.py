@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from neus_stage.errors import StageError
-from neus_stage.sfm import pose_accuracy, run_sfm
+from neus_stage.reference_poses import pose_accuracy
+from neus_stage.sfm import run_sfm
 
 pycolmap = pytest.importorskip("pycolmap")
 
@@ -178,22 +179,22 @@ def test_unknown_camera_model(dtu_scan65, tmp_path):
 
 # -------------------------------------------------------------------------------- matchers, mappers, GPU
 def test_matcher_choice_by_photo_count():
-    from neus_stage.sfm import _choose_matcher
+    from neus_stage.colmap.matching import choose_matcher
 
-    assert _choose_matcher("auto", 40, 40) == "exhaustive"
-    assert _choose_matcher("auto", 41, 40) == "retrieval"  # vocabtree would need a downloaded tree
-    assert _choose_matcher("spatial", 10, 150) == "spatial"
+    assert choose_matcher("auto", 40, 40) == "exhaustive"
+    assert choose_matcher("auto", 41, 40) == "retrieval"  # vocabtree would need a downloaded tree
+    assert choose_matcher("spatial", 10, 150) == "spatial"
     with pytest.raises(StageError, match="unknown matcher 'fast'"):
-        _choose_matcher("fast", 10, 150)
+        choose_matcher("fast", 10, 150)
 
 
 def test_gpu_used_where_pycolmap_has_cuda(monkeypatch):
-    from neus_stage.sfm import _device
+    from neus_stage.colmap.runtime import colmap_device
 
     monkeypatch.setattr(pycolmap, "has_cuda", True)
-    assert _device(pycolmap) == pycolmap.Device.cuda
+    assert colmap_device(pycolmap) == pycolmap.Device.cuda
     monkeypatch.setattr(pycolmap, "has_cuda", False)
-    assert _device(pycolmap) == pycolmap.Device.cpu
+    assert colmap_device(pycolmap) == pycolmap.Device.cpu
 
 
 def test_global_mapper(dtu_scan65, tmp_path):
@@ -210,11 +211,11 @@ def test_global_mapper(dtu_scan65, tmp_path):
 
 
 def test_global_mapper_missing_is_refused(tmp_path, monkeypatch):
-    from neus_stage.sfm import _map
+    from neus_stage.colmap.mapping import map_photos
 
     monkeypatch.delattr(pycolmap, "global_mapping")
     with pytest.raises(StageError, match="global mapper needs pycolmap 3.14 or newer"):
-        _map(pycolmap, tmp_path / "database.db", tmp_path, tmp_path / "mapper", "global", 1, 1)
+        map_photos(pycolmap, tmp_path / "database.db", tmp_path, tmp_path / "mapper", "global", 1, 1)
 
 
 @pytest.mark.parametrize("matcher,message", [("spatial", "GPS"), ("vocabtree", "vocabulary tree")])

@@ -30,17 +30,13 @@ from neus_stage.train.checkpoint import load_color_function, load_model, load_sd
 from neus_stage.train.config import PRESETS, config_hash, parse_overrides, resolve_config
 from neus_stage.train.data import NeusScene
 from neus_stage.train.device import pick_device
-from neus_stage.train.fields import (
-    MLPSDF,
-    HashSDF,
-    NeuSModel,
-    TorchHashGrid,
-    grid_levels,
-    hull_prior_grid,
-    sh_encoding,
-)
+from neus_stage.train.encodings import TorchHashGrid, grid_levels, sh_encoding
+from neus_stage.train.fields import MLPSDF, HashSDF, NeuSModel
+from neus_stage.train.hull_grid import hull_prior_grid
+from neus_stage.train.prepare import initial_occupancy
 from neus_stage.train.renderer import OccupancyGrid, ray_box, render_rays, sample_pdf, sdf_and_gradient
-from neus_stage.train.trainer import Schedule, initial_occupancy, train
+from neus_stage.train.schedule import Schedule
+from neus_stage.train.trainer import train
 
 CPU = torch.device("cpu")
 BOX = (-torch.ones(3), torch.ones(3))

@@ -15,15 +15,20 @@ import pytest
 import torch
 from PIL import Image
 
-import neus_stage.train.fields as fields
+import neus_stage.train.encodings as encodings
+import neus_stage.train.hull_grid as hull_grid
 from neus_stage.errors import StageError
 from neus_stage.geometry.cameras import decompose_projection
-from neus_stage.train import checkpoint, trainer
+from neus_stage.train import checkpoint, losses, prepare, trainer
 from neus_stage.train.config import resolve_config
 from neus_stage.train.data import NeusScene
-from neus_stage.train.fields import NeuSModel, hull_prior_grid
+from neus_stage.train.device import autocast_dtype
+from neus_stage.train.fields import NeuSModel
+from neus_stage.train.hull_grid import hull_prior_grid
+from neus_stage.train.losses import loss_terms
 from neus_stage.train.renderer import render_rays
-from neus_stage.train.trainer import Schedule, autocast_dtype, loss_terms, train
+from neus_stage.train.schedule import Schedule
+from neus_stage.train.trainer import train
 
 CPU = torch.device("cpu")
 TINY = dict(steps=6, n_rays=48, validate_every=0, checkpoint_every=1000, log_every=2, val_downscale=4)
@@ -89,7 +94,7 @@ def test_under_autocast_only_the_encoding_is_reduced_precision():
 def test_auto_precision_is_fp16_only_with_the_tinycudann_encoding(monkeypatch):
     """precision=auto: fp16 where the encoding is tinycudann's; tinycudann being importable never switches a
     model that does not use it (torch encoding, the mlp model, the CPU) to fp16."""
-    monkeypatch.setattr(fields, "tinycudann_available", lambda: True)
+    monkeypatch.setattr(encodings, "tinycudann_available", lambda: True)
     cuda = torch.device("cuda")  # only resolved here, nothing runs on it
     assert autocast_dtype(resolve_config("fast", {"encoding_backend": "torch"}), cuda) is None
     assert autocast_dtype(resolve_config("neus"), cuda) is None
@@ -117,7 +122,7 @@ def test_schedule_update_ties_the_curvature_weight_to_the_active_level():
     cfg = resolve_config("cpu", dict(steps=2000, start_levels=4, level_every=200, curvature_weight=1e-3,
                                      curvature_warmup=100))
     sched = Schedule(cfg)
-    scale = fields.grid_levels(cfg.n_levels, cfg.base_resolution, cfg.finest_resolution, cfg.log2_hashmap_size)[0]
+    scale = encodings.grid_levels(cfg.n_levels, cfg.base_resolution, cfg.finest_resolution, cfg.log2_hashmap_size)[0]
     assert sched.update(50).curvature_weight == pytest.approx(0.5e-3)  # warming up
     assert sched.update(150).curvature_weight == pytest.approx(1e-3)
     v = sched.update(450)  # two levels added: the finite-difference step shrank by scale^2
@@ -169,7 +174,7 @@ def test_colour_loss_is_normalised_as_neus_and_eikonal_covers_the_box_points():
 def test_variance_has_its_own_learning_rate():
     cfg = resolve_config("cpu", {"lr_variance": 2e-3})
     model = NeuSModel(cfg, -torch.ones(3), torch.ones(3), CPU)
-    groups = {g["name"]: g for g in trainer.make_optimizer(model, cfg).param_groups}
+    groups = {g["name"]: g for g in prepare.make_optimizer(model, cfg).param_groups}
     assert groups["variance"]["lr"] == 2e-3 and groups["variance"]["params"] == [model.variance]
     assert groups["encoding"]["lr"] == cfg.lr and groups["mlp"]["lr"] == cfg.lr_mlp
     assert all(p is not model.variance for p in groups["mlp"]["params"])
@@ -326,10 +331,10 @@ def test_hull_prior_without_scipy_matches_scipy():
     occ[8:11, 9:15, 7:14] = False  # a cavity open to one side
     occ &= rng.random(occ.shape) > 0.05
     voxel = np.array([0.05, 0.04, 0.06])
-    exact = fields.hull_prior_grid(occ, voxel, smooth=0)
-    np.testing.assert_allclose(fields.hull_prior_grid_torch(occ, voxel, smooth=0), exact, atol=1e-6)
-    smooth = fields.hull_prior_grid_torch(occ, voxel)
-    np.testing.assert_allclose(smooth[3:-3, 3:-3, 3:-3], fields.hull_prior_grid(occ, voxel)[3:-3, 3:-3, 3:-3],
+    exact = hull_grid.hull_prior_grid(occ, voxel, smooth=0)
+    np.testing.assert_allclose(hull_grid.hull_prior_grid_torch(occ, voxel, smooth=0), exact, atol=1e-6)
+    smooth = hull_grid.hull_prior_grid_torch(occ, voxel)
+    np.testing.assert_allclose(smooth[3:-3, 3:-3, 3:-3], hull_grid.hull_prior_grid(occ, voxel)[3:-3, 3:-3, 3:-3],
                                atol=1e-5)
 
 
@@ -417,13 +422,13 @@ def test_ssim_is_the_standard_one():
     b = np.clip(a + 0.1 * rng.normal(size=a.shape), 0, 1).astype(np.float32)
     ref = structural_similarity(a, b, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5,
                                 use_sample_covariance=False)
-    assert trainer.ssim(a, b) == pytest.approx(ref, abs=2e-3)
-    assert trainer.ssim(a, a) == pytest.approx(1.0)
+    assert losses.ssim(a, b) == pytest.approx(ref, abs=2e-3)
+    assert losses.ssim(a, a) == pytest.approx(1.0)
     mask = np.zeros((60, 80), bool)
     mask[:, :40] = True
     c = b.copy()
     c[:, 40:] = rng.random((60, 40, 3))  # ruin the unmasked half only
-    assert trainer.ssim(a, c, mask) > trainer.ssim(a, c) + 0.1
+    assert losses.ssim(a, c, mask) > losses.ssim(a, c) + 0.1
 
 
 def test_held_out_views_report_psnr_ssim_and_mask_iou(mug_dataset, tmp_path):

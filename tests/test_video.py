@@ -107,12 +107,12 @@ def test_planted_blur_and_repeats_are_dropped(planted, tmp_path):
     assert json.loads((out / "report.json").read_text())["kind"] == "frames"
     # the folder is a photo folder for the sfm stage: report.json is not a photo, and matching is sequential
     assert [p.name for p in list_photos(out)] == files
+    from neus_stage.colmap.matching import choose_matcher
     from neus_stage.photos import frames_report
-    from neus_stage.sfm import _choose_matcher
 
     assert frames_report(out) is not None and frames_report(tmp_path) is None
-    assert _choose_matcher("auto", 37, 150, video=True) == "sequential"
-    assert _choose_matcher("auto", 37, 150) == "exhaustive"
+    assert choose_matcher("auto", 37, 150, video=True) == "sequential"
+    assert choose_matcher("auto", 37, 150) == "exhaustive"
 
 
 def test_target_count_is_spread_over_the_motion(planted, tmp_path):

@@ -8,4 +8,6 @@ writes (atomically) one family of files that stages hand to each other.
   clouds read).
 - :mod:`.sfm`: the cameras (and points) of the sfm stage's undistorted COLMAP model.
 - :mod:`.reports`: each stage's JSON record (``report.json``, ``mesh.json``, ``eval.json``, ...).
+- :mod:`.evaluation`: the official DTU evaluation files and the evaluate stage's error cloud.
+- :mod:`.textured`: the export stage's textured mesh (GLB, OBJ + MTL + PNG), its preview, and what it reads.
 """

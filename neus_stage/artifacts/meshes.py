@@ -3,7 +3,7 @@
 Written by extension (binary PLY or Wavefront OBJ, through trimesh: no system libraries needed), atomically;
 read from any format open3d or trimesh know (PLY, OBJ, OFF, STL, glTF/GLB; XYZ/PTS/PCD point clouds),
 validated: a missing, empty, corrupt or all-NaN file is a StageError naming it; NaN vertices are dropped with
-the faces that use them. The textured exports (GLB/OBJ with a texture) belong to :mod:`neus_stage.export`.
+the faces that use them. The textured exports (GLB/OBJ with a texture) belong to :mod:`.textured`.
 """
 
 from __future__ import annotations

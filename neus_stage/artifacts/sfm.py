@@ -1,11 +1,12 @@
 """The sfm stage's undistorted model (``sfm/undistorted/sparse``) read as the package's one camera type.
 
 The model itself is COLMAP's format and COLMAP (pycolmap) writes it; this module is the one place that
-reads cameras from it.
+reads cameras (:func:`read_sfm_cameras`) and points (:func:`read_sfm_points`) from it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +42,30 @@ def read_sfm_cameras(sfm_dir: Path) -> tuple[CameraSet, object]:
         )
     ((w, h),) = sizes
     return CameraSet(names, np.stack(Ks), np.stack(Rs), np.stack(ts), w, h), rec
+
+
+@dataclass
+class SfmPoints:
+    """The points of a COLMAP model, in the SfM frame: positions ``xyz`` (N,3), colours ``rgb`` (N,3, 0..1) and,
+    for each point, the stems of the images that observe it (``views``)."""
+
+    xyz: np.ndarray
+    rgb: np.ndarray
+    views: list[list[str]]
+
+
+def read_sfm_points(sparse_dir: Path) -> SfmPoints:
+    """The points of the COLMAP model in ``sparse_dir`` (e.g. ``sfm/undistorted/sparse``)."""
+    import pycolmap
+
+    sparse_dir = Path(sparse_dir)
+    if not sparse_dir.is_dir():
+        raise StageError(f"{sparse_dir}: SfM model not found; run the sfm stage first")
+    rec = pycolmap.Reconstruction(str(sparse_dir))
+    stems = {iid: Path(im.name).stem for iid, im in rec.images.items()}
+    points = list(rec.points3D.values())
+    return SfmPoints(
+        np.array([p.xyz for p in points], dtype=np.float64).reshape(-1, 3),
+        np.array([p.color for p in points], dtype=np.float64).reshape(-1, 3) / 255.0,
+        [sorted({stems[el.image_id] for el in p.track.elements}) for p in points],
+    )

@@ -4,8 +4,8 @@ Each view is a callable that takes points (M,3) and says, for each, whether the 
 inside the image, in front of the camera) and whether its mask calls it foreground there. Every voxel
 collects ``seen`` and ``background`` counts; a voxel that more views call background than any later rule
 could allow (``most_allowed``) is carved at once and projected into no further view, which is what makes
-a 128^3 hull over 50 views cost seconds. The callers decide the projection (NeuS's pixel centres or
-COLMAP's pixel corners), the mask (dilated or not) and which counts make a voxel occupied.
+a 128^3 hull over 50 views cost seconds. The callers project with :func:`.cameras.project` and decide the
+mask (dilated or not) and which counts make a voxel occupied.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cameras import pixel_index, project
+
 
 def _surface(occ: np.ndarray) -> np.ndarray:
     from scipy.ndimage import binary_erosion
@@ -23,12 +25,8 @@ def _surface(occ: np.ndarray) -> np.ndarray:
 def splat(projection: np.ndarray, points: np.ndarray, radius: int, height: int, width: int) -> np.ndarray:
     """Pixels (bool (H,W)) covered by ``points`` (P,3) projected by ``projection`` (3,4), each a square of
     ``radius`` pixels (half side)."""
-    uvw = points @ projection[:, :3].T + projection[:, 3]
-    z = uvw[:, 2]
-    front = z > 1e-12
-    u = np.rint(uvw[front, 0] / z[front]).astype(np.int64)
-    v = np.rint(uvw[front, 1] / z[front]).astype(np.int64)
-    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    uv, z = project(projection, points)
+    u, v, inside = pixel_index(uv[z > 1e-12], width, height)
     img = np.zeros((height, width), dtype=np.float32)
     img[v[inside], u[inside]] = 1.0
     if radius > 0:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cameras import decompose_projection, pixel_index, project
+
 INVALID = np.iinfo(np.uint32).max
 """open3d's primitive id where a ray hits nothing."""
 
@@ -97,27 +99,10 @@ def interpolate(values: np.ndarray, faces: np.ndarray, face_id: np.ndarray, bary
     return np.einsum("nk,nkc->nc", bary.astype(np.float64), np.asarray(values, dtype=np.float64)[f])
 
 
-def project(world_mat: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates (N, 2) and depths (N,) of world points in a camera ``world_mat`` = K [R | t]."""
-    P = np.asarray(world_mat, dtype=np.float64)[:3, :4]
-    h = points @ P[:, :3].T + P[:, 3]
-    z = h[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pix = h[:, :2] / z[:, None]
-    return pix, z
-
-
-def camera_center(world_mat: np.ndarray) -> np.ndarray:
-    P = np.asarray(world_mat, dtype=np.float64)[:3, :4]
-    return -np.linalg.solve(P[:, :3], P[:, 3])
-
-
-def focal_length(world_mat: np.ndarray) -> float:
-    """The mean focal length in pixels of a camera (from K of its RQ decomposition)."""
-    from .cameras import decompose_projection
-
-    K, _ = decompose_projection(np.asarray(world_mat, dtype=np.float64)[:3, :4])
-    return float((abs(K[0, 0]) + abs(K[1, 1])) / 2)
+def _center_and_focal(world_mat: np.ndarray) -> tuple[np.ndarray, float]:
+    """A camera's centre (3,) and mean focal length in pixels (from K of its RQ decomposition)."""
+    K, pose = decompose_projection(world_mat[:3, :4])
+    return pose[:3, 3], float((abs(K[0, 0]) + abs(K[1, 1])) / 2)
 
 
 def remap_points(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -185,7 +170,7 @@ def bake_colors(points: np.ndarray, normals: np.ndarray, views: Iterable[View], 
         img = view.image
         h, w = img.shape[:2]
         pix, z = project(wm, pts)
-        c = camera_center(wm)
+        c, f = _center_and_focal(wm)
         to_cam = c - pts
         dist = np.linalg.norm(to_cam, axis=1)
         cos = np.einsum("ij,ij->i", nrm, to_cam) / np.maximum(dist, 1e-30)
@@ -196,8 +181,7 @@ def bake_colors(points: np.ndarray, normals: np.ndarray, views: Iterable[View], 
             if mask_erode > 0:
                 m = cv2.erode(m, np.ones((2 * mask_erode + 1,) * 2, np.uint8))
             idx = np.flatnonzero(ok)
-            ui = np.clip(np.rint(pix[idx, 0]).astype(np.int64), 0, w - 1)
-            vi = np.clip(np.rint(pix[idx, 1]).astype(np.int64), 0, h - 1)
+            ui, vi, _ = pixel_index(pix[idx], w, h)  # within the pixel-centre span: always inside
             ok[idx[m[vi, ui] == 0]] = False
         idx = np.flatnonzero(ok)
         if len(idx):
@@ -208,7 +192,6 @@ def bake_colors(points: np.ndarray, normals: np.ndarray, views: Iterable[View], 
         contributions.append(len(idx))
         if not len(idx):
             continue
-        f = focal_length(wm)
         weight = (f * cos[idx] / z[idx]) ** 2 * np.clip((cos[idx] - min_cos) / fade, 0.0, 1.0)
         weight = np.maximum(weight, 1e-12).astype(np.float32)
         color = sample_image(img, pix[idx])[:, :3]
@@ -282,7 +265,7 @@ def render_textured(verts: np.ndarray, faces: np.ndarray, uv: np.ndarray, textur
     (H, W) bool mask of pixels that hit it. ``uv`` per vertex in glTF convention, bilinear texture lookup."""
 
     wm = np.asarray(world_mat, dtype=np.float64)[:3, :4]
-    c = camera_center(wm)
+    c = decompose_projection(wm)[1][:3, 3]
     us, vs = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
     pix = np.stack([us.ravel(), vs.ravel(), np.ones(width * height)], 1)
     dirs = np.linalg.solve(wm[:, :3], pix.T).T

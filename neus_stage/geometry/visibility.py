@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cameras import camera_centers, project
+
 
 def face_geometry(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centres (F,3), unit normals (F,3; the mean of the area-weighted vertex normals, which is smoother
@@ -37,8 +39,6 @@ def observed_faces(verts: np.ndarray, faces: np.ndarray, projections: np.ndarray
     than the face centre a ray may hit and still count as reaching it (default two median edge lengths)."""
     import open3d as o3d
 
-    from .cameras import decompose_projection
-
     v = np.asarray(verts, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     if len(f) == 0:
@@ -51,20 +51,16 @@ def observed_faces(verts: np.ndarray, faces: np.ndarray, projections: np.ndarray
     scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(f.astype(np.uint32)))
     w, h = image_size
     seen = np.zeros(len(f), dtype=bool)
-    homo = np.concatenate([centres, np.ones((len(f), 1))], 1)
-    for P in np.asarray(projections, dtype=np.float64):
+    projections = np.asarray(projections, dtype=np.float64)
+    for P, c in zip(projections, camera_centers(projections), strict=True):
         todo = np.flatnonzero(~seen)
         if len(todo) == 0:
             break
-        c = decompose_projection(P)[1][:3, 3]
         to_cam = c - centres[todo]
         dist = np.linalg.norm(to_cam, axis=1)
         cos = np.einsum("ij,ij->i", normals[todo], to_cam) / np.maximum(dist, 1e-30)
-        p = homo[todo] @ P.T
-        z = p[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u, vv = p[:, 0] / z, p[:, 1] / z
-        ok = (cos > min_cos) & (z > 0) & (u >= 0) & (u <= w - 1) & (vv >= 0) & (vv <= h - 1)
+        uv, z = project(P, centres[todo])
+        ok = (cos > min_cos) & (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= w - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= h - 1)
         cand = todo[ok]
         if len(cand) == 0:
             continue

@@ -19,15 +19,13 @@ import datetime as _dt
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from ..artifacts.box import read_world_box
-from ..artifacts.reports import read_report_if_any
 from ..atomic import write_text_atomic
 from ..errors import StageError
-from .figures import ViewFrame, camera_poses, hull_surface_points, read_error_cloud, render_mesh_views, view_frame
+from .context import ReportContext, SceneFiles
+from .figures import ViewFrame, hull_surface_points, read_error_cloud, render_mesh_views
 from .html import CSS, Missing, Section, esc, missing_note
-from .sections import SECTIONS, Context, SceneFiles, rule_times
+from .sections import SECTIONS
+from .training_sections import rule_times
 
 __all__ = ["SECTIONS", "ViewFrame", "build_report", "hull_surface_points", "read_error_cloud", "render_mesh_views",
            "rule_times"]
@@ -61,21 +59,7 @@ def build_report(
         assess(scene_dir, quality_out)
     out = Path(out) if out is not None else scene_dir / "report.html"
     files = SceneFiles(scene_dir, scene or scene_dir.name, Path(benchmarks_dir) if benchmarks_dir else None)
-    ctx = Context(files, max_faces)
-    # the shared frame: cameras' up as z, the object box's centre (or the cameras' centroid) at the origin
-    bbox = files.p("bbox.json")
-    if bbox.is_file():
-        ctx.box = read_world_box(bbox)
-    cams = files.p("dataset/cameras_sphere.npz")
-    if cams.is_file():
-        try:
-            ctx.Ks, ctx.poses = camera_poses(cams)
-        except StageError as exc:
-            log.warning("%s", exc)
-    if ctx.box is not None or ctx.poses is not None:
-        center = (ctx.box[0] + ctx.box[1]) / 2 if ctx.box is not None else ctx.poses[:, :3, 3].mean(0)
-        upright = (read_report_if_any(files.p("dataset/meta.json")).get("frame") or {}).get("name") == "upright"
-        ctx.frame = view_frame(ctx.poses, center, np.array([0.0, 0.0, 1.0]) if upright else None)
+    ctx = ReportContext.read(files, max_faces)
 
     sections = []
     for key, title, builder in SECTIONS:

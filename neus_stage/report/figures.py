@@ -89,14 +89,10 @@ def _set_equal(ax, pts: np.ndarray, pad: float = 0.05, zoom: float = 1.0) -> Non
 # ---------------------------------------------------------------------------------------------- inputs
 def read_sparse_points(sparse_dir: Path, max_points: int = 8000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Points (n,3) and colours (n,3, 0..1) of a COLMAP model, a random subset of at most ``max_points``."""
-    import pycolmap
+    from ..artifacts.sfm import read_sfm_points
 
-    rec = pycolmap.Reconstruction(str(sparse_dir))
-    pts = [(p.xyz, p.color) for p in rec.points3D.values()]
-    if not pts:
-        return np.zeros((0, 3)), np.zeros((0, 3))
-    xyz = np.array([p[0] for p in pts], dtype=np.float64)
-    rgb = np.array([p[1] for p in pts], dtype=np.float64) / 255.0
+    points = read_sfm_points(sparse_dir)
+    xyz, rgb = points.xyz, points.rgb
     if len(xyz) > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(len(xyz), max_points, replace=False))
         xyz, rgb = xyz[keep], rgb[keep]

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import StageError
 from .config import TrainConfig
-from .fields import encoding_backend
+from .encodings import encoding_backend
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,57 @@
+"""SIFT features of the sfm stage: the working image size, extraction into COLMAP's database, and the check
+that the photos have enough keypoints."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+from ..errors import StageError
+from .runtime import DatabaseProgress, colmap_device, colmap_logs
+
+log = logging.getLogger("neus_stage.sfm")  # the sfm stage's log (these are its steps): lines as before
+
+# keypoints per photo below which a photo is called "too plain" (SIFT finds thousands on a textured object)
+MIN_KEYPOINTS = 100
+
+
+def working_size(width: int, height: int, max_size: int) -> tuple[int, int]:
+    """The size every stage works at: the photos' own, or scaled so that the long side is ``max_size``
+    (0: full resolution)."""
+    if max_size <= 0 or max(width, height) <= max_size:
+        return width, height
+    s = max_size / max(width, height)
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+def extract_features(pycolmap, db_path: Path, images_dir: Path, names: list[str], camera_model: str,
+                     max_image_size: int, threads: int, max_features: int) -> None:
+    """SIFT features of the images ``names`` of ``images_dir`` into the database, one camera shared by all."""
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = camera_model
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.max_image_size = int(max_image_size)
+    extraction.sift.max_num_features = int(max_features)
+    extraction.num_threads = int(threads)
+    device = colmap_device(pycolmap)
+    extraction.use_gpu = device == pycolmap.Device.cuda
+    with colmap_logs(), DatabaseProgress(db_path, "keypoints", "SIFT features", len(names), "photos"):
+        pycolmap.extract_features(db_path, images_dir, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
+                                  reader_options=reader, extraction_options=extraction, device=device)
+
+
+def check_features(pycolmap, db_path: Path, photos_dir: Path) -> dict[str, int]:
+    """Keypoints per photo stem; a StageError when most photos are too plain for features."""
+    with contextlib.closing(pycolmap.Database.open(db_path)) as db:
+        counts = {Path(im.name).stem: db.num_keypoints_for_image(im.image_id) for im in db.read_all_images()}
+    plain = sorted(s for s, n in counts.items() if n < MIN_KEYPOINTS)
+    if len(plain) > len(counts) / 2:
+        raise StageError(
+            f"{photos_dir}: photos too plain for features: {len(plain)} of {len(counts)} photos have fewer than "
+            f"{MIN_KEYPOINTS} keypoints ({', '.join(plain[:8])}{' ...' if len(plain) > 8 else ''}); photograph a "
+            "textured object, or add texture around it (newspaper, patterned cloth), in sharp, well-lit photos"
+        )
+    if plain:
+        log.warning("few keypoints (<%d) in %s: these photos may not register", MIN_KEYPOINTS, ", ".join(plain))
+    return counts
