@@ -65,6 +65,7 @@ test: setup .chromium
 
 lint: setup
 	@$(BIN)/ruff check neus_stage tests scripts
+	@$(BIN)/ruff format --check neus_stage tests scripts
 	@$(BIN)/snakefmt --check Snakefile workflow/rules
 	@$(BIN)/snakemake --lint
 

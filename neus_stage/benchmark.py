@@ -36,8 +36,19 @@ PUBLISHED = {
 }
 PUBLISHED_BY_SCAN = {name: dict(zip(STANDARD_SCANS, values)) for name, values in PUBLISHED.items()}
 #: the workflow's rules in pipeline order (run-time tables follow it; rules not listed come after)
-RULE_ORDER = ("frames", "sfm", "dtu_masks", "masks", "neus_dataset", "visual_hull", "train", "mesh", "evaluate",
-              "export", "report")
+RULE_ORDER = (
+    "frames",
+    "sfm",
+    "dtu_masks",
+    "masks",
+    "neus_dataset",
+    "visual_hull",
+    "train",
+    "mesh",
+    "evaluate",
+    "export",
+    "report",
+)
 #: the rules whose run times the DTU benchmark table shows (every scan runs them)
 STAGES = tuple(r for r in RULE_ORDER if r not in ("frames", "dtu_masks", "export", "report"))
 
@@ -60,15 +71,19 @@ def missing_dtu_data(dtu_root: Path, scans: list[int]) -> list[str]:
         p = dtu_scan_paths(root, scan)
         missing += [str(p[k]) for k in ("photos", "masks") if not p[k].is_dir()]
         missing += [str(p["cameras"])] if not p["cameras"].is_file() else []
-        for f in (root / "ObsMask" / f"ObsMask{scan}_10.mat", root / "ObsMask" / f"Plane{scan}.mat",
-                  root / "Points" / "stl" / f"stl{int(scan):03}_total.ply"):
+        for f in (
+            root / "ObsMask" / f"ObsMask{scan}_10.mat",
+            root / "ObsMask" / f"Plane{scan}.mat",
+            root / "Points" / "stl" / f"stl{int(scan):03}_total.ply",
+        ):
             if not f.is_file():
                 missing.append(str(f))
     return missing
 
 
-def dtu_scene_table(dtu_root: str | Path, scans: list[int], poses: str = "reference", strict: bool = True
-                    ) -> pd.DataFrame:
+def dtu_scene_table(
+    dtu_root: str | Path, scans: list[int], poses: str = "reference", strict: bool = True
+) -> pd.DataFrame:
     """Scene-table rows (same columns and index as :func:`neus_stage.scenes.read_scene_table`) for DTU scans.
 
     ``poses='reference'`` trains on the released cameras; ``'sfm'`` runs COLMAP on the photos and keeps the
@@ -90,13 +105,23 @@ def dtu_scene_table(dtu_root: str | Path, scans: list[int], poses: str = "refere
         raise StageError(
             f"DTU data missing under {dtu_root} ({len(missing)} path(s)):\n  {shown}\nexpected per scan N: "
             "dtu_scan<N>/{image/,mask/,cameras_sphere.npz} (NeuS release) and ObsMask/ObsMask<N>_10.mat, "
-            "ObsMask/Plane<N>.mat, Points/stl/stl<NNN>_total.ply (official DTU evaluation data)")
+            "ObsMask/Plane<N>.mat, Points/stl/stl<NNN>_total.ply (official DTU evaluation data)"
+        )
     rows = []
     for scan in scans:
         p = dtu_scan_paths(Path(dtu_root), scan)
         name = dtu_scene_name(scan)
-        rows.append({"scene": name, "photos": str(p["photos"]), "masks": f"results/{name}/dtu_masks",
-                     "cameras": str(p["cameras"]), "poses": poses, "gt": "", "dtu_scan": str(scan)})
+        rows.append(
+            {
+                "scene": name,
+                "photos": str(p["photos"]),
+                "masks": f"results/{name}/dtu_masks",
+                "cameras": str(p["cameras"]),
+                "poses": poses,
+                "gt": "",
+                "dtu_scan": str(scan),
+            }
+        )
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     return df.set_index("scene", drop=False)
 
@@ -108,8 +133,10 @@ def link_masks_to_photos(photos: Path, masks: Path, out: Path) -> int:
     photo_list = list_photos(Path(photos))
     mask_list = sorted(p for p in Path(masks).iterdir() if p.is_file() and not p.name.startswith("."))
     if len(mask_list) != len(photo_list):
-        raise StageError(f"{masks}: {len(mask_list)} masks for {len(photo_list)} photos in {photos}; "
-                         "the DTU release has one mask per image")
+        raise StageError(
+            f"{masks}: {len(mask_list)} masks for {len(photo_list)} photos in {photos}; "
+            "the DTU release has one mask per image"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for photo, mask in zip(photo_list, mask_list):
@@ -141,8 +168,13 @@ def collect(evals: list[Path], benchmarks: Path | None = None) -> pd.DataFrame:
         if "scan" not in r or "overall" not in r:
             raise StageError(f"{ev}: not a DTU evaluation (no 'scan'/'overall'); was the scene given a dtu_scan?")
         scene = ev.parent.name
-        row = {"scene": scene, "scan": int(r["scan"]), "accuracy_mm": r["accuracy"],
-               "completeness_mm": r["completeness"], "overall_mm": r["overall"]}
+        row = {
+            "scene": scene,
+            "scan": int(r["scan"]),
+            "accuracy_mm": r["accuracy"],
+            "completeness_mm": r["completeness"],
+            "overall_mm": r["overall"],
+        }
         stages = {s: _stage_benchmark(benchmarks, s, scene) for s in STAGES} if benchmarks else {}
         train = stages.get("train")
         row["train_min"] = train["s"] / 60 if train else float("nan")
@@ -169,8 +201,11 @@ def to_markdown(df: pd.DataFrame) -> str:
     """The report: one row per scan, then the means (ours over all rows; each published method over the
     same scans, so the means compare like with like)."""
     names = list(PUBLISHED)
-    head = (["scan", "accuracy", "completeness", "overall"] + [f"{n}" for n in names]
-            + ["train (min)", "train peak RSS (MB)", "train peak GPU (MB)", "pipeline (min)"])
+    head = (
+        ["scan", "accuracy", "completeness", "overall"]
+        + [f"{n}" for n in names]
+        + ["train (min)", "train peak RSS (MB)", "train peak GPU (MB)", "pipeline (min)"]
+    )
     lines = [
         "# DTU benchmark",
         "",
@@ -184,17 +219,29 @@ def to_markdown(df: pd.DataFrame) -> str:
     for _, r in df.iterrows():
         cells = [str(int(r["scan"])), _fmt(r["accuracy_mm"]), _fmt(r["completeness_mm"]), _fmt(r["overall_mm"])]
         cells += [_fmt(r[f"{n} overall_mm"]) for n in names]
-        cells += [_fmt(r["train_min"], 1), _fmt(r["train_peak_rss_mb"], 0), _fmt(r["train_peak_gpu_mb"], 0),
-                  _fmt(r["pipeline_min"], 1)]
+        cells += [
+            _fmt(r["train_min"], 1),
+            _fmt(r["train_peak_rss_mb"], 0),
+            _fmt(r["train_peak_gpu_mb"], 0),
+            _fmt(r["pipeline_min"], 1),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     mean = df.mean(numeric_only=True)
     cells = ["**mean**", _fmt(mean["accuracy_mm"]), _fmt(mean["completeness_mm"]), f"**{_fmt(mean['overall_mm'])}**"]
     cells += [_fmt(mean[f"{n} overall_mm"]) for n in names]
-    cells += [_fmt(mean["train_min"], 1), _fmt(df["train_peak_rss_mb"].max(), 0),
-              _fmt(df["train_peak_gpu_mb"].max(), 0), _fmt(mean["pipeline_min"], 1)]
+    cells += [
+        _fmt(mean["train_min"], 1),
+        _fmt(df["train_peak_rss_mb"].max(), 0),
+        _fmt(df["train_peak_gpu_mb"].max(), 0),
+        _fmt(mean["pipeline_min"], 1),
+    ]
     lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Means of times; maxima of memory. Published means over all 15 scans: NeuS (w/o mask) 0.84, "
-              "Neuralangelo 0.61, 2DGS 0.80.", ""]
+    lines += [
+        "",
+        "Means of times; maxima of memory. Published means over all 15 scans: NeuS (w/o mask) 0.84, "
+        "Neuralangelo 0.61, 2DGS 0.80.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -243,8 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("aggregate", help="eval.json files -> benchmark.csv, benchmark.md, benchmark.png")
     a.add_argument("evals", nargs="+", type=Path, help="results/<scene>/eval.json files")
     a.add_argument("--out", type=Path, required=True, help="folder for benchmark.csv, .md and .png")
-    a.add_argument("--benchmarks", type=Path, default=Path("benchmarks"),
-                   help="Snakemake benchmark tree (<rule>/<scene>.tsv): times and peak memory")
+    a.add_argument(
+        "--benchmarks",
+        type=Path,
+        default=Path("benchmarks"),
+        help="Snakemake benchmark tree (<rule>/<scene>.tsv): times and peak memory",
+    )
     m = sub.add_parser("link-masks", help="links to a DTU release's masks, named after its photos")
     m.add_argument("--photos", type=Path, required=True, help="dtu_scan<N>/image")
     m.add_argument("--masks", type=Path, required=True, help="dtu_scan<N>/mask")

@@ -55,8 +55,9 @@ def masks_mode(masks_dir: Path) -> tuple[str, str]:
     return str(data.get("mode") or data.get("source") or "rembg"), str(data.get("why", ""))
 
 
-def _write_views(out_dir: Path, stems: list[str], images: list[np.ndarray] | list[Path],
-                 masks: np.ndarray | None) -> None:
+def _write_views(
+    out_dir: Path, stems: list[str], images: list[np.ndarray] | list[Path], masks: np.ndarray | None
+) -> None:
     """image/<stem>.png and mask/<stem>.png; without masks (masks mode none) mask/ stays empty."""
     for sub in ("image", "mask"):
         if (out_dir / sub).exists():
@@ -94,8 +95,11 @@ def build_dataset_from_reference(photos_dir: Path, cameras: Path, masks_dir: Pat
         "views": [{"name": s, "photo": p.name, "photo_index": i} for i, (s, p) in enumerate(zip(stems, photos))],
         "scale_mat": scale_mat.tolist(),
         "units": "reference units",
-        "frame": {"name": "reference", "units": "reference units",
-                  "summary": f"the reference cameras' frame and units, as given ({cameras})"},
+        "frame": {
+            "name": "reference",
+            "units": "reference units",
+            "summary": f"the reference cameras' frame and units, as given ({cameras})",
+        },
         "masks": mode,
         "masks_why": why,
     }
@@ -180,8 +184,10 @@ def sphere_without_masks(cams: CameraSet, rec, margin: float) -> tuple[np.ndarra
     pts = np.array([p.xyz for p in rec.points3D.values()]).reshape(-1, 3)
     if centre is None:
         if not len(pts):
-            raise StageError("the cameras do not converge on one region and the SfM model has no points: no "
-                             "object to bound; photograph the object from all around it")
+            raise StageError(
+                "the cameras do not converge on one region and the SfM model has no points: no "
+                "object to bound; photograph the object from all around it"
+            )
         centre = np.median(pts, axis=0)
     reach = float(np.median(np.linalg.norm(cams.centers - centre, axis=1)))
     sizes = dict.fromkeys(cams.names, (cams.width, cams.height))
@@ -194,8 +200,12 @@ def sphere_without_masks(cams: CameraSet, rec, margin: float) -> tuple[np.ndarra
     else:
         c, r, how = centre, 0.5 * reach, "half the cameras' distance around their convergence point"
     r = min(r, 0.8 * float(np.linalg.norm(cams.centers - c, axis=1).min()))
-    return c, r * (1 + margin), {"sphere_from": how, "seed_points": len(obj),
-                                 "points": None if labels is None else labels.info}, obj
+    return (
+        c,
+        r * (1 + margin),
+        {"sphere_from": how, "seed_points": len(obj), "points": None if labels is None else labels.info},
+        obj,
+    )
 
 
 def sfm_points(rec) -> tuple[np.ndarray, dict[int, np.ndarray]]:
@@ -204,8 +214,14 @@ def sfm_points(rec) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     return np.array(list(by_id.values())).reshape(-1, 3), by_id
 
 
-def upright_world(cams: CameraSet, rec, object_pts: np.ndarray, voxels: np.ndarray | None, images: list[Path],
-                  scale: ScaleSettings | None) -> tuple[Similarity, dict, ScaleResult]:
+def upright_world(
+    cams: CameraSet,
+    rec,
+    object_pts: np.ndarray,
+    voxels: np.ndarray | None,
+    images: list[Path],
+    scale: ScaleSettings | None,
+) -> tuple[Similarity, dict, ScaleResult]:
     """The similarity from the SfM frame to the scene's world (upright, the object's base at z = 0 and its
     centre on the z axis, in metres where ``scale`` gives them) and its record for meta.json."""
     from .geometry.upright import upright_frame
@@ -221,16 +237,19 @@ def upright_world(cams: CameraSet, rec, object_pts: np.ndarray, voxels: np.ndarr
         "units": res.units,
         **frame.record,
         "scale": res.to_json(),
-        "summary": (f"z up from the {frame.record['up']['from']}, base at z = 0 from the "
-                    f"{frame.record['base']['from']}, centred on the {frame.record['centre']['from']}; "
-                    + (res.message if res.method != "none" else f"units: {res.message}")),
+        "summary": (
+            f"z up from the {frame.record['up']['from']}, base at z = 0 from the "
+            f"{frame.record['base']['from']}, centred on the {frame.record['centre']['from']}; "
+            + (res.message if res.method != "none" else f"units: {res.message}")
+        ),
     }
     log.info("world frame: %s", record["summary"])
     return sim, record, res
 
 
-def build_dataset_from_sfm(sfm_dir: Path, masks_dir: Path, out_dir: Path, *, margin: float = 0.1,
-                           scale: ScaleSettings | None = None) -> dict:
+def build_dataset_from_sfm(
+    sfm_dir: Path, masks_dir: Path, out_dir: Path, *, margin: float = 0.1, scale: ScaleSettings | None = None
+) -> dict:
     """poses = sfm: the registered, undistorted views with COLMAP's cameras, made upright (and metric where
     ``scale`` allows), and an automatic sphere."""
     sfm_dir, masks_dir, out_dir = Path(sfm_dir), Path(masks_dir), Path(out_dir)

@@ -71,8 +71,12 @@ def _support_record(meta: dict, meta_path: Path, mesh_path: Path, names: list[st
     """What mesh.json's ``support`` says about the mesh ``mesh_path`` (the raw ``names[0]`` or clean ``names[1]``)."""
     sup = meta.get("support")
     if not isinstance(sup, dict):
-        return {"cut": False, "method": "none", "meta": str(meta_path),
-                "note": "written before the mesh stage cut at the support: the raw extent"}
+        return {
+            "cut": False,
+            "method": "none",
+            "meta": str(meta_path),
+            "note": "written before the mesh stage cut at the support: the raw extent",
+        }
     out = {"cut": bool(sup.get("cut")), "method": sup.get("method"), "how": sup.get("how"), "meta": str(meta_path)}
     vis = sup.get("visibility")
     if vis and (mesh_path.name == names[1] or sup.get("method") != "visibility"):
@@ -103,11 +107,13 @@ def _wrong_frame(mesh_path: Path, scan: int, lo: np.ndarray, hi: np.ndarray, V: 
         f"{mesh_path}: 0 samples inside the DTU evaluation box of scan {scan} ({_bbox_str(lo, hi)} mm); "
         f"the mesh spans {_bbox_str(V.min(0), V.max(0))}. It is probably in the wrong frame (e.g. the normalised "
         "unit-sphere frame instead of DTU world coordinates in mm): map it with the dataset's scale_mat "
-        "(x_world = r * x + c) or give the reference alignment")
+        "(x_world = r * x + c) or give the reference alignment"
+    )
 
 
-def _dtu_mesh_near_box(V: np.ndarray, F: np.ndarray, lo: np.ndarray, hi: np.ndarray, downsample: float,
-                       mesh_path: Path, scan: int) -> tuple[np.ndarray, np.ndarray]:
+def _dtu_mesh_near_box(
+    V: np.ndarray, F: np.ndarray, lo: np.ndarray, hi: np.ndarray, downsample: float, mesh_path: Path, scan: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The faces and vertices within a margin of the evaluation box ``lo`` .. ``hi``; an error when there are
     none or when sampling them would give far too many points (wrong units or frame)."""
     # Faces and vertices more than a margin outside the evaluation box cannot give points in it: skip them
@@ -123,12 +129,14 @@ def _dtu_mesh_near_box(V: np.ndarray, F: np.ndarray, lo: np.ndarray, hi: np.ndar
         raise StageError(
             f"{mesh_path}: sampling every {downsample} mm would give about {estimate:.3g} points (limit "
             f"{MAX_DTU_SAMPLES:.0e}); the mesh spans {_bbox_str(V.min(0), V.max(0))}, which is far too large for "
-            "a DTU object in mm: probably the wrong units or frame")
+            "a DTU object in mm: probably the wrong units or frame"
+        )
     return F, v_near
 
 
-def _dtu_observed_samples(data_down: np.ndarray, gt: DTUEvalFiles, lo: np.ndarray, hi: np.ndarray, V: np.ndarray,
-                          mesh_path: Path, scan: int) -> tuple[np.ndarray, np.ndarray]:
+def _dtu_observed_samples(
+    data_down: np.ndarray, gt: DTUEvalFiles, lo: np.ndarray, hi: np.ndarray, V: np.ndarray, mesh_path: Path, scan: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Steps 3 and 4: the thinned samples in the evaluation box, and those of them in observed voxels."""
     data_in = data_down[points_in_box(data_down, lo, hi, closed=False)]
     if len(data_in) == 0:
@@ -137,17 +145,28 @@ def _dtu_observed_samples(data_down: np.ndarray, gt: DTUEvalFiles, lo: np.ndarra
     if len(data_in_obs) == 0:
         raise StageError(
             f"{mesh_path}: {len(data_in)} samples lie in the evaluation box of scan {scan} but 0 in its observed "
-            f"voxels (ObsMask); the mesh spans {_bbox_str(V.min(0), V.max(0))}: probably the wrong frame or scan")
+            f"voxels (ObsMask); the mesh spans {_bbox_str(V.min(0), V.max(0))}: probably the wrong frame or scan"
+        )
     return data_in, data_in_obs
 
 
-def _dtu_result(mesh_path: Path, dtu_root: Path, scan: int, d2s: np.ndarray, s2d: np.ndarray, max_dist: float,
-                parameters: dict, n_points: dict) -> dict:
+def _dtu_result(
+    mesh_path: Path,
+    dtu_root: Path,
+    scan: int,
+    d2s: np.ndarray,
+    s2d: np.ndarray,
+    max_dist: float,
+    parameters: dict,
+    n_points: dict,
+) -> dict:
     """Steps 5 to 7: accuracy, completeness and overall (mm) from the distances, as the eval.json record."""
     acc_in, comp_in = d2s[d2s < max_dist], s2d[s2d < max_dist]
     if len(acc_in) == 0 or len(comp_in) == 0:
-        raise StageError(f"{mesh_path}: no point within {max_dist} mm of the ground truth of scan {scan}; "
-                         "the mesh is probably in the wrong frame or belongs to another scan")
+        raise StageError(
+            f"{mesh_path}: no point within {max_dist} mm of the ground truth of scan {scan}; "
+            "the mesh is probably in the wrong frame or belongs to another scan"
+        )
     acc, comp = float(acc_in.mean()), float(comp_in.mean())
     return {
         "protocol": "DTU (DTUeval-python eval.py)",
@@ -166,8 +185,18 @@ def _dtu_result(mesh_path: Path, dtu_root: Path, scan: int, d2s: np.ndarray, s2d
     }
 
 
-def evaluate_dtu(mesh_path: Path, dtu_root: Path, scan: int, out_json: Path, *, alignment: Similarity | None = None,
-                 downsample: float = 0.2, patch: float = 60.0, max_dist: float = 20.0, seed: int = 0) -> dict:
+def evaluate_dtu(
+    mesh_path: Path,
+    dtu_root: Path,
+    scan: int,
+    out_json: Path,
+    *,
+    alignment: Similarity | None = None,
+    downsample: float = 0.2,
+    patch: float = 60.0,
+    max_dist: float = 20.0,
+    seed: int = 0,
+) -> dict:
     """DTU Chamfer (mm) of a mesh in DTU world coordinates; writes ``out_json`` and returns the same dict."""
     timer = StageTimer()
     mesh_path, dtu_root = Path(mesh_path), Path(dtu_root)
@@ -201,10 +230,19 @@ def evaluate_dtu(mesh_path: Path, dtu_root: Path, scan: int, out_json: Path, *, 
     s2d = nearest_distances(cKDTree(data_in, balanced_tree=False), stl_above, max_dist)
     t = timer.lap("completeness", t)
 
-    n_points = {"mesh_vertices": int(len(V)), "mesh_faces": int(n_faces), "faces_nonzero_area": int(n_nonzero),
-                "faces_near_box": int(len(F)), "vertices_near_box": int(len(v_near)), "sampled": int(n_sampled),
-                "thinned": int(len(data_down)), "in_box": int(len(data_in)), "in_obs": int(len(data_in_obs)),
-                "gt": int(len(stl)), "gt_above_plane": int(len(stl_above))}
+    n_points = {
+        "mesh_vertices": int(len(V)),
+        "mesh_faces": int(n_faces),
+        "faces_nonzero_area": int(n_nonzero),
+        "faces_near_box": int(len(F)),
+        "vertices_near_box": int(len(v_near)),
+        "sampled": int(n_sampled),
+        "thinned": int(len(data_down)),
+        "in_box": int(len(data_in)),
+        "in_obs": int(len(data_in_obs)),
+        "gt": int(len(stl)),
+        "gt_above_plane": int(len(stl_above)),
+    }
     parameters = {"downsample": downsample, "patch": patch, "max_dist": max_dist, "seed": seed}
     result = _dtu_result(mesh_path, dtu_root, scan, d2s, s2d, max_dist, parameters, n_points)
     timer.total()
@@ -213,8 +251,14 @@ def evaluate_dtu(mesh_path: Path, dtu_root: Path, scan: int, out_json: Path, *, 
         result["alignment"] = alignment.to_json()
     result["support"] = mesh_support(mesh_path)  # whether the mesh ends where the object ends (or is raw)
     write_report(Path(out_json), result)
-    log.info("DTU scan %d: accuracy %.4f mm, completeness %.4f mm, overall %.4f mm (%.1f s)",
-             scan, result["accuracy"], result["completeness"], result["overall"], timer.timings["total"])
+    log.info(
+        "DTU scan %d: accuracy %.4f mm, completeness %.4f mm, overall %.4f mm (%.1f s)",
+        scan,
+        result["accuracy"],
+        result["completeness"],
+        result["overall"],
+        timer.timings["total"],
+    )
     return result
 
 
@@ -243,12 +287,17 @@ def _warn_if_far(V: np.ndarray, F: np.ndarray, glo: np.ndarray, ghi: np.ndarray,
     Vu = V[used_vertices(V, F)]
     lo, hi = Vu.min(0), Vu.max(0)
     if (lo > ghi + diag).any() or (hi < glo - diag).any():
-        log.warning("%s: the mesh box %s is far from the ground-truth box %s: wrong frame or missing alignment?",
-                    mesh_path, _bbox_str(lo, hi), _bbox_str(glo, ghi))
+        log.warning(
+            "%s: the mesh box %s is far from the ground-truth box %s: wrong frame or missing alignment?",
+            mesh_path,
+            _bbox_str(lo, hi),
+            _bbox_str(glo, ghi),
+        )
 
 
-def _gt_samples(Vgc: np.ndarray, Fg: np.ndarray, areas_g: np.ndarray | None, n_samples: int,
-                rng: np.random.Generator) -> tuple[np.ndarray, str]:
+def _gt_samples(
+    Vgc: np.ndarray, Fg: np.ndarray, areas_g: np.ndarray | None, n_samples: int, rng: np.random.Generator
+) -> tuple[np.ndarray, str]:
     """The GT points whose distance to the mesh is the completeness, and how they were chosen."""
     if len(Fg):
         return sample_surface(Vgc, Fg, areas_g, n_samples, rng), f"{n_samples} area-uniform GT samples"
@@ -258,18 +307,29 @@ def _gt_samples(Vgc: np.ndarray, Fg: np.ndarray, areas_g: np.ndarray | None, n_s
     return Vgc, f"every GT point ({len(Vgc)})"
 
 
-def _accuracy_distances(pred_s: np.ndarray, Vgc: np.ndarray, Fg: np.ndarray, areas_g: np.ndarray | None,
-                        rng: np.random.Generator) -> tuple[np.ndarray, str]:
+def _accuracy_distances(
+    pred_s: np.ndarray, Vgc: np.ndarray, Fg: np.ndarray, areas_g: np.ndarray | None, rng: np.random.Generator
+) -> tuple[np.ndarray, str]:
     """Distances of the mesh samples to the GT surface (GT mesh) or nearest GT point (GT cloud), and which."""
     if len(Fg):
         return SurfaceDistance(Vgc, Fg, areas_g, rng)(pred_s), "mesh samples -> GT surface"
-    return (nearest_distances(cKDTree(Vgc, balanced_tree=False), pred_s),
-            "mesh samples -> nearest GT point (every GT point)")
+    return (
+        nearest_distances(cKDTree(Vgc, balanced_tree=False), pred_s),
+        "mesh samples -> nearest GT point (every GT point)",
+    )
 
 
-def evaluate_generic(mesh_path: Path, gt_path: Path, out_json: Path, *, alignment: Similarity | None = None,
-                     thresholds: list[float] | None = None, n_samples: int = 200_000,
-                     error_cloud: Path | None = None, seed: int = 0) -> dict:
+def evaluate_generic(
+    mesh_path: Path,
+    gt_path: Path,
+    out_json: Path,
+    *,
+    alignment: Similarity | None = None,
+    thresholds: list[float] | None = None,
+    n_samples: int = 200_000,
+    error_cloud: Path | None = None,
+    seed: int = 0,
+) -> dict:
     """Chamfer and F-score of a mesh against a ground-truth mesh or point cloud (units of the GT).
 
     accuracy: ``n_samples`` area-uniform samples of the mesh -> GT surface (GT mesh) or nearest GT point (GT cloud);
@@ -314,13 +374,21 @@ def evaluate_generic(mesh_path: Path, gt_path: Path, out_json: Path, *, alignmen
         "gt_kind": "mesh" if gt_is_mesh else "point cloud",
         "units": "ground-truth units",
         **chamfer_scores(acc_d, comp_d, thresholds, diag),
-        "method": {"accuracy": method_acc,
-                   "completeness": comp_from + " -> mesh surface",
-                   "distance": dist_pred.method},
+        "method": {
+            "accuracy": method_acc,
+            "completeness": comp_from + " -> mesh surface",
+            "distance": dist_pred.method,
+        },
         "parameters": {"n_samples": int(n_samples), "thresholds": thresholds, "seed": seed},
-        "n_points": {"mesh_vertices": int(len(V)), "mesh_faces": int(n_faces), "faces_nonzero_area": int(len(F)),
-                     "mesh_samples": int(len(pred_s)), "gt_vertices": int(len(Vg)), "gt_faces": int(len(Fg)),
-                     "gt_samples": int(len(gt_s))},
+        "n_points": {
+            "mesh_vertices": int(len(V)),
+            "mesh_faces": int(n_faces),
+            "faces_nonzero_area": int(len(F)),
+            "mesh_samples": int(len(pred_s)),
+            "gt_vertices": int(len(Vg)),
+            "gt_faces": int(len(Fg)),
+            "gt_samples": int(len(gt_s)),
+        },
         "timings_s": timer.timings,
     }
     if alignment is not None:
@@ -332,8 +400,16 @@ def evaluate_generic(mesh_path: Path, gt_path: Path, out_json: Path, *, alignmen
     timer.total()
     result["support"] = mesh_support(mesh_path)  # whether the mesh ends where the object ends (or is raw)
     write_report(Path(out_json), result)
-    log.info("Chamfer vs %s: accuracy %.4g, completeness %.4g, overall %.4g (%.3f%% of the GT diagonal), "
-             "F@%.3g = %.3f (%.1f s)", gt_path.name, result["accuracy"], result["completeness"], result["overall"],
-             result["chamfer_pct_diag"]["overall"], thresholds[0], result["fscores"][0]["fscore"],
-             timer.timings["total"])
+    log.info(
+        "Chamfer vs %s: accuracy %.4g, completeness %.4g, overall %.4g (%.3f%% of the GT diagonal), "
+        "F@%.3g = %.3f (%.1f s)",
+        gt_path.name,
+        result["accuracy"],
+        result["completeness"],
+        result["overall"],
+        result["chamfer_pct_diag"]["overall"],
+        thresholds[0],
+        result["fscores"][0]["fscore"],
+        timer.timings["total"],
+    )
     return result

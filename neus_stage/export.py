@@ -59,26 +59,40 @@ CHECK_VIEWS = 8
 
 
 # --------------------------------------------------------------------------------------------- settings
-def check_export_settings(faces: int, texture_size: int, texture_from: str = "photos", *,
-                          faces_name: str = "--faces", size_name: str = "--texture-size",
-                          source_name: str = "--texture-from") -> None:
+def check_export_settings(
+    faces: int,
+    texture_size: int,
+    texture_from: str = "photos",
+    *,
+    faces_name: str = "--faces",
+    size_name: str = "--texture-size",
+    source_name: str = "--texture-from",
+) -> None:
     """A StageError naming the setting and the fix for a face count below MIN_FACES, a texture size that is
     not a power of two (GPUs and mip-maps want one) or an unknown texture source."""
     if isinstance(faces, bool) or not isinstance(faces, (int, np.integer)) or faces < MIN_FACES:
-        raise StageError(f"{faces_name} {faces}: the target face count must be at least {MIN_FACES}; "
-                         f"set {faces_name} to {MIN_FACES} or more (default 200000)")
+        raise StageError(
+            f"{faces_name} {faces}: the target face count must be at least {MIN_FACES}; "
+            f"set {faces_name} to {MIN_FACES} or more (default 200000)"
+        )
     size = texture_size
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1 or size & (size - 1):
         lower = 1 << max(int(size).bit_length() - 1, 0) if isinstance(size, (int, np.integer)) and size > 0 else 1024
-        raise StageError(f"{size_name} {size}: the texture size must be a power of two; set {size_name} to "
-                         f"{max(lower, MIN_TEXTURE)} or {min(max(lower, MIN_TEXTURE) * 2, MAX_TEXTURE)} "
-                         "(default 2048)")
+        raise StageError(
+            f"{size_name} {size}: the texture size must be a power of two; set {size_name} to "
+            f"{max(lower, MIN_TEXTURE)} or {min(max(lower, MIN_TEXTURE) * 2, MAX_TEXTURE)} "
+            "(default 2048)"
+        )
     if not MIN_TEXTURE <= size <= MAX_TEXTURE:
-        raise StageError(f"{size_name} {size}: the texture size must lie between {MIN_TEXTURE} and {MAX_TEXTURE}; "
-                         f"set {size_name} to a power of two in that range (default 2048)")
+        raise StageError(
+            f"{size_name} {size}: the texture size must lie between {MIN_TEXTURE} and {MAX_TEXTURE}; "
+            f"set {size_name} to a power of two in that range (default 2048)"
+        )
     if texture_from not in TEXTURE_SOURCES:
-        raise StageError(f"{source_name} {texture_from!r}: the texture comes from 'photos' or 'network'; set "
-                         f"{source_name} to one of them")
+        raise StageError(
+            f"{source_name} {texture_from!r}: the texture comes from 'photos' or 'network'; set "
+            f"{source_name} to one of them"
+        )
 
 
 def to_export_frame(verts: np.ndarray) -> np.ndarray:
@@ -116,8 +130,7 @@ class ExportViews:
         names, world_mats, size = dataset_views(dataset_dir)
         held = holdout_names(names, holdout_every)
         if held and len(held) >= len(names):
-            raise StageError(f"--holdout-every {holdout_every} leaves no view for the texture; use 0 or a larger "
-                             "value")
+            raise StageError(f"--holdout-every {holdout_every} leaves no view for the texture; use 0 or a larger value")
         return cls(Path(dataset_dir), names, world_mats, size, held)
 
     def view(self, name: str) -> View:
@@ -141,8 +154,14 @@ class ExportViews:
 
 
 # ------------------------------------------------------------------------------------------------ texture
-def network_colors(checkpoint: Path, dataset_dir: Path, points: np.ndarray, normals: np.ndarray,
-                   device: str = "auto", chunk: int = 1 << 16) -> np.ndarray:
+def network_colors(
+    checkpoint: Path,
+    dataset_dir: Path,
+    points: np.ndarray,
+    normals: np.ndarray,
+    device: str = "auto",
+    chunk: int = 1 << 16,
+) -> np.ndarray:
     """The trained colour network's colour (N, 3) in [0, 1] at world points, seen head-on (along -normal)."""
     import torch
 
@@ -158,8 +177,10 @@ def network_colors(checkpoint: Path, dataset_dir: Path, points: np.ndarray, norm
         device = str(pick_device(device))
         color = load_color_function(checkpoint, device)
     except (OSError, RuntimeError, KeyError, EOFError, NotImplementedError, ImportError) as exc:
-        raise StageError(f"{checkpoint}: cannot load the colour network ({type(exc).__name__}: {exc}); re-run the "
-                         "train stage, or bake the texture from the photos (--texture-from photos)") from exc
+        raise StageError(
+            f"{checkpoint}: cannot load the colour network ({type(exc).__name__}: {exc}); re-run the "
+            "train stage, or bake the texture from the photos (--texture-from photos)"
+        ) from exc
     _, scale_mat = read_cameras_sphere(Path(dataset_dir) / "cameras_sphere.npz")
     A, c = scale_mat[:3, :3], scale_mat[:3, 3]
     pts_n = np.linalg.solve(A, (points - c).T).T
@@ -168,9 +189,9 @@ def network_colors(checkpoint: Path, dataset_dir: Path, points: np.ndarray, norm
     out = np.empty((len(points), 3), dtype=np.float32)
     with torch.no_grad(), Progress("colour network", len(points), "texels") as bar:
         for s in range(0, len(points), chunk):
-            p = torch.as_tensor(pts_n[s:s + chunk], dtype=torch.float32, device=device)
-            n = torch.as_tensor(nrm_n[s:s + chunk], dtype=torch.float32, device=device)
-            out[s:s + chunk] = color(p, n).reshape(-1, 3).float().cpu().numpy()
+            p = torch.as_tensor(pts_n[s : s + chunk], dtype=torch.float32, device=device)
+            n = torch.as_tensor(nrm_n[s : s + chunk], dtype=torch.float32, device=device)
+            out[s : s + chunk] = color(p, n).reshape(-1, 3).float().cpu().numpy()
             bar.update(len(p))
     return np.clip(out, 0, 1)
 
@@ -188,8 +209,9 @@ class UVMesh:
     atlas: dict
 
 
-def _unwrapped(verts0: np.ndarray, colors0: np.ndarray | None, verts: np.ndarray, tris: np.ndarray,
-               texture_size: int) -> UVMesh:
+def _unwrapped(
+    verts0: np.ndarray, colors0: np.ndarray | None, verts: np.ndarray, tris: np.ndarray, texture_size: int
+) -> UVMesh:
     """The decimated mesh ``verts``/``tris`` unwrapped, with the vertex colours of the nearest original vertex."""
     fallback = None
     if colors0 is not None:
@@ -199,17 +221,37 @@ def _unwrapped(verts0: np.ndarray, colors0: np.ndarray | None, verts: np.ndarray
     normals = vertex_normals(verts, tris)
     padding = max(2, texture_size // 512)
     vmapping, uv_faces, uv, atlas = unwrap(verts, tris, texture_size, padding)
-    return UVMesh(verts[vmapping], uv_faces, uv, normals[vmapping], None if fallback is None else fallback[vmapping],
-                  {**atlas, "padding_texels": padding})
+    return UVMesh(
+        verts[vmapping],
+        uv_faces,
+        uv,
+        normals[vmapping],
+        None if fallback is None else fallback[vmapping],
+        {**atlas, "padding_texels": padding},
+    )
 
 
-def _bake(mesh: UVMesh, views: ExportViews, texture_size: int, texture_from: str, checkpoint: Path | None,
-          top_k: int, device: str) -> tuple[np.ndarray, dict]:
+def _bake(
+    mesh: UVMesh,
+    views: ExportViews,
+    texture_size: int,
+    texture_from: str,
+    checkpoint: Path | None,
+    top_k: int,
+    device: str,
+) -> tuple[np.ndarray, dict]:
     """The texture, from the photos not held out or from the colour network, and what went into it."""
     if texture_from == "photos":
         with Progress("baking the texture", len(views.texture_names()), "views") as bar:
-            return bake_texture(mesh.verts, mesh.faces, mesh.uv, texture_size, views=views.texture_views(bar),
-                                fallback=mesh.fallback, top_k=top_k)
+            return bake_texture(
+                mesh.verts,
+                mesh.faces,
+                mesh.uv,
+                texture_size,
+                views=views.texture_views(bar),
+                fallback=mesh.fallback,
+                top_k=top_k,
+            )
     _, points, nrm, _, _ = atlas_texels(mesh.verts, mesh.faces, mesh.uv, texture_size)
     cols = network_colors(checkpoint, views.dataset_dir, points, nrm, device=device)
     return bake_texture(mesh.verts, mesh.faces, mesh.uv, texture_size, colors=cols)
@@ -243,20 +285,35 @@ def _rerender_check(mesh: UVMesh, texture: np.ndarray, views: ExportViews, previ
     write_preview(preview_path, [v for v, _ in shown], [r for _, r in shown])
     vals = [v for v in psnr.values() if np.isfinite(v)]
     return {
-        "psnr": {"views": psnr, "mean": round(float(np.mean(vals)), 2) if vals else None,
-                 "kind": "held-out views (not used for the texture)" if views.held else
-                 "views used for the texture (not held out)",
-                 "region": "pixels inside the view's mask where the mesh is hit" if mask_files(views.dataset_dir)
-                 else "pixels where the mesh is hit"},
+        "psnr": {
+            "views": psnr,
+            "mean": round(float(np.mean(vals)), 2) if vals else None,
+            "kind": "held-out views (not used for the texture)"
+            if views.held
+            else "views used for the texture (not held out)",
+            "region": "pixels inside the view's mask where the mesh is hit"
+            if mask_files(views.dataset_dir)
+            else "pixels where the mesh is hit",
+        },
         "preview": {"file": preview_path.name, "views": [v for v in check if v in show]},
     }
 
 
 # ---------------------------------------------------------------------------------------------- the stage
-def export_textured(mesh_path: Path, dataset_dir: Path, out_dir: Path, *, name: str | None = None,
-                    faces: int = 200_000, texture_size: int = 2048, texture_from: str = "photos",
-                    checkpoint: Path | None = None, holdout_every: int = 0, top_k: int = 3,
-                    device: str = "auto") -> dict:
+def export_textured(
+    mesh_path: Path,
+    dataset_dir: Path,
+    out_dir: Path,
+    *,
+    name: str | None = None,
+    faces: int = 200_000,
+    texture_size: int = 2048,
+    texture_from: str = "photos",
+    checkpoint: Path | None = None,
+    holdout_every: int = 0,
+    top_k: int = 3,
+    device: str = "auto",
+) -> dict:
     """The export stage: decimate, unwrap, bake, write GLB + OBJ/MTL/PNG, export.json and preview.jpg.
 
     ``holdout_every`` > 0 leaves every k-th view out of the texture, so that the PSNR of those views
@@ -273,33 +330,57 @@ def export_textured(mesh_path: Path, dataset_dir: Path, out_dir: Path, *, name: 
     verts0, faces0, colors0 = read_colored_mesh(mesh_path)
     views = ExportViews.read(dataset_dir, holdout_every)
     n_texture = len(views.names) - len(views.held)
-    log.info("export: %s (%d faces) -> %d faces, %d^2 texture from the %s (%d views%s)", mesh_path, len(faces0),
-             min(faces, len(faces0)), texture_size, texture_from, n_texture,
-             f", {len(views.held)} held out" if views.held else "")
+    log.info(
+        "export: %s (%d faces) -> %d faces, %d^2 texture from the %s (%d views%s)",
+        mesh_path,
+        len(faces0),
+        min(faces, len(faces0)),
+        texture_size,
+        texture_from,
+        n_texture,
+        f", {len(views.held)} held out" if views.held else "",
+    )
     t = time.perf_counter()
     verts, tris = decimate(verts0, faces0, faces)
     t = timer.lap("decimate_s", t)
     log.info("decimated to %d faces, %d vertices in %.1f s", len(tris), len(verts), timings["decimate_s"])
     mesh = _unwrapped(verts0, colors0, verts, tris, texture_size)
     t = timer.lap("unwrap_s", t)
-    log.info("xatlas: %d charts, atlas %dx%d, %.0f%% used, in %.1f s", mesh.atlas["charts"], *mesh.atlas["atlas_size"],
-             100 * mesh.atlas["utilization"], timings["unwrap_s"])
+    log.info(
+        "xatlas: %d charts, atlas %dx%d, %.0f%% used, in %.1f s",
+        mesh.atlas["charts"],
+        *mesh.atlas["atlas_size"],
+        100 * mesh.atlas["utilization"],
+        timings["unwrap_s"],
+    )
     texture, bake = _bake(mesh, views, texture_size, texture_from, checkpoint, top_k, device)
     t = timer.lap("bake_s", t)
-    log.info("texture: %.0f%% of the atlas covered, %.1f%% of the surface seen by a photo, in %.1f s",
-             100 * bake["texels_share"], 100 * bake["seen_share"], timings["bake_s"])
+    log.info(
+        "texture: %.0f%% of the atlas covered, %.1f%% of the surface seen by a photo, in %.1f s",
+        100 * bake["texels_share"],
+        100 * bake["seen_share"],
+        timings["bake_s"],
+    )
     paths = _write_files(out_dir, name, mesh, texture)
     t = timer.lap("write_s", t)
     check = _rerender_check(mesh, texture, views, out_dir / "preview.jpg")
     timer.lap("check_s", t)
     timer.total("total_s")
     meta = {
-        "mesh": str(mesh_path), "dataset": str(dataset_dir), "name": name,
+        "mesh": str(mesh_path),
+        "dataset": str(dataset_dir),
+        "name": name,
         "files": {k: p.name for k, p in paths.items()},
-        "faces_in": int(len(faces0)), "faces": int(len(mesh.faces)), "vertices": int(len(mesh.verts)),
-        "target_faces": int(faces), "texture_size": int(texture_size), "texture_from": texture_from,
-        "frame": {"description": "glTF y-up: (x, y, z) of the files = (x, z, -y) of the world frame, world units",
-                  "world_to_export": WORLD_TO_EXPORT.tolist()},
+        "faces_in": int(len(faces0)),
+        "faces": int(len(mesh.faces)),
+        "vertices": int(len(mesh.verts)),
+        "target_faces": int(faces),
+        "texture_size": int(texture_size),
+        "texture_from": texture_from,
+        "frame": {
+            "description": "glTF y-up: (x, y, z) of the files = (x, z, -y) of the world frame, world units",
+            "world_to_export": WORLD_TO_EXPORT.tolist(),
+        },
         "atlas": mesh.atlas,
         "bake": {**bake, "top_k": top_k, "views": n_texture},
         "held_out": views.held,
@@ -307,7 +388,14 @@ def export_textured(mesh_path: Path, dataset_dir: Path, out_dir: Path, *, name: 
         "timings": timings,
     }
     write_report(out_dir / "export.json", meta)
-    log.info("export: %s and %s (%d faces, %d^2 texture); re-rendered %s: PSNR %s dB, in %.1f s", paths["glb"],
-             paths["obj"], len(mesh.faces), texture_size, meta["psnr"]["kind"], meta["psnr"]["mean"],
-             timings["total_s"])
+    log.info(
+        "export: %s and %s (%d faces, %d^2 texture); re-rendered %s: PSNR %s dB, in %.1f s",
+        paths["glb"],
+        paths["obj"],
+        len(mesh.faces),
+        texture_size,
+        meta["psnr"]["kind"],
+        meta["psnr"]["mean"],
+        timings["total_s"],
+    )
     return meta

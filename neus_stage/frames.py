@@ -73,8 +73,15 @@ def reference_alignment(dataset_dir: Path, reference_cameras: Path) -> Similarit
     return sim
 
 
-def refine_with_icp(mesh_path: Path, gt_path: Path, start: Similarity, *, max_distance_share: float = 0.02,
-                    n_points: int = 50_000, seed: int = 0) -> Similarity:
+def refine_with_icp(
+    mesh_path: Path,
+    gt_path: Path,
+    start: Similarity,
+    *,
+    max_distance_share: float = 0.02,
+    n_points: int = 50_000,
+    seed: int = 0,
+) -> Similarity:
     """Refine ``start`` (mesh -> reference frame) by ICP with scaling against the ground truth.
 
     Camera-centre fits leave the small pose and focal-length errors of SfM in the alignment; ICP removes
@@ -102,15 +109,36 @@ def refine_with_icp(mesh_path: Path, gt_path: Path, start: Similarity, *, max_di
     pcd.points = o3d.utility.Vector3dVector(dst)
     est = o3d.pipelines.registration.TransformationEstimationPointToPoint(with_scaling=True)
     result = o3d.pipelines.registration.registration_icp(
-        pcs, pcd, max_distance_share * diag, np.eye(4), est,
-        o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=60))
+        pcs,
+        pcd,
+        max_distance_share * diag,
+        np.eye(4),
+        est,
+        o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=60),
+    )
     T = np.asarray(result.transformation)
     scale = float(np.cbrt(np.linalg.det(T[:3, :3])))
-    icp = Similarity(scale, T[:3, :3] / scale, T[:3, 3], start.rms, {
-        "icp": {"fitness": float(result.fitness), "inlier_rmse": float(result.inlier_rmse),
-                "max_distance": max_distance_share * diag, "scale": scale,
+    icp = Similarity(
+        scale,
+        T[:3, :3] / scale,
+        T[:3, 3],
+        start.rms,
+        {
+            "icp": {
+                "fitness": float(result.fitness),
+                "inlier_rmse": float(result.inlier_rmse),
+                "max_distance": max_distance_share * diag,
+                "scale": scale,
                 "rotation_deg": float(np.degrees(np.arccos(np.clip((np.trace(T[:3, :3] / scale) - 1) / 2, -1, 1)))),
-                "translation": float(np.linalg.norm(T[:3, 3]))}})
-    log.info("ICP refinement: fitness %.3f, inlier rmse %.4g, scale %.4f, rotation %.3f deg", result.fitness,
-             result.inlier_rmse, scale, icp.details["icp"]["rotation_deg"])
+                "translation": float(np.linalg.norm(T[:3, 3])),
+            }
+        },
+    )
+    log.info(
+        "ICP refinement: fitness %.3f, inlier rmse %.4g, scale %.4f, rotation %.3f deg",
+        result.fitness,
+        result.inlier_rmse,
+        scale,
+        icp.details["icp"]["rotation_deg"],
+    )
     return start.then(icp)

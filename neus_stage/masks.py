@@ -59,8 +59,9 @@ def views_from_sfm(sfm_dir: Path, stems: list[str], sizes: dict[str, tuple[int, 
     return MaskViews.of(cams.subset(registered), rec)
 
 
-def views_from_cameras_sphere(path: Path, stems: list[str], size: tuple[int, int]
-                              ) -> tuple[MaskViews, np.ndarray, np.ndarray]:
+def views_from_cameras_sphere(
+    path: Path, stems: list[str], size: tuple[int, int]
+) -> tuple[MaskViews, np.ndarray, np.ndarray]:
     """Views from a NeuS ``cameras_sphere.npz`` (view i = ``stems[i]``, the sorted images of ``size`` (w, h))
     and the box around its scale_mat sphere, which holds the object."""
     world_mats, scale_mat = read_cameras_sphere(path, n_views=len(stems))
@@ -69,8 +70,9 @@ def views_from_cameras_sphere(path: Path, stems: list[str], size: tuple[int, int
 
 
 # ------------------------------------------------------------------------------------------- inputs
-def _checked_mode(mode: str, threshold: float, user_masks: Path | None, sfm_dir: Path | None,
-                  cameras: Path | None) -> str:
+def _checked_mode(
+    mode: str, threshold: float, user_masks: Path | None, sfm_dir: Path | None, cameras: Path | None
+) -> str:
     """The mode to run (``auto`` with the user's masks is ``user``); a StageError for arguments that clash."""
     if mode not in MODES:
         raise StageError(f"unknown masks mode '{mode}'; choose one of {', '.join(MODES)}")
@@ -92,8 +94,9 @@ def _image_sizes(images: dict[str, Path]) -> dict[str, tuple[int, int]]:
     return sizes
 
 
-def _read_views(images: dict[str, Path], sizes: dict[str, tuple[int, int]], sfm_dir: Path | None,
-                cameras: Path | None) -> tuple[MaskViews | None, tuple[np.ndarray, np.ndarray] | None]:
+def _read_views(
+    images: dict[str, Path], sizes: dict[str, tuple[int, int]], sfm_dir: Path | None, cameras: Path | None
+) -> tuple[MaskViews | None, tuple[np.ndarray, np.ndarray] | None]:
     """The views' cameras (reference ``cameras`` or the sfm stage's) and, for reference cameras, the box that
     holds the object; (None, None) without either."""
     if cameras is not None:
@@ -105,8 +108,15 @@ def _read_views(images: dict[str, Path], sizes: dict[str, tuple[int, int]], sfm_
 
 
 # ---------------------------------------------------------------------------------------- user masks
-def _user_masks(user_masks: Path, images: dict[str, Path], sizes: dict[str, tuple[int, int]], sfm_dir: Path | None,
-                views: MaskViews | None, region, report: dict) -> tuple[dict[str, np.ndarray], str, dict | None]:
+def _user_masks(
+    user_masks: Path,
+    images: dict[str, Path],
+    sizes: dict[str, tuple[int, int]],
+    sfm_dir: Path | None,
+    views: MaskViews | None,
+    region,
+    report: dict,
+) -> tuple[dict[str, np.ndarray], str, dict | None]:
     """The user's masks, checked against the views' hull (never changed): (masks, why, consistency report)."""
     masks, report["user_masks_undistorted"] = load_user_masks(Path(user_masks), images, sizes, sfm_dir)
     refuse_bad_user_masks(masks, Path(user_masks))
@@ -165,8 +175,14 @@ def _log_done(final: dict[str, np.ndarray] | None, mode: str, why: str, seconds:
     if final is None:
         log.info("masks done in %.1f s: none (%s)", seconds, why)
     else:
-        log.info("masks done in %.1f s: %d views, mode %s (%s), mean foreground share %.3f", seconds,
-                 len(final), mode, why, float(np.mean([m.mean() for m in final.values()])))
+        log.info(
+            "masks done in %.1f s: %d views, mode %s (%s), mean foreground share %.3f",
+            seconds,
+            len(final),
+            mode,
+            why,
+            float(np.mean([m.mean() for m in final.values()])),
+        )
 
 
 # ----------------------------------------------------------------------------------------------- stage
@@ -214,8 +230,15 @@ def compute_masks(
             "reference cameras has none); use masks mode auto, rembg or user"
         )
 
-    report: dict = {"images_dir": str(images_dir), "n_images": len(images), "mode_requested": requested,
-                    "threshold": threshold, "model": None, "user_masks_undistorted": 0, "candidates": {}}
+    report: dict = {
+        "images_dir": str(images_dir),
+        "n_images": len(images),
+        "mode_requested": requested,
+        "threshold": threshold,
+        "model": None,
+        "user_masks_undistorted": 0,
+        "candidates": {},
+    }
     timings: dict[str, float] = {}
     final, why, consistency = None, "masks mode none: the scene is trained without masks", None
     t = time.perf_counter()
@@ -231,14 +254,18 @@ def compute_masks(
     if final is not None:
         _write_masks(out_dir, images, final)
     timings["total_s"] = round(time.perf_counter() - t0, 2)
-    report.update({
-        "mode": mode,
-        "why": why,
-        "source": {"user": "user", "rembg": "rembg", "geometry": "geometry", "none": None}[mode],
-        "final_foreground_share": None if final is None else {s: round(float(m.mean()), 5) for s, m in final.items()},
-        "consistency": consistency,
-        "timings": timings,
-    })
+    report.update(
+        {
+            "mode": mode,
+            "why": why,
+            "source": {"user": "user", "rembg": "rembg", "geometry": "geometry", "none": None}[mode],
+            "final_foreground_share": None
+            if final is None
+            else {s: round(float(m.mean()), 5) for s, m in final.items()},
+            "consistency": consistency,
+            "timings": timings,
+        }
+    )
     write_report(out_dir / "report.json", report)
     _log_done(final, mode, why, timings["total_s"])
     return report

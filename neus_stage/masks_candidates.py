@@ -107,7 +107,8 @@ class Candidates:
         if self.views is None:
             return True
         return self.checks["rembg"].median_iou >= REMBG_TRUST and (
-            not self.views.has_points or agrees_with_points(self.masks["rembg"], self.views, REMBG_TRUST))
+            not self.views.has_points or agrees_with_points(self.masks["rembg"], self.views, REMBG_TRUST)
+        )
 
 
 def _rembg_masks(model: str, threshold: float, images: dict[str, Path]) -> dict[str, np.ndarray]:
@@ -117,8 +118,9 @@ def _rembg_masks(model: str, threshold: float, images: dict[str, Path]) -> dict[
     return {s: p >= threshold * 255 for s, p in probs.items()}
 
 
-def _refined(views: MaskViews, pictures: dict[str, Path], seeds: dict, priors: dict | None, name: str,
-             rounds: int) -> dict[str, np.ndarray]:
+def _refined(
+    views: MaskViews, pictures: dict[str, Path], seeds: dict, priors: dict | None, name: str, rounds: int
+) -> dict[str, np.ndarray]:
     """GrabCut masks from ``seeds`` and ``priors``, refined over ``rounds`` of hull <-> masks: the views' masks
     vote a loose hull, whose projection is the next round's probable object."""
     from .segment import segment_views
@@ -139,9 +141,13 @@ def _refined(views: MaskViews, pictures: dict[str, Path], seeds: dict, priors: d
     return masks
 
 
-def _geometry_candidates(views: MaskViews, images: dict[str, Path], sizes: dict[str, tuple[int, int]],
-                         rembg_masks: dict[str, np.ndarray] | None, rounds: int = 1
-                         ) -> tuple[dict[str, dict[str, np.ndarray]], dict, dict]:
+def _geometry_candidates(
+    views: MaskViews,
+    images: dict[str, Path],
+    sizes: dict[str, tuple[int, int]],
+    rembg_masks: dict[str, np.ndarray] | None,
+    rounds: int = 1,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict, dict]:
     """Geometry-seeded masks (and, with rembg's, fused ones), each refined over ``rounds`` of hull <-> masks;
     the seeds per view and the SfM points' labels."""
     from .segment import classify_points, view_seeds
@@ -159,9 +165,17 @@ def _geometry_candidates(views: MaskViews, images: dict[str, Path], sizes: dict[
     return out, seeds, labels.info
 
 
-def judged_candidates(mode: str, model: str, threshold: float, images: dict[str, Path],
-                       sizes: dict[str, tuple[int, int]], views: MaskViews | None, region, report: dict,
-                       timings: dict) -> Candidates:
+def judged_candidates(
+    mode: str,
+    model: str,
+    threshold: float,
+    images: dict[str, Path],
+    sizes: dict[str, tuple[int, int]],
+    views: MaskViews | None,
+    region,
+    report: dict,
+    timings: dict,
+) -> Candidates:
     """rembg's masks (modes auto, rembg) and, where those are not good enough, the geometry-seeded ones (modes
     auto, geometry), each checked against the views' hull."""
     cands = Candidates(views, region, report["candidates"])
@@ -211,17 +225,24 @@ def _no_candidate(requested: str, failures: dict[str, str]) -> str:
             "not outline one object seen from every photo: check the masks (overlay.jpg), or use masks mode "
             "auto (which goes on without masks) or give your own"
         )
-    why = "no masks are consistent across views (" + "; ".join(f"{n}: {r}" for n, r in failures.items()) + (
-        "); the scene is trained without masks (the background is modelled)")
+    why = (
+        "no masks are consistent across views ("
+        + "; ".join(f"{n}: {r}" for n, r in failures.items())
+        + ("); the scene is trained without masks (the background is modelled)")
+    )
     log.warning("masks: %s", why)
     return why
 
 
-def chosen_masks(cands: Candidates, mode: str, multiview: bool, report: dict
-                    ) -> tuple[dict[str, np.ndarray] | None, str, str, dict | None]:
+def chosen_masks(
+    cands: Candidates, mode: str, multiview: bool, report: dict
+) -> tuple[dict[str, np.ndarray] | None, str, str, dict | None]:
     """The chosen candidate's masks (repaired where they are rembg's) or none: (masks, mode, why, consistency)."""
-    allowed = [n for n in cands.masks if n not in cands.failures
-               and (mode == "auto" or n == mode or (mode == "geometry" and n == "fused"))]
+    allowed = [
+        n
+        for n in cands.masks
+        if n not in cands.failures and (mode == "auto" or n == mode or (mode == "geometry" and n == "fused"))
+    ]
     if not allowed:
         return None, "none", _no_candidate(mode, cands.failures), None
     chosen, why = _choose(cands, mode, allowed)

@@ -63,8 +63,11 @@ class MaskViews:
     @classmethod
     def of(cls, cams: CameraSet, rec=None) -> MaskViews:
         """The views of ``cams`` with the SfM model ``rec`` (or none), image ids matched by stem."""
-        ids = {} if rec is None else {Path(im.name).stem: im.image_id for im in rec.images.values()
-                                      if Path(im.name).stem in cams.names}
+        ids = (
+            {}
+            if rec is None
+            else {Path(im.name).stem: im.image_id for im in rec.images.values() if Path(im.name).stem in cams.names}
+        )
         return cls(cams, rec, ids)
 
     @property
@@ -130,13 +133,16 @@ class Consistency:
 
     @property
     def passed(self) -> bool:
-        return (self.occupied and self.median_iou >= MIN_MEDIAN_IOU
-                and len(self.outliers) <= MAX_BAD_SHARE * len(self.ious))
+        return (
+            self.occupied and self.median_iou >= MIN_MEDIAN_IOU and len(self.outliers) <= MAX_BAD_SHARE * len(self.ious)
+        )
 
     def failure(self) -> str:
         if not self.occupied:
-            return ("the masks disagree across views: their visual hull is empty (no region is foreground in the "
-                    "views that see it)")
+            return (
+                "the masks disagree across views: their visual hull is empty (no region is foreground in the "
+                "views that see it)"
+            )
         return (
             f"the masks disagree across views: {len(self.outliers)} of {len(self.ious)} views have an IoU below "
             f"{outlier_threshold(self.ious):.2f} with the visual hull of all views (median {self.median_iou:.2f}, "
@@ -144,26 +150,41 @@ class Consistency:
         )
 
     def summary(self) -> dict:
-        return {"median_iou": round(self.median_iou, 4), "min_iou": round(min(self.ious.values()), 4),
-                "outliers": len(self.outliers), "passed": self.passed}
+        return {
+            "median_iou": round(self.median_iou, 4),
+            "min_iou": round(min(self.ious.values()), 4),
+            "outliers": len(self.outliers),
+            "passed": self.passed,
+        }
 
     def unadjusted(self, with_box: bool = False) -> dict:
         """The report of masks taken as they are (not repaired); ``with_box`` adds the region's corners."""
-        out = {"n_views": len(self.ious), "iou_with_hull": {s: round(v, 4) for s, v in self.ious.items()},
-               "median_iou": self.median_iou, "min_iou": float(min(self.ious.values())),
-               "outliers": self.outliers, "adjusted": False, "region": self.region_info}
+        out = {
+            "n_views": len(self.ious),
+            "iou_with_hull": {s: round(v, 4) for s, v in self.ious.items()},
+            "median_iou": self.median_iou,
+            "min_iou": float(min(self.ious.values())),
+            "outliers": self.outliers,
+            "adjusted": False,
+            "region": self.region_info,
+        }
         if with_box:
             out.update({"region_lo": self.lo.tolist(), "region_hi": self.hi.tolist()})
         return out
 
 
-def _hull_ious(cams: CameraSet, masks: dict[str, np.ndarray], occ: np.ndarray, X: np.ndarray,
-               voxel: float) -> dict[str, float]:
+def _hull_ious(
+    cams: CameraSet, masks: dict[str, np.ndarray], occ: np.ndarray, X: np.ndarray, voxel: float
+) -> dict[str, float]:
     return {s: iou(masks[s], project_hull(cams, s, occ, X, voxel, masks[s].shape)) for s in cams.names}
 
 
-def check_consistency(views: MaskViews, masks: dict[str, np.ndarray], degenerate: list[str],
-                      region: tuple[np.ndarray, np.ndarray] | None = None) -> Consistency:
+def check_consistency(
+    views: MaskViews,
+    masks: dict[str, np.ndarray],
+    degenerate: list[str],
+    region: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Consistency:
     """Each view's mask against the loose voting hull of all (non-degenerate) views, carved in ``region`` or
     in the box the silhouettes themselves bound (:func:`~neus_stage.geometry.mask_hull.object_region`).
 
@@ -196,12 +217,14 @@ def check_consistency(views: MaskViews, masks: dict[str, np.ndarray], degenerate
             above = None
     limit = outlier_threshold(ious)
     outliers = sorted(s for s, v in ious.items() if v < limit)
-    return Consistency(lo, hi, region_info, voters, ious, outliers, bool(loose.any()), (seen, background, X, voxel),
-                       above)
+    return Consistency(
+        lo, hi, region_info, voters, ious, outliers, bool(loose.any()), (seen, background, X, voxel), above
+    )
 
 
-def _above_support(views: MaskViews, X: np.ndarray, shape: tuple[int, int, int], lo: np.ndarray, hi: np.ndarray
-                   ) -> np.ndarray | None:
+def _above_support(
+    views: MaskViews, X: np.ndarray, shape: tuple[int, int, int], lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray | None:
     """Voxels (grid ``shape`` of centres ``X``) above the support plane of the SfM points, less a margin that
     keeps a thin base plate (3% of the box's height along the plane's normal, at least two point tolerances);
     None without SfM points or a plane."""
@@ -236,8 +259,9 @@ def agrees_with_points(masks: dict[str, np.ndarray], views: MaskViews, trust: fl
     return total == 0 or agree / total >= trust
 
 
-def restore_missing_parts(own: np.ndarray, hull: np.ndarray, footprint: int,
-                          evidence: np.ndarray | None = None) -> np.ndarray:
+def restore_missing_parts(
+    own: np.ndarray, hull: np.ndarray, footprint: int, evidence: np.ndarray | None = None
+) -> np.ndarray:
     """The parts of a view's silhouette its mask lost: where the projected hull of the other views, eroded by
     three voxel footprints, holds a region the mask lacks (at least 1% of the hull's area), grown back within the
     hull. A loose hull projects a little wider than the object all round (a narrow arc of views, a one-sided
@@ -276,8 +300,9 @@ def _observations_in(views: MaskViews, occ: np.ndarray, lo: np.ndarray, voxel: f
     return {s: np.array(v).reshape(-1, 2) for s, v in out.items()}
 
 
-def _repair_hulls(views: MaskViews, masks: dict[str, np.ndarray], check: Consistency
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def _repair_hulls(
+    views: MaskViews, masks: dict[str, np.ndarray], check: Consistency
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """The loose hull of all voters and the strict hull of the consistent ones (cut at the support where the
     check cut), their voxel centres and size."""
     lo, hi = check.lo, check.hi
@@ -303,19 +328,25 @@ def repair(views: MaskViews, masks: dict[str, np.ndarray], check: Consistency) -
     cams, lo, hi = views.cams, check.lo, check.hi
     outliers = set(check.outliers)
     if outliers:
-        log.warning("masks inconsistent with the other views, redrawn from the projected hull: %s",
-                    ", ".join(sorted(outliers)))
+        log.warning(
+            "masks inconsistent with the other views, redrawn from the projected hull: %s", ", ".join(sorted(outliers))
+        )
     loose, strict, X, voxel = _repair_hulls(views, masks, check)
     evidence = _observations_in(views, strict, lo, voxel) if outliers and views.rec is not None else None
     final = dict(masks)
     centre = 0.5 * (lo + hi)
     for s in track(cams.names, "repairing masks", unit="views"):
         d = footprint_px(cams, s, voxel, centre)
-        own = masks[s] & ndimage.binary_dilation(project_hull(cams, s, loose, X, voxel, masks[s].shape),
-                                                 iterations=2 * d)
+        own = masks[s] & ndimage.binary_dilation(
+            project_hull(cams, s, loose, X, voxel, masks[s].shape), iterations=2 * d
+        )
         if s in outliers:
-            own |= restore_missing_parts(masks[s], project_hull(cams, s, strict, X, voxel, masks[s].shape), d,
-                                         None if evidence is None else evidence.get(s, np.zeros((0, 2))))
+            own |= restore_missing_parts(
+                masks[s],
+                project_hull(cams, s, strict, X, voxel, masks[s].shape),
+                d,
+                None if evidence is None else evidence.get(s, np.zeros((0, 2))),
+            )
         final[s] = own
     consistency = {
         "n_views": len(cams),

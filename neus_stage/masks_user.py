@@ -84,8 +84,11 @@ def refuse_bad_user_masks(masks: dict[str, np.ndarray], folder: Path) -> None:
             "masks) on the object and black (0) elsewhere"
         )
     # a mask that covers every image border all round is background drawn white: the masks are inverted
-    framed = [s for s, m in masks.items() if m[0].mean() > 0.9 and m[-1].mean() > 0.9 and m[:, 0].mean() > 0.9
-              and m[:, -1].mean() > 0.9 and not m.all()]
+    framed = [
+        s
+        for s, m in masks.items()
+        if m[0].mean() > 0.9 and m[-1].mean() > 0.9 and m[:, 0].mean() > 0.9 and m[:, -1].mean() > 0.9 and not m.all()
+    ]
     if len(framed) > MAX_BAD_SHARE * n:
         raise StageError(
             f"{folder}: the masks look inverted: in {len(framed)} of {n} views the white part covers every image "
@@ -132,8 +135,9 @@ def _sfm_undistorter(sfm_dir: Path | None) -> Callable[[], tuple | None]:
     return get
 
 
-def _to_image_size(m: np.ndarray, size: tuple[int, int], path: Path, sfm: Callable[[], tuple | None]
-                   ) -> tuple[np.ndarray, bool]:
+def _to_image_size(
+    m: np.ndarray, size: tuple[int, int], path: Path, sfm: Callable[[], tuple | None]
+) -> tuple[np.ndarray, bool]:
     """A user mask the size ``size`` (w, h) of its image, and whether it was undistorted to get there: a mask
     of the original photo is scaled to the sfm camera's size (where the sfm stage scaled the photos) and
     undistorted like the photo."""
@@ -147,8 +151,14 @@ def _to_image_size(m: np.ndarray, size: tuple[int, int], path: Path, sfm: Callab
         same_aspect = abs(m.shape[1] / m.shape[0] - camera.width / camera.height) < 0.01
         if m.shape != (camera.height, camera.width) and same_aspect:
             # masks of the original photos, which the sfm stage brought to the working size: scale alike
-            m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize(
-                (camera.width, camera.height), Image.Resampling.BILINEAR)) > MASK_LEVEL
+            m = (
+                np.asarray(
+                    Image.fromarray(m.astype(np.uint8) * 255).resize(
+                        (camera.width, camera.height), Image.Resampling.BILINEAR
+                    )
+                )
+                > MASK_LEVEL
+            )
         if m.shape == (camera.height, camera.width):
             m, undistorted = undistort(m), True
     if m.shape != (h, w):
@@ -159,8 +169,9 @@ def _to_image_size(m: np.ndarray, size: tuple[int, int], path: Path, sfm: Callab
     return m, undistorted
 
 
-def load_user_masks(user_masks: Path, images: dict[str, Path], sizes: dict[str, tuple[int, int]],
-                    sfm_dir: Path | None) -> tuple[dict[str, np.ndarray], int]:
+def load_user_masks(
+    user_masks: Path, images: dict[str, Path], sizes: dict[str, tuple[int, int]], sfm_dir: Path | None
+) -> tuple[dict[str, np.ndarray], int]:
     """The user's mask of every image (by stem), each its image's size, and how many were undistorted."""
     paths = find_user_masks(user_masks, list(images), sfm_dir)
     sfm = _sfm_undistorter(sfm_dir)

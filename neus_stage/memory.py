@@ -50,5 +50,6 @@ def require(needed: int, what: str, fix: str, device: str = "cpu", available: in
     if available is None or needed <= HEADROOM * available:
         return
     where = "GPU" if str(device).startswith("cuda") else "this machine"
-    raise StageError(f"{what} need about {needed / GIB:.1f} GiB, but {where} has {available / GIB:.1f} GiB "
-                     f"available; {fix}")
+    raise StageError(
+        f"{what} need about {needed / GIB:.1f} GiB, but {where} has {available / GIB:.1f} GiB available; {fix}"
+    )

@@ -37,6 +37,7 @@ def frames_report(folder: Path) -> dict | None:
         return None
     return data if isinstance(data, dict) and data.get("kind") == FRAMES_KIND else None
 
+
 try:  # HEIC/HEIF photos (phones) through pillow-heif's Pillow plugin
     from pillow_heif import register_heif_opener
 
@@ -45,8 +46,12 @@ except ImportError:  # pragma: no cover - a declared dependency; without it .hei
     pass
 MIN_PHOTOS = 3
 # EXIF tags that tell cameras and zoom settings apart: (IFD, tag, name); 0 = the main IFD, 0x8769 = Exif IFD
-_CAMERA_TAGS = ((0, 0x010F, "Make"), (0, 0x0110, "Model"), (0x8769, 0x920A, "FocalLength"),
-                (0x8769, 0xA405, "FocalLengthIn35mmFilm"))
+_CAMERA_TAGS = (
+    (0, 0x010F, "Make"),
+    (0, 0x0110, "Model"),
+    (0x8769, 0x920A, "FocalLength"),
+    (0x8769, 0xA405, "FocalLengthIn35mmFilm"),
+)
 
 
 def list_photos(folder: Path, min_photos: int = MIN_PHOTOS) -> list[Path]:

@@ -78,8 +78,11 @@ def object_points(scene_dir: Path) -> tuple[np.ndarray, list[list[str]] | None, 
     if not hull.is_file() or not bbox:
         return np.zeros((0, 3)), None, {"reason": "no hull.npz/bbox.json: the visual-hull stage has not run"}
     if bbox.get("carved") is False or meta.get("masks") == "none":
-        return np.zeros((0, 3)), None, {"reason": "the scene has no masks, so no visual hull tells the object's points "
-                                                  "from the background's"}
+        return (
+            np.zeros((0, 3)),
+            None,
+            {"reason": "the scene has no masks, so no visual hull tells the object's points from the background's"},
+        )
     _, scale_mat = read_cameras_sphere(scene_dir / "dataset" / "cameras_sphere.npz")
     sparse = scene_dir / "sfm" / "undistorted" / "sparse"
     if meta.get("source") == "sfm" and sparse.is_dir():
@@ -90,14 +93,24 @@ def object_points(scene_dir: Path) -> tuple[np.ndarray, list[list[str]] | None, 
         views = sfm_points.views
         pts = sfm_to_world(scene_dir / "dataset").apply(sfm_points.xyz)
         keep = inside_hull(pts, hull, scale_mat)
-        return pts[keep], [v for v, k in zip(views, keep) if k], {
-            "kind": "SfM points inside the visual hull", "path": str(sparse), "points_total": int(len(pts))}
+        return (
+            pts[keep],
+            [v for v, k in zip(views, keep) if k],
+            {"kind": "SfM points inside the visual hull", "path": str(sparse), "points_total": int(len(pts))},
+        )
     pts = read_hull_file(hull).support_points
     if pts is None:
         return np.zeros((0, 3)), None, {"reason": "no SfM model and no triangulated points in hull.npz"}
     keep = inside_hull(pts, hull, scale_mat)
-    return pts[keep], None, {"kind": "points triangulated with the reference cameras, inside the visual hull",
-                             "path": str(hull), "points_total": int(len(pts))}
+    return (
+        pts[keep],
+        None,
+        {
+            "kind": "points triangulated with the reference cameras, inside the visual hull",
+            "path": str(hull),
+            "points_total": int(len(pts)),
+        },
+    )
 
 
 def geometry_check(scene_dir: Path, mesh_path: Path) -> dict:
@@ -118,11 +131,21 @@ def geometry_check(scene_dir: Path, mesh_path: Path) -> dict:
     centre = (V.min(0) + V.max(0)) / 2
     d = SurfaceDistance(V - centre, F, areas, np.random.default_rng(0))(pts - centre)
     med, p90 = float(np.median(d)), float(np.percentile(d, 90))
-    out = {"available": True, **src, "points": int(len(pts)), "mesh": str(mesh_path),
-           "object_size": size, "object_size_is": "diagonal of the visual hull's box (bbox.json world)",
-           "median": med, "p90": p90, "median_share": med / size, "p90_share": p90 / size,
-           "within_1pct_share": float(np.mean(d <= 0.01 * size)), "far_share_limit": FAR_SHARE,
-           "far_points": int((d > FAR_SHARE * size).sum())}
+    out = {
+        "available": True,
+        **src,
+        "points": int(len(pts)),
+        "mesh": str(mesh_path),
+        "object_size": size,
+        "object_size_is": "diagonal of the visual hull's box (bbox.json world)",
+        "median": med,
+        "p90": p90,
+        "median_share": med / size,
+        "p90_share": p90 / size,
+        "within_1pct_share": float(np.mean(d <= 0.01 * size)),
+        "far_share_limit": FAR_SHARE,
+        "far_points": int((d > FAR_SHARE * size).sum()),
+    }
     if views is not None and out["far_points"]:
         far = np.flatnonzero(d > FAR_SHARE * size)
         counts: dict[str, int] = {}
@@ -147,13 +170,22 @@ def heldout_check(scene_dir: Path) -> dict:
     if not m:
         return {"available": False, "reason": "neus/metrics.json not found: training has not finished"}
     if "heldout_psnr" not in m:
-        return {"available": False, "reason": "no views were held out (train.holdout_every: 0), so no view "
-                "measures the surface on photos it was not trained on"}
+        return {
+            "available": False,
+            "reason": "no views were held out (train.holdout_every: 0), so no view "
+            "measures the surface on photos it was not trained on",
+        }
     names = list(m.get("heldout_views") or [])
     per = list(m.get("heldout_per_view") or [])
     rows = [{"view": n, **{k: v for k, v in r.items() if isinstance(v, (int, float))}} for n, r in zip(names, per)]
-    out = {"available": True, "views": len(names), "psnr": m.get("heldout_psnr"), "mask_iou": m.get("heldout_mask_iou"),
-           "ssim": m.get("heldout_ssim"), "per_view": rows}
+    out = {
+        "available": True,
+        "views": len(names),
+        "psnr": m.get("heldout_psnr"),
+        "mask_iou": m.get("heldout_mask_iou"),
+        "ssim": m.get("heldout_ssim"),
+        "per_view": rows,
+    }
     psnrs = [r["psnr"] for r in rows if np.isfinite(r.get("psnr", np.nan))]
     med = float(np.median(psnrs)) if psnrs else None
     flagged = []
@@ -181,7 +213,7 @@ def training_psnr(scene_dir: Path) -> float | None:
     df = pd.read_csv(csv)
     if df.empty or "psnr" not in df:
         return None
-    tail = df["psnr"].iloc[-max(1, len(df) // 10):]
+    tail = df["psnr"].iloc[-max(1, len(df) // 10) :]
     return float(np.nanmean(tail))
 
 
@@ -191,8 +223,10 @@ def verdict(geometry: dict, heldout: dict) -> tuple[str, str]:
     g_views: list[str] = []
     if geometry.get("available"):
         med, p90 = geometry["median_share"], geometry["p90_share"]
-        text = (f"the object's {geometry['points']} SfM points lie {100 * med:.2f}% (median) / {100 * p90:.2f}% "
-                "(90%) of its size from the mesh")
+        text = (
+            f"the object's {geometry['points']} SfM points lie {100 * med:.2f}% (median) / {100 * p90:.2f}% "
+            "(90%) of its size from the mesh"
+        )
         if med > FAIL_MEDIAN or p90 > FAIL_P90:
             fails.append(text)
         elif med > GOOD_MEDIAN or p90 > GOOD_P90:
@@ -202,8 +236,10 @@ def verdict(geometry: dict, heldout: dict) -> tuple[str, str]:
             goods.append(text)
     if heldout.get("available"):
         ssim = f", SSIM {heldout['ssim']:.3f}" if heldout.get("ssim") is not None else ""
-        text = (f"{heldout['views']} held-out views: PSNR {heldout['psnr']:.1f} dB{ssim}, "
-                f"mask IoU {heldout['mask_iou']:.3f}")
+        text = (
+            f"{heldout['views']} held-out views: PSNR {heldout['psnr']:.1f} dB{ssim}, "
+            f"mask IoU {heldout['mask_iou']:.3f}"
+        )
         if heldout["mask_iou"] < FAIL_IOU:
             fails.append(text)
         elif heldout["flagged"]:
@@ -211,8 +247,12 @@ def verdict(geometry: dict, heldout: dict) -> tuple[str, str]:
         else:
             goods.append(text)
     if not geometry.get("available") and not heldout.get("available"):
-        return "check these views", ("nothing to judge the result by: " + geometry.get("reason", "no geometry check")
-                                     + "; " + heldout.get("reason", "no held-out views"))
+        return "check these views", (
+            "nothing to judge the result by: "
+            + geometry.get("reason", "no geometry check")
+            + "; "
+            + heldout.get("reason", "no held-out views")
+        )
     missing = [x["reason"] for x in (geometry, heldout) if not x.get("available")]
     tail = f" ({'; '.join(missing)})" if missing else ""
     if fails:
@@ -233,12 +273,24 @@ def assess(scene_dir: Path, out: Path | None = None) -> dict:
     geometry = geometry_check(scene_dir, mesh)
     heldout = heldout_check(scene_dir)
     label, reason = verdict(geometry, heldout)
-    result = {"verdict": label, "reason": reason, "line": f"{label}: {reason}",
-              "units": meta.get("units", "world units"), "geometry": geometry, "heldout": heldout,
-              "training_batch_psnr": training_psnr(scene_dir),
-              "limits": {"good_median": GOOD_MEDIAN, "good_p90": GOOD_P90, "fail_median": FAIL_MEDIAN,
-                         "fail_p90": FAIL_P90, "good_iou": GOOD_IOU, "fail_iou": FAIL_IOU,
-                         "psnr_drop_db": PSNR_DROP_DB}}
+    result = {
+        "verdict": label,
+        "reason": reason,
+        "line": f"{label}: {reason}",
+        "units": meta.get("units", "world units"),
+        "geometry": geometry,
+        "heldout": heldout,
+        "training_batch_psnr": training_psnr(scene_dir),
+        "limits": {
+            "good_median": GOOD_MEDIAN,
+            "good_p90": GOOD_P90,
+            "fail_median": FAIL_MEDIAN,
+            "fail_p90": FAIL_P90,
+            "good_iou": GOOD_IOU,
+            "fail_iou": FAIL_IOU,
+            "psnr_drop_db": PSNR_DROP_DB,
+        },
+    }
     if out is not None:
         write_report(Path(out), result)
     (log.warning if label != "good" else log.info)("quality: %s", result["line"])

@@ -66,8 +66,13 @@ class ScaleResult:
     details: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"method": self.method, "units": self.units, "metres_per_sfm_unit": self.factor if self.method != "none"
-                else None, "message": self.message, **self.details}
+        return {
+            "method": self.method,
+            "units": self.units,
+            "metres_per_sfm_unit": self.factor if self.method != "none" else None,
+            "message": self.message,
+            **self.details,
+        }
 
 
 # ------------------------------------------------------------------------------------------- marker
@@ -77,8 +82,10 @@ def aruco_dictionary(name: str):
 
     names = sorted(k for k in dir(cv2.aruco) if k.startswith("DICT_"))
     if name not in names:
-        raise StageError(f"scale.marker_dictionary: unknown ArUco dictionary {name!r}; choose one of "
-                         f"{', '.join(names)} (the dictionary the marker was generated from)")
+        raise StageError(
+            f"scale.marker_dictionary: unknown ArUco dictionary {name!r}; choose one of "
+            f"{', '.join(names)} (the dictionary the marker was generated from)"
+        )
     return cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, name))
 
 
@@ -90,8 +97,9 @@ def _sample(grey: np.ndarray, xy: np.ndarray) -> np.ndarray:
     xc, yc = np.clip(x, 0, w - 1.001), np.clip(y, 0, h - 1.001)
     x0, y0 = np.floor(xc).astype(int), np.floor(yc).astype(int)
     fx, fy = xc - x0, yc - y0
-    v = ((1 - fy) * ((1 - fx) * grey[y0, x0] + fx * grey[y0, x0 + 1])
-         + fy * ((1 - fx) * grey[y0 + 1, x0] + fx * grey[y0 + 1, x0 + 1]))
+    v = (1 - fy) * ((1 - fx) * grey[y0, x0] + fx * grey[y0, x0 + 1]) + fy * (
+        (1 - fx) * grey[y0 + 1, x0] + fx * grey[y0 + 1, x0 + 1]
+    )
     return np.where(ok, v, np.nan)
 
 
@@ -242,13 +250,18 @@ def triangulate_marker(projections: np.ndarray, corners: np.ndarray, views: list
         X = np.stack([triangulate(projections[keep], corners[keep, j]) for j in range(4)])
         err = _reprojection_px(projections, X, corners)
     edges = np.linalg.norm(X - np.roll(X, -1, axis=0), axis=1)
-    return {"corners": X, "edges": edges, "views": [views[k] for k in keep],
-            "dropped_views": [views[k] for k in range(len(views)) if k not in set(keep.tolist())],
-            "reprojection_px": float(np.sqrt(np.mean(err[keep] ** 2)))}
+    return {
+        "corners": X,
+        "edges": edges,
+        "views": [views[k] for k in keep],
+        "dropped_views": [views[k] for k in range(len(views)) if k not in set(keep.tolist())],
+        "reprojection_px": float(np.sqrt(np.mean(err[keep] ** 2))),
+    }
 
 
-def marker_scale(image_paths: list[Path], names: list[str], world_mats: np.ndarray, settings: ScaleSettings
-                 ) -> ScaleResult | str:
+def marker_scale(
+    image_paths: list[Path], names: list[str], world_mats: np.ndarray, settings: ScaleSettings
+) -> ScaleResult | str:
     """Metres per SfM unit from the markers in ``image_paths`` (posed by ``world_mats`` (N,4,4) in the SfM
     frame), or the reason there is none (a sentence)."""
     detections = detect_markers(image_paths, settings.marker_dictionary)
@@ -256,42 +269,65 @@ def marker_scale(image_paths: list[Path], names: list[str], world_mats: np.ndarr
     ids = sorted({i for d in detections for i in d if not wanted or i in wanted})
     what = f"an ArUco marker ({settings.marker_dictionary}" + (f", id {sorted(wanted)}" if wanted else "") + ")"
     if not ids:
-        return (f"{what} was not detected in any of the {len(image_paths)} photos (too small, blurred or hidden, "
-                "or another dictionary)")
+        return (
+            f"{what} was not detected in any of the {len(image_paths)} photos (too small, blurred or hidden, "
+            "or another dictionary)"
+        )
     P = np.asarray(world_mats, dtype=np.float64)[:, :3, :4]
     cells = marker_cells(settings.marker_dictionary)
     markers, refused = [], []
     for i in ids:
         views = [k for k, d in enumerate(detections) if i in d]
         if len(views) < MIN_MARKER_VIEWS:
-            refused.append(f"id {i}: detected in {len(views)} photo(s) ({', '.join(names[k] for k in views)}), "
-                           f"fewer than {MIN_MARKER_VIEWS}")
+            refused.append(
+                f"id {i}: detected in {len(views)} photo(s) ({', '.join(names[k] for k in views)}), "
+                f"fewer than {MIN_MARKER_VIEWS}"
+            )
             continue
         m = triangulate_marker(P[views], np.stack([detections[k][i] for k in views]), views)
         side = float(m["edges"].mean()) * cells / (cells - 1)  # the border's middle square -> the marker
         spread = float((m["edges"].max() - m["edges"].min()) / max(side, 1e-30))
         if len(m["views"]) < MIN_MARKER_VIEWS:
-            refused.append(f"id {i}: only {len(m['views'])} photo(s) agree on its corners (reprojection within "
-                           f"{MAX_REPROJECTION_PX:g} px)")
+            refused.append(
+                f"id {i}: only {len(m['views'])} photo(s) agree on its corners (reprojection within "
+                f"{MAX_REPROJECTION_PX:g} px)"
+            )
             continue
         if spread > MAX_EDGE_SPREAD:
-            refused.append(f"id {i}: its triangulated edges differ by {spread:.1%} (not a flat square: a "
-                           "misdetection?)")
+            refused.append(
+                f"id {i}: its triangulated edges differ by {spread:.1%} (not a flat square: a misdetection?)"
+            )
             continue
-        markers.append({"id": i, "photos": len(m["views"]), "dropped_photos": [names[k] for k in m["dropped_views"]],
-                        "side_sfm": side, "edge_spread": spread, "reprojection_px": m["reprojection_px"],
-                        "metres_per_sfm_unit": settings.marker_length / side,
-                        "border_middle_corners_sfm": m["corners"].tolist()})
+        markers.append(
+            {
+                "id": i,
+                "photos": len(m["views"]),
+                "dropped_photos": [names[k] for k in m["dropped_views"]],
+                "side_sfm": side,
+                "edge_spread": spread,
+                "reprojection_px": m["reprojection_px"],
+                "metres_per_sfm_unit": settings.marker_length / side,
+                "border_middle_corners_sfm": m["corners"].tolist(),
+            }
+        )
     if not markers:
         return f"{what} gives no scale: " + "; ".join(refused)
     factor = float(np.median([m["metres_per_sfm_unit"] for m in markers]))
     best = max(markers, key=lambda m: m["photos"])
-    msg = (f"metres from {len(markers)} ArUco marker(s) of side {settings.marker_length:g} m "
-           f"({settings.marker_dictionary}; id {best['id']} in {best['photos']} photos, corners reprojected within "
-           f"{best['reprojection_px']:.2f} px RMS): {factor:.6g} m per SfM unit")
-    details = {"marker": {"dictionary": settings.marker_dictionary, "length_m": settings.marker_length,
-                          "markers": markers, "refused": refused,
-                          "detected_in": {str(i): sum(i in d for d in detections) for i in ids}}}
+    msg = (
+        f"metres from {len(markers)} ArUco marker(s) of side {settings.marker_length:g} m "
+        f"({settings.marker_dictionary}; id {best['id']} in {best['photos']} photos, corners reprojected within "
+        f"{best['reprojection_px']:.2f} px RMS): {factor:.6g} m per SfM unit"
+    )
+    details = {
+        "marker": {
+            "dictionary": settings.marker_dictionary,
+            "length_m": settings.marker_length,
+            "markers": markers,
+            "refused": refused,
+            "detected_in": {str(i): sum(i in d for d in detections) for i in ids},
+        }
+    }
     return ScaleResult(factor, "metres", "marker", msg, details)
 
 
@@ -300,21 +336,32 @@ def known_length_scale(points: dict[int, np.ndarray], a: int, b: int, length: fl
     """Metres per SfM unit from the distance ``length`` (metres) between SfM points ``a`` and ``b``."""
     missing = [i for i in (a, b) if i not in points]
     if missing:
-        raise StageError(f"scale.known_length: SfM point id(s) {missing} not in the sparse model "
-                         f"(sfm/undistorted/sparse holds {len(points)} points); give two ids of its points3D")
+        raise StageError(
+            f"scale.known_length: SfM point id(s) {missing} not in the sparse model "
+            f"(sfm/undistorted/sparse holds {len(points)} points); give two ids of its points3D"
+        )
     if not length > 0:
         raise StageError(f"scale.known_length: the length must be positive (metres), got {length}")
     d = float(np.linalg.norm(points[a] - points[b]))
     if not d > 0:
         raise StageError(f"scale.known_length: SfM points {a} and {b} coincide; choose two points apart")
-    return ScaleResult(length / d, "metres", "known_length",
-                       f"metres from the known length {length:g} m between SfM points {a} and {b} "
-                       f"({d:.6g} SfM units apart): {length / d:.6g} m per SfM unit",
-                       {"known_length": {"points": [a, b], "length_m": length, "sfm_distance": d}})
+    return ScaleResult(
+        length / d,
+        "metres",
+        "known_length",
+        f"metres from the known length {length:g} m between SfM points {a} and {b} "
+        f"({d:.6g} SfM units apart): {length / d:.6g} m per SfM unit",
+        {"known_length": {"points": [a, b], "length_m": length, "sfm_distance": d}},
+    )
 
 
-def resolve_scale(settings: ScaleSettings, image_paths: list[Path], names: list[str], world_mats: np.ndarray,
-                  points: dict[int, np.ndarray]) -> ScaleResult:
+def resolve_scale(
+    settings: ScaleSettings,
+    image_paths: list[Path],
+    names: list[str],
+    world_mats: np.ndarray,
+    points: dict[int, np.ndarray],
+) -> ScaleResult:
     """The scene's scale (metres per SfM unit) from ``settings``: a detected marker, else the known length,
     else the factor; else none (SfM units), with the reason in the message (logged as a warning where a
     marker was asked for but gave none)."""
@@ -332,8 +379,12 @@ def resolve_scale(settings: ScaleSettings, image_paths: list[Path], names: list[
         a, b, length = settings.known_length
         res = known_length_scale(points, int(a), int(b), float(length))
     elif settings.factor > 0:
-        res = ScaleResult(float(settings.factor), "metres", "factor",
-                          f"metres from the given factor scale.factor = {settings.factor:g} m per SfM unit")
+        res = ScaleResult(
+            float(settings.factor),
+            "metres",
+            "factor",
+            f"metres from the given factor scale.factor = {settings.factor:g} m per SfM unit",
+        )
     else:
         why = "; ".join(reasons) if reasons else "no marker, scale.factor or scale.known_length given"
         res = ScaleResult(1.0, "SfM units", "none", f"SfM units (arbitrary scale): {why}")
@@ -345,6 +396,17 @@ def resolve_scale(settings: ScaleSettings, image_paths: list[Path], names: list[
     return res
 
 
-__all__ = ["MIN_MARKER_VIEWS", "ScaleResult", "ScaleSettings", "aruco_dictionary", "border_centreline_corners",
-           "detect_markers", "marker_cells",
-           "known_length_scale", "marker_scale", "resolve_scale", "triangulate", "triangulate_marker"]
+__all__ = [
+    "MIN_MARKER_VIEWS",
+    "ScaleResult",
+    "ScaleSettings",
+    "aruco_dictionary",
+    "border_centreline_corners",
+    "detect_markers",
+    "marker_cells",
+    "known_length_scale",
+    "marker_scale",
+    "resolve_scale",
+    "triangulate",
+    "triangulate_marker",
+]

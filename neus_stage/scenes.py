@@ -75,8 +75,10 @@ def read_scene_table(path: Path, base: Path | None = None, *, bases: Sequence[Pa
         raise StageError(f"{path}: scene table not found; set 'scenes' in the config to a TSV file")
     rows = _rows(path)
     header = rows[0][1]
-    df = pd.DataFrame([f for _, f in rows[1:]], columns=header, dtype=str) if len(rows) > 1 else pd.DataFrame(
-        columns=header, dtype=str
+    df = (
+        pd.DataFrame([f for _, f in rows[1:]], columns=header, dtype=str)
+        if len(rows) > 1
+        else pd.DataFrame(columns=header, dtype=str)
     )
     df.columns = [c.strip() for c in df.columns]
     missing = [c for c in REQUIRED if c not in df.columns]

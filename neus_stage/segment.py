@@ -114,9 +114,13 @@ def classify_points(cams: CameraSet, rec, sizes: dict[str, tuple[int, int]], cen
     label[obj] = 1
     label[bg & ~obj] = -1
     info.update({"object_points": int((label == 1).sum()), "background_points": int((label == -1).sum())})
-    log.info("SfM points: %d object, %d background, %d unknown (support plane: %s)", info["object_points"],
-             info["background_points"], int((label == 0).sum()),
-             "none" if info["support"] is None else info["support"]["kind"])
+    log.info(
+        "SfM points: %d object, %d background, %d unknown (support plane: %s)",
+        info["object_points"],
+        info["background_points"],
+        int((label == 0).sum()),
+        "none" if info["support"] is None else info["support"]["kind"],
+    )
     return PointLabels(ids, xyz, label, central, info)
 
 
@@ -157,8 +161,15 @@ def seed_radius(xy: np.ndarray, shape: tuple[int, int]) -> float:
     return float(np.clip(2.0 * np.median(d[:, 1]), 2.0, 0.06 * max(shape)))
 
 
-def grabcut(image: np.ndarray, fg: np.ndarray, bg: np.ndarray, prior: np.ndarray | None, *,
-            work_size: int = WORK_SIZE, iterations: int = 3) -> np.ndarray:
+def grabcut(
+    image: np.ndarray,
+    fg: np.ndarray,
+    bg: np.ndarray,
+    prior: np.ndarray | None,
+    *,
+    work_size: int = WORK_SIZE,
+    iterations: int = 3,
+) -> np.ndarray:
     """One view's mask from seeds and a prior: GrabCut (OpenCV) on colour at a working size.
 
     ``fg``/``bg`` (K,2) are pixel positions of object and background seeds (definite labels); ``prior``
@@ -186,8 +197,7 @@ def grabcut(image: np.ndarray, fg: np.ndarray, bg: np.ndarray, prior: np.ndarray
         out_small = foreground
     else:
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-        cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), labels, None, bgd, fgd, iterations,
-                    cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), labels, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
         out_small = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
     if s < 1:
         up = cv2.resize(out_small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
@@ -211,13 +221,20 @@ def seed_agreement(masks: dict[str, np.ndarray], seeds: dict[str, tuple[np.ndarr
                 hit, n_fg = hit + int(v.sum()), n_fg + len(v)
             else:
                 rej, n_bg = rej + int((~v).sum()), n_bg + len(v)
-    return {"object_seeds_inside": hit / n_fg if n_fg else None,
-            "background_seeds_outside": rej / n_bg if n_bg else None, "object_seeds": n_fg,
-            "background_seeds": n_bg}
+    return {
+        "object_seeds_inside": hit / n_fg if n_fg else None,
+        "background_seeds_outside": rej / n_bg if n_bg else None,
+        "object_seeds": n_fg,
+        "background_seeds": n_bg,
+    }
 
 
-def segment_views(images: dict[str, Path], seeds: dict[str, tuple[np.ndarray, np.ndarray]],
-                  priors: dict[str, np.ndarray] | None = None, desc: str = "geometry masks") -> dict[str, np.ndarray]:
+def segment_views(
+    images: dict[str, Path],
+    seeds: dict[str, tuple[np.ndarray, np.ndarray]],
+    priors: dict[str, np.ndarray] | None = None,
+    desc: str = "geometry masks",
+) -> dict[str, np.ndarray]:
     """GrabCut every view from its seeds (and prior, where given); the images are read one at a time."""
     from .photos import read_photo
 

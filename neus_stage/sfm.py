@@ -74,31 +74,52 @@ def _check_settings(pycolmap, camera_model: str, min_registered: float, max_feat
     if not 0.0 <= min_registered <= 1.0:
         raise StageError(f"min_registered must be a share between 0 and 1, got {min_registered}")
     if max_features < 500:
-        raise StageError(f"max_features {max_features}: too few SIFT features to register photos; use 1000 or more "
-                         "(default 4096)")
+        raise StageError(
+            f"max_features {max_features}: too few SIFT features to register photos; use 1000 or more (default 4096)"
+        )
 
 
-def _plan(photos_dir: Path, photos: list[Path], image_size: tuple[int, int], matcher: str, exhaustive_max: int,
-          max_size: int) -> _Plan:
+def _plan(
+    photos_dir: Path, photos: list[Path], image_size: tuple[int, int], matcher: str, exhaustive_max: int, max_size: int
+) -> _Plan:
     """The matcher and the working size for ``photos``, after checking that every stage can hold them."""
     from_video = photos_mod.frames_report(photos_dir) is not None  # frames of a video, in time order
     matcher_used = choose_matcher(matcher, len(photos), exhaustive_max, video=from_video)
     (width, height), size = image_size, working_size(*image_size, max_size)
     if size != (width, height):
-        log.warning("photos are %dx%d: downscaled to %dx%d for every stage (images.max_size = %d; 0 keeps the full "
-                    "resolution)", width, height, size[0], size[1], max_size)
+        log.warning(
+            "photos are %dx%d: downscaled to %dx%d for every stage (images.max_size = %d; 0 keeps the full resolution)",
+            width,
+            height,
+            size[0],
+            size[1],
+            max_size,
+        )
     # the later stages hold every view at the working size at once (the training images and masks)
-    memory.require(memory.image_bytes(len(photos), *size),
-                   f"{len(photos)} photos at the working size {size[0]}x{size[1]}",
-                   f"lower images.max_size (now {max_size}; neus-stage sfm --max-size) or use fewer photos")
+    memory.require(
+        memory.image_bytes(len(photos), *size),
+        f"{len(photos)} photos at the working size {size[0]}x{size[1]}",
+        f"lower images.max_size (now {max_size}; neus-stage sfm --max-size) or use fewer photos",
+    )
     return _Plan(photos_dir, photos, image_size, size, matcher_used, from_video)
 
 
 def _log_plan(plan: _Plan, camera_model: str, mapper: str, has_cuda: bool) -> None:
     (width, height), size = plan.image_size, plan.working_size
-    log.info("plan: %d photos %dx%d (working size %dx%d) from %s; camera model %s, %s matching (%d pairs), %s "
-             "mapper, %s", len(plan.photos), width, height, size[0], size[1], plan.photos_dir, camera_model,
-             plan.matcher, planned_pairs(plan.matcher, len(plan.photos)), mapper, "CUDA" if has_cuda else "CPU")
+    log.info(
+        "plan: %d photos %dx%d (working size %dx%d) from %s; camera model %s, %s matching (%d pairs), %s mapper, %s",
+        len(plan.photos),
+        width,
+        height,
+        size[0],
+        size[1],
+        plan.photos_dir,
+        camera_model,
+        plan.matcher,
+        planned_pairs(plan.matcher, len(plan.photos)),
+        mapper,
+        "CUDA" if has_cuda else "CPU",
+    )
 
 
 def _clear_outputs(out_dir: Path) -> None:
@@ -125,8 +146,9 @@ def _write_upright_images(photos: list[Path], images_dir: Path, size: tuple[int,
         img.save(images_dir / f"{p.stem}.png", compress_level=1)
 
 
-def _largest_model(pycolmap, db_path: Path, images_dir: Path, out_dir: Path, mapper: str, threads: int,
-                   plan: _Plan) -> tuple[object, int]:
+def _largest_model(
+    pycolmap, db_path: Path, images_dir: Path, out_dir: Path, mapper: str, threads: int, plan: _Plan
+) -> tuple[object, int]:
     """The mapper's largest model (most registered photos, then most points) and the number of models."""
     models = map_photos(pycolmap, db_path, images_dir, out_dir / "mapper", mapper, threads, len(plan.photos))
     shutil.rmtree(out_dir / "mapper", ignore_errors=True)
@@ -137,8 +159,13 @@ def _largest_model(pycolmap, db_path: Path, images_dir: Path, out_dir: Path, map
             "rotation about the camera"
         )
     rec = max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
-    log.info("%d model(s); keeping the largest: %d of %d photos, %d points", len(models), rec.num_reg_images(),
-             len(plan.photos), rec.num_points3D())
+    log.info(
+        "%d model(s); keeping the largest: %d of %d photos, %d points",
+        len(models),
+        rec.num_reg_images(),
+        len(plan.photos),
+        rec.num_points3D(),
+    )
     return rec, len(models)
 
 
@@ -152,8 +179,17 @@ def _camera_json(camera) -> dict:
     }
 
 
-def _report(plan: _Plan, rec, n_models: int, mapper: str, has_cuda: bool, refinement: dict,
-            keypoints: dict[str, int], partners: dict[str, int], timings: dict[str, float]) -> dict:
+def _report(
+    plan: _Plan,
+    rec,
+    n_models: int,
+    mapper: str,
+    has_cuda: bool,
+    refinement: dict,
+    keypoints: dict[str, int],
+    partners: dict[str, int],
+    timings: dict[str, float],
+) -> dict:
     """The report of a run whose model is ``rec`` (``timings``: the timer's own dict, filled on to the end)."""
     registered = sorted(Path(im.name).stem for im in rec.images.values() if im.has_pose)
     return {
@@ -195,12 +231,12 @@ def _check_registered(report: dict, min_registered: float, report_path: Path) ->
             "min_registered to go on without them (see sfm/report.json)"
         )
     if dropped:
-        log.warning("%d photo(s) not registered and left out of every later stage: %s", len(dropped),
-                    ", ".join(dropped))
+        log.warning(
+            "%d photo(s) not registered and left out of every later stage: %s", len(dropped), ", ".join(dropped)
+        )
 
 
-def _write_and_undistort(pycolmap, rec, out_dir: Path, images_dir: Path, registered: list[str],
-                         threads: int) -> dict:
+def _write_and_undistort(pycolmap, rec, out_dir: Path, images_dir: Path, registered: list[str], threads: int) -> dict:
     """Write the model to ``sparse/0`` and the undistorted images and model to ``undistorted/``; the undistorted
     camera."""
     sparse = out_dir / "sparse" / "0"
@@ -208,8 +244,14 @@ def _write_and_undistort(pycolmap, rec, out_dir: Path, images_dir: Path, registe
     rec.write(sparse)
     undistorted = out_dir / "undistorted"
     with colmap_logs():
-        pycolmap.undistort_images(undistorted, sparse, images_dir, image_names=[f"{s}.png" for s in registered],
-                                  output_type="COLMAP", num_threads=int(threads))
+        pycolmap.undistort_images(
+            undistorted,
+            sparse,
+            images_dir,
+            image_names=[f"{s}.png" for s in registered],
+            output_type="COLMAP",
+            num_threads=int(threads),
+        )
     und = pycolmap.Reconstruction(undistorted / "sparse")
     return _camera_json(next(iter(und.cameras.values())))
 
@@ -253,8 +295,16 @@ def run_sfm(
     t = timer.lap("prepare_s", t)
 
     log.info("[1/4] extracting SIFT features")
-    extract_features(pycolmap, db_path, images_dir, [f"{s}.png" for s in plan.stems], mapping_model(camera_model),
-                     max_image_size, threads, max_features)
+    extract_features(
+        pycolmap,
+        db_path,
+        images_dir,
+        [f"{s}.png" for s in plan.stems],
+        mapping_model(camera_model),
+        max_image_size,
+        threads,
+        max_features,
+    )
     keypoints = check_features(pycolmap, db_path, photos_dir)
     t = timer.lap("features_s", t)
 
@@ -272,13 +322,19 @@ def run_sfm(
     report = _report(plan, rec, n_models, mapper, pycolmap.has_cuda, refinement, keypoints, partners, timer.timings)
     _check_registered(report, min_registered, out_dir / "report.json")
     log.info("[4/4] writing the model and undistorting the images")
-    report["undistorted_camera"] = _write_and_undistort(pycolmap, rec, out_dir, images_dir, report["registered"],
-                                                        threads)
+    report["undistorted_camera"] = _write_and_undistort(
+        pycolmap, rec, out_dir, images_dir, report["registered"], threads
+    )
     timer.lap("undistort_s", t)
     timer.total("total_s")
     write_report(out_dir / "report.json", report)
-    log.info("sfm done in %.1f s: %d/%d registered, %.3f px reprojection error, camera %s %s",
-             report["timings"]["total_s"], report["n_registered"], report["n_photos"],
-             report["mean_reprojection_error_px"], report["camera"]["model"],
-             np.round(report["camera"]["params"], 2).tolist())
+    log.info(
+        "sfm done in %.1f s: %d/%d registered, %.3f px reprojection error, camera %s %s",
+        report["timings"]["total_s"],
+        report["n_registered"],
+        report["n_photos"],
+        report["mean_reprojection_error_px"],
+        report["camera"]["model"],
+        np.round(report["camera"]["params"], 2).tolist(),
+    )
     return report

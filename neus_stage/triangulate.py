@@ -26,9 +26,17 @@ EXHAUSTIVE_MAX = 150
 """Up to this many views every pair is matched; above, neighbours in the (sorted) view order."""
 
 
-def triangulate_known_cameras(images_dir: Path, image_names: list[str], world_mats: np.ndarray, *,
-                              work_dir: Path | None = None, max_image_size: int = 1600, threads: int = -1,
-                              min_track: int = 3, max_reproj_error: float = 2.0) -> tuple[np.ndarray, dict]:
+def triangulate_known_cameras(
+    images_dir: Path,
+    image_names: list[str],
+    world_mats: np.ndarray,
+    *,
+    work_dir: Path | None = None,
+    max_image_size: int = 1600,
+    threads: int = -1,
+    min_track: int = 3,
+    max_reproj_error: float = 2.0,
+) -> tuple[np.ndarray, dict]:
     """Points (P,3) in the frame of ``world_mats`` (N,4,4, K[R|t], NeuS pixel convention: integer pixel
     centres) for the images ``image_names`` (one per world_mat, in order) under ``images_dir``, with
     statistics. Points seen in fewer than ``min_track`` views or reprojecting worse than
@@ -63,16 +71,21 @@ def triangulate_known_cameras(images_dir: Path, image_names: list[str], world_ma
         matching.num_threads = int(threads)
         matching.use_gpu = device == pycolmap.Device.cuda
         with colmap_logs():
-            pycolmap.extract_features(db_path, images_dir, image_names=list(image_names),
-                                      camera_mode=pycolmap.CameraMode.PER_IMAGE, reader_options=reader,
-                                      extraction_options=extraction, device=device)
+            pycolmap.extract_features(
+                db_path,
+                images_dir,
+                image_names=list(image_names),
+                camera_mode=pycolmap.CameraMode.PER_IMAGE,
+                reader_options=reader,
+                extraction_options=extraction,
+                device=device,
+            )
             if len(image_names) <= EXHAUSTIVE_MAX:
                 pycolmap.match_exhaustive(db_path, matching_options=matching, device=device)
             else:
                 pairing = pycolmap.SequentialPairingOptions()
                 pairing.loop_detection = False  # needs a vocabulary tree file (a download)
-                pycolmap.match_sequential(db_path, matching_options=matching, pairing_options=pairing,
-                                          device=device)
+                pycolmap.match_sequential(db_path, matching_options=matching, pairing_options=pairing, device=device)
         db = pycolmap.Database.open(db_path)
         try:
             db_images = {im.name: im for im in db.read_all_images()}
@@ -87,9 +100,13 @@ def triangulate_known_cameras(images_dir: Path, image_names: list[str], world_ma
             K, pose = decompose_projection(world_mats[index[name]][:3, :4])
             cam = db_cameras[im.camera_id]
             # COLMAP puts the centre of the top-left pixel at (0.5, 0.5); NeuS at (0, 0)
-            camera = pycolmap.Camera(model="PINHOLE", width=cam.width, height=cam.height,
-                                     params=[K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5],
-                                     camera_id=im.camera_id)
+            camera = pycolmap.Camera(
+                model="PINHOLE",
+                width=cam.width,
+                height=cam.height,
+                params=[K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5],
+                camera_id=im.camera_id,
+            )
             rec.add_camera_with_trivial_rig(camera)
             R = pose[:3, :3].T
             cam_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(R), -R @ pose[:3, 3])
@@ -98,8 +115,9 @@ def triangulate_known_cameras(images_dir: Path, image_names: list[str], world_ma
         options = pycolmap.IncrementalPipelineOptions()
         options.num_threads = int(threads)
         with colmap_logs():
-            rec = pycolmap.triangulate_points(rec, db_path, images_dir, work_dir / "sparse", options=options,
-                                              refine_intrinsics=False)
+            rec = pycolmap.triangulate_points(
+                rec, db_path, images_dir, work_dir / "sparse", options=options, refine_intrinsics=False
+            )
         xyz, track, err = [], [], []
         for p in rec.points3D.values():
             xyz.append(p.xyz)
@@ -111,10 +129,20 @@ def triangulate_known_cameras(images_dir: Path, image_names: list[str], world_ma
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     track, err = np.asarray(track), np.asarray(err)
     keep = (track >= min_track) & (err <= max_reproj_error) if len(xyz) else np.zeros(0, dtype=bool)
-    stats = {"views": len(image_names), "triangulated": int(len(xyz)), "kept": int(keep.sum()),
-             "min_track": int(min_track), "max_reproj_error_px": float(max_reproj_error),
-             "mean_reproj_error_px": float(err[keep].mean()) if keep.any() else None,
-             "mean_track_length": float(track[keep].mean()) if keep.any() else None}
-    log.info("triangulated %d points with the known cameras (%d kept: track >= %d, error <= %.1f px)",
-             len(xyz), int(keep.sum()), min_track, max_reproj_error)
+    stats = {
+        "views": len(image_names),
+        "triangulated": int(len(xyz)),
+        "kept": int(keep.sum()),
+        "min_track": int(min_track),
+        "max_reproj_error_px": float(max_reproj_error),
+        "mean_reproj_error_px": float(err[keep].mean()) if keep.any() else None,
+        "mean_track_length": float(track[keep].mean()) if keep.any() else None,
+    }
+    log.info(
+        "triangulated %d points with the known cameras (%d kept: track >= %d, error <= %.1f px)",
+        len(xyz),
+        int(keep.sum()),
+        min_track,
+        max_reproj_error,
+    )
     return xyz[keep], stats

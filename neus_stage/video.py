@@ -71,8 +71,10 @@ def _open(path: Path):
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise StageError(f"{path}: cannot open this video ({exc}); it is damaged or not a video: re-export or "
-                         "re-copy it (mp4 with H.264 works everywhere)") from exc
+        raise StageError(
+            f"{path}: cannot open this video ({exc}); it is damaged or not a video: re-export or "
+            "re-copy it (mp4 with H.264 works everywhere)"
+        ) from exc
     if not container.streams.video:
         container.close()
         raise StageError(f"{path}: holds no video stream; give a video file of the object")
@@ -100,16 +102,19 @@ def probe_video(path: Path) -> VideoInfo:
         try:
             frame = next(container.decode(stream))
         except (StopIteration, av.error.FFmpegError, ValueError) as exc:
-            raise StageError(f"{path}: cannot decode this video ({exc or 'no frames'}); it is damaged or uses a "
-                             "codec FFmpeg cannot read: re-export it (mp4 with H.264 works everywhere)") from exc
+            raise StageError(
+                f"{path}: cannot decode this video ({exc or 'no frames'}); it is damaged or uses a "
+                "codec FFmpeg cannot read: re-export it (mp4 with H.264 works everywhere)"
+            ) from exc
         rotation = _rotation_of(stream, frame)
         w, h = frame.width, frame.height
         if rotation in (90, 270):
             w, h = h, w
         fps = float(stream.average_rate) if stream.average_rate else None
         duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-        return VideoInfo(Path(path), int(stream.frames) or None, fps, w, h, rotation,
-                         stream.codec_context.name, duration)
+        return VideoInfo(
+            Path(path), int(stream.frames) or None, fps, w, h, rotation, stream.codec_context.name, duration
+        )
     finally:
         container.close()
 
@@ -146,8 +151,7 @@ def _grey(rgb: np.ndarray, long_side: int) -> np.ndarray:
     g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     s = long_side / max(g.shape)
     if s < 1:
-        g = cv2.resize(g, (max(1, round(g.shape[1] * s)), max(1, round(g.shape[0] * s))),
-                       interpolation=cv2.INTER_AREA)
+        g = cv2.resize(g, (max(1, round(g.shape[1] * s)), max(1, round(g.shape[0] * s))), interpolation=cv2.INTER_AREA)
     return g
 
 
@@ -161,7 +165,7 @@ def laplacian_variance(grey: np.ndarray) -> float:
 def relative_blur_at(scores: list[float] | np.ndarray, i: int, window: int) -> float:
     """Score ``i`` over the 75th percentile of the scores within ``window`` frames on either side (the sharp
     frames nearby): about 1 for a sharp frame, well below 1 for a blurred one."""
-    ref = float(np.percentile(np.asarray(scores[max(0, i - window): i + window + 1], dtype=np.float64), 75))
+    ref = float(np.percentile(np.asarray(scores[max(0, i - window) : i + window + 1], dtype=np.float64), 75))
     return float(scores[i]) / ref if ref > 0 else 1.0
 
 
@@ -247,8 +251,9 @@ class FrameSelector:
         return Selection(kept, dict(self.reasons), dict(self.blur))
 
 
-def select_frames(blur: np.ndarray, thumbs: list[np.ndarray], *, target: int, blur_ratio: float,
-                  min_motion: float) -> Selection:
+def select_frames(
+    blur: np.ndarray, thumbs: list[np.ndarray], *, target: int, blur_ratio: float, min_motion: float
+) -> Selection:
     """Which frames to keep, given each frame's relative blur score and thumbnail (see the module doc)."""
     selector = FrameSelector(blur_ratio=blur_ratio, min_motion=min_motion)
     for i, (b, th) in enumerate(zip(blur, thumbs)):
@@ -265,8 +270,16 @@ REASONS = {
 }
 
 
-def extract_frames(video: Path, out_dir: Path, *, target: int = 80, min_frames: int = MIN_FRAMES,
-                   blur_ratio: float = 0.5, min_motion: float = 0.002, quality: int = 95) -> dict:
+def extract_frames(
+    video: Path,
+    out_dir: Path,
+    *,
+    target: int = 80,
+    min_frames: int = MIN_FRAMES,
+    blur_ratio: float = 0.5,
+    min_motion: float = 0.002,
+    quality: int = 95,
+) -> dict:
     """The frames stage: decode ``video``, keep sharp, distinct frames, write ``out_dir/NNNNN.jpg`` and
     ``out_dir/report.json``; returns the report. StageErrors for a video that does not decode or holds fewer
     than ``min_frames`` usable frames (with the counts and what to do)."""
@@ -274,17 +287,25 @@ def extract_frames(video: Path, out_dir: Path, *, target: int = 80, min_frames: 
     if target < 1 or min_frames < 1:
         raise StageError(f"frames.target ({target}) and frames.min ({min_frames}) must be at least 1")
     if min_frames > target:
-        raise StageError(f"frames.min ({min_frames}) is above frames.target ({target}); lower frames.min or raise "
-                         "frames.target")
+        raise StageError(
+            f"frames.min ({min_frames}) is above frames.target ({target}); lower frames.min or raise frames.target"
+        )
     if not 0 < blur_ratio < 1:
         raise StageError(f"frames.blur_ratio {blur_ratio}: give a share between 0 and 1 (default 0.5)")
     if video.suffix.lower() not in VIDEO_SUFFIXES:
         raise StageError(f"{video}: not a video file name (accepted: {', '.join(sorted(VIDEO_SUFFIXES))})")
     t0 = time.perf_counter()
     info = probe_video(video)
-    log.info("video %s: %s frames, %s fps, %dx%d after a rotation of %d deg, codec %s", video,
-             info.frames or "?", f"{info.fps:.3g}" if info.fps else "?", info.width, info.height, info.rotation,
-             info.codec)
+    log.info(
+        "video %s: %s frames, %s fps, %dx%d after a rotation of %d deg, codec %s",
+        video,
+        info.frames or "?",
+        f"{info.fps:.3g}" if info.fps else "?",
+        info.width,
+        info.height,
+        info.rotation,
+        info.codec,
+    )
     window = max(3, round((info.fps or 30.0) / 2))
     selector = FrameSelector(blur_ratio=blur_ratio, min_motion=min_motion)
     scores: list[float] = []
@@ -302,8 +323,10 @@ def extract_frames(video: Path, out_dir: Path, *, target: int = 80, min_frames: 
     n = len(scores)
     t_decode = time.perf_counter() - t0
     if n < min_frames:
-        raise StageError(f"{video}: holds only {n} frame(s), fewer than the minimum of {min_frames}; film the object "
-                         f"longer, all around it, or lower frames.min")
+        raise StageError(
+            f"{video}: holds only {n} frame(s), fewer than the minimum of {min_frames}; film the object "
+            f"longer, all around it, or lower frames.min"
+        )
     sel = selector.finish(target)
     counts = {r: sum(1 for v in sel.reasons.values() if v == r) for r in REASONS}
     if len(sel.kept) < min_frames:
@@ -311,7 +334,8 @@ def extract_frames(video: Path, out_dir: Path, *, target: int = 80, min_frames: 
             f"{video}: only {len(sel.kept)} usable frame(s) of {n} ({counts['blurred']} blurred, {counts['duplicate']} "
             f"near-duplicates), fewer than the minimum of {min_frames}; film more slowly and steadily in good light "
             "(less motion blur), move around the object rather than holding still, or lower frames.min "
-            "(frames.blur_ratio and frames.min_motion set what counts as blurred and as a duplicate)")
+            "(frames.blur_ratio and frames.min_motion set what counts as blurred and as a duplicate)"
+        )
 
     # second pass: write the kept frames (the folder starts over, so no stale frame is left)
     if out_dir.exists():
@@ -338,8 +362,13 @@ def extract_frames(video: Path, out_dir: Path, *, target: int = 80, min_frames: 
         "size": [info.width, info.height],
         "rotation_deg": info.rotation,
         "codec": info.codec,
-        "settings": {"target": target, "min": min_frames, "blur_ratio": blur_ratio, "min_motion": min_motion,
-                     "blur_window_frames": window},
+        "settings": {
+            "target": target,
+            "min": min_frames,
+            "blur_ratio": blur_ratio,
+            "min_motion": min_motion,
+            "blur_window_frames": window,
+        },
         "counts": counts,
         "reasons": REASONS,
         "kept": [item(i) for i in sel.kept],
@@ -347,7 +376,14 @@ def extract_frames(video: Path, out_dir: Path, *, target: int = 80, min_frames: 
         "timings": {"decode_s": round(t_decode, 2), "total_s": round(time.perf_counter() - t0, 2)},
     }
     write_report(out_dir / "report.json", report)
-    log.info("frames: kept %d of %d (%d blurred, %d near-duplicates, %d not needed for the target of %d) in %.1f s",
-             len(sel.kept), n, counts["blurred"], counts["duplicate"], counts["spacing"], target,
-             report["timings"]["total_s"])
+    log.info(
+        "frames: kept %d of %d (%d blurred, %d near-duplicates, %d not needed for the target of %d) in %.1f s",
+        len(sel.kept),
+        n,
+        counts["blurred"],
+        counts["duplicate"],
+        counts["spacing"],
+        target,
+        report["timings"]["total_s"],
+    )
     return report

@@ -99,8 +99,10 @@ def _make_full_case(tmp: Path, n_faces: int, n_gt: int) -> tuple[Path, Path, Pat
     gt_path = root / "Points" / "stl" / "stl001_total.ply"
     o3d.io.write_point_cloud(str(gt_path), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(gt)))
     BB = np.array([[-150.0, -150.0, 450.0], [150.0, 150.0, 750.0]])
-    savemat(root / "ObsMask" / "ObsMask1_10.mat",
-            {"ObsMask": np.ones((301, 301, 301), np.uint8), "BB": BB, "Res": np.array([[1.0]])})
+    savemat(
+        root / "ObsMask" / "ObsMask1_10.mat",
+        {"ObsMask": np.ones((301, 301, 301), np.uint8), "BB": BB, "Res": np.array([[1.0]])},
+    )
     savemat(root / "ObsMask" / "Plane1.mat", {"P": np.array([[0.0], [0.0], [-1.0], [690.0]])})
     return mesh_path, gt_path, root
 
@@ -134,23 +136,40 @@ def main() -> None:
             t = time.perf_counter()
             mesh_path, gt_path, root = _make_full_case(tmp, a.faces, a.gt_points)
             print(f"(made the full-size case in {time.perf_counter() - t:.1f} s)")
-            rows.append((f"DTU {a.faces / 1e6:g}M faces vs {a.gt_points / 1e6:g}M GT",
-                         _run_case("dtu", mesh_path, root, 1, tmp / "full_dtu.json"), None))
-            rows.append((f"generic {a.faces / 1e6:g}M faces vs {a.gt_points / 1e6:g}M GT cloud",
-                         _run_case("generic", mesh_path, gt_path, tmp / "full_generic.json"), None))
+            rows.append(
+                (
+                    f"DTU {a.faces / 1e6:g}M faces vs {a.gt_points / 1e6:g}M GT",
+                    _run_case("dtu", mesh_path, root, 1, tmp / "full_dtu.json"),
+                    None,
+                )
+            )
+            rows.append(
+                (
+                    f"generic {a.faces / 1e6:g}M faces vs {a.gt_points / 1e6:g}M GT cloud",
+                    _run_case("generic", mesh_path, gt_path, tmp / "full_generic.json"),
+                    None,
+                )
+            )
 
     print()
-    hdr = f"{'case':<44} {'acc':>8} {'comp':>8} {'overall':>8} {'expected':>8} {'diff%':>6} {'wall s':>7} " \
-          f"{'peak MB':>8}  stages (s)"
+    hdr = (
+        f"{'case':<44} {'acc':>8} {'comp':>8} {'overall':>8} {'expected':>8} {'diff%':>6} {'wall s':>7} "
+        f"{'peak MB':>8}  stages (s)"
+    )
     print(hdr)
     print("-" * len(hdr))
     for name, r, exp in rows:
         e = float(exp["overall_mm"]) if exp else float("nan")
-        diff = 100 * max(abs(r[k] / float(exp[k + "_mm"]) - 1) for k in ("accuracy", "completeness", "overall")) \
-            if exp else float("nan")
+        diff = (
+            100 * max(abs(r[k] / float(exp[k + "_mm"]) - 1) for k in ("accuracy", "completeness", "overall"))
+            if exp
+            else float("nan")
+        )
         stages = " ".join(f"{k}={v:.2f}" for k, v in r["timings_s"].items() if k != "total")
-        print(f"{name:<44} {r['accuracy']:8.4f} {r['completeness']:8.4f} {r['overall']:8.4f} {e:8.4f} {diff:6.3f} "
-              f"{r['wall_s']:7.2f} {r['peak_rss_mb']:8.0f}  {stages}")
+        print(
+            f"{name:<44} {r['accuracy']:8.4f} {r['completeness']:8.4f} {r['overall']:8.4f} {e:8.4f} {diff:6.3f} "
+            f"{r['wall_s']:7.2f} {r['peak_rss_mb']:8.0f}  {stages}"
+        )
         if "n_points" in r and not exp:
             print(f"{'':<44} n_points: {r['n_points']}")
 

@@ -18,8 +18,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-SIZES = {"teapot": (40, 640, 480), "house": (36, 400, 300), "parts": (36, 400, 300), "cut": (36, 400, 300),
-         "floor": (36, 400, 300), "pot": (40, 400, 300)}
+SIZES = {
+    "teapot": (40, 640, 480),
+    "house": (36, 400, 300),
+    "parts": (36, 400, 300),
+    "cut": (36, 400, 300),
+    "floor": (36, 400, 300),
+    "pot": (40, 400, 300),
+}
 
 
 def run(photos: Path, truth: dict[str, Path], work: Path, name: str) -> dict:
@@ -31,20 +37,33 @@ def run(photos: Path, truth: dict[str, Path], work: Path, name: str) -> dict:
 
     sfm = run_sfm(photos, work / "sfm")
     t = time.perf_counter()
-    report = M.compute_masks(work / "sfm" / "undistorted" / "images", work / "masks", sfm_dir=work / "sfm",
-                             candidates_dir=work / "candidates")
+    report = M.compute_masks(
+        work / "sfm" / "undistorted" / "images",
+        work / "masks",
+        sfm_dir=work / "sfm",
+        candidates_dir=work / "candidates",
+    )
     seconds = time.perf_counter() - t
     undistort = undistorter(work / "sfm")[1]
-    true = {s: undistort(np.asarray(Image.open(p).convert("L")) >= 128) for s, p in truth.items()
-            if s in sfm["registered"]}
-    final = {s: np.asarray(Image.open(work / "masks" / f"{s}.png")) >= 128 for s in true} if report["mode"] != "none" \
+    true = {
+        s: undistort(np.asarray(Image.open(p).convert("L")) >= 128) for s, p in truth.items() if s in sfm["registered"]
+    }
+    final = (
+        {s: np.asarray(Image.open(work / "masks" / f"{s}.png")) >= 128 for s in true}
+        if report["mode"] != "none"
         else {}
+    )
     raw = {s: read_mask(work / "candidates" / "rembg" / f"{s}.png") for s in true}
     r = [iou(raw[s], true[s]) for s in true]
     f = [iou(final[s], true[s]) for s in final]
-    return {"scene": name, "registered": f"{sfm['n_registered']}/{sfm['n_photos']}",
-            "rembg alone": f"{np.mean(r):.3f} / {np.min(r):.3f}", "chosen": report.get("chosen") or report["mode"],
-            "final": f"{np.mean(f):.3f} / {np.min(f):.3f}" if f else "none", "seconds": round(seconds, 1)}
+    return {
+        "scene": name,
+        "registered": f"{sfm['n_registered']}/{sfm['n_photos']}",
+        "rembg alone": f"{np.mean(r):.3f} / {np.min(r):.3f}",
+        "chosen": report.get("chosen") or report["mode"],
+        "final": f"{np.mean(f):.3f} / {np.min(f):.3f}" if f else "none",
+        "seconds": round(seconds, 1),
+    }
 
 
 def main() -> None:

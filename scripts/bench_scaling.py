@@ -31,12 +31,15 @@ STAGES = ("sfm", "masks", "dataset", "visual-hull")
 
 def run_stage(args: list[str], log: Path) -> tuple[float, float]:
     """(wall seconds, peak resident memory in MB) of one ``neus-stage`` command run as its own process."""
-    code = ("import resource, sys; from neus_stage.cli import main; rc = main(sys.argv[1:]); "
-            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+    code = (
+        "import resource, sys; from neus_stage.cli import main; rc = main(sys.argv[1:]); "
+        "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+    )
     t = time.perf_counter()
     with log.open("w") as fh:
-        proc = subprocess.run([sys.executable, "-c", code, "--log", str(log.with_suffix(".full.log")), *args],
-                              stderr=fh, stdout=fh)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "--log", str(log.with_suffix(".full.log")), *args], stderr=fh, stdout=fh
+        )
     wall = time.perf_counter() - t
     text = log.read_text()
     if proc.returncode != 0:
@@ -54,13 +57,27 @@ def pipeline(photos: Path, work: Path) -> dict[str, tuple[float, float]]:
     sfm, masks, dataset = work / "sfm", work / "masks", work / "dataset"
     out = {}
     out["sfm"] = run_stage(["sfm", "--photos", str(photos), "--out", str(sfm)], work / "sfm.log")
-    out["masks"] = run_stage(["masks", "--images", str(sfm / "undistorted" / "images"), "--sfm", str(sfm),
-                              "--out", str(masks)], work / "masks.log")
-    out["dataset"] = run_stage(["dataset", "--sfm", str(sfm), "--masks", str(masks), "--out", str(dataset)],
-                               work / "dataset.log")
-    out["visual-hull"] = run_stage(["visual-hull", "--dataset", str(dataset), "--bbox", str(work / "bbox.json"),
-                                    "--hull", str(work / "hull.npz"), "--sparse", str(sfm / "undistorted" / "sparse")],
-                                   work / "hull.log")
+    out["masks"] = run_stage(
+        ["masks", "--images", str(sfm / "undistorted" / "images"), "--sfm", str(sfm), "--out", str(masks)],
+        work / "masks.log",
+    )
+    out["dataset"] = run_stage(
+        ["dataset", "--sfm", str(sfm), "--masks", str(masks), "--out", str(dataset)], work / "dataset.log"
+    )
+    out["visual-hull"] = run_stage(
+        [
+            "visual-hull",
+            "--dataset",
+            str(dataset),
+            "--bbox",
+            str(work / "bbox.json"),
+            "--hull",
+            str(work / "hull.npz"),
+            "--sparse",
+            str(sfm / "undistorted" / "sparse"),
+        ],
+        work / "hull.log",
+    )
     return out
 
 
@@ -74,7 +91,8 @@ def resized(src: Path, dst: Path, megapixels: float, count: int) -> Path:
         im = Image.open(p).convert("RGB")
         s = (megapixels * 1e6 / (im.width * im.height)) ** 0.5
         im.resize((round(im.width * s), round(im.height * s)), Image.Resampling.BICUBIC).save(
-            dst / f"{p.stem}.jpg", quality=92)
+            dst / f"{p.stem}.jpg", quality=92
+        )
     return dst
 
 
@@ -91,12 +109,23 @@ def main() -> None:
     ap.add_argument("--dtu", type=Path, default=None, help="a DTU scan folder (photos/) for the photo-size series")
     ap.add_argument("--size-count", type=int, default=25, help="photos in the photo-size series")
     ap.add_argument("--png", type=Path, default=None, help="log-log plot of the stage times")
-    ap.add_argument("--merge", type=Path, nargs="*", default=[], metavar="RESULTS_JSON",
-                    help="rows of earlier runs (their results.json) to table with this run's; this run's rows replace "
-                         "theirs for the same series, photo count, size and stage")
-    ap.add_argument("--runs", nargs="*", default=[], metavar="N:MP",
-                    help="single runs of N teapot photos resized to MP megapixels (e.g. 50:2.07 for phone-size "
-                         "1920x1080 photos, 200:12)")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="RESULTS_JSON",
+        help="rows of earlier runs (their results.json) to table with this run's; this run's rows replace "
+        "theirs for the same series, photo count, size and stage",
+    )
+    ap.add_argument(
+        "--runs",
+        nargs="*",
+        default=[],
+        metavar="N:MP",
+        help="single runs of N teapot photos resized to MP megapixels (e.g. 50:2.07 for phone-size "
+        "1920x1080 photos, 200:12)",
+    )
     a = ap.parse_args()
     from neus_stage.synth import render_scene
 
@@ -109,8 +138,9 @@ def main() -> None:
         work = a.out / f"run_teapot_{n}"
         shutil.rmtree(work, ignore_errors=True)
         for stage, (sec, mb) in pipeline(render / "photos", work).items():
-            rows.append({"series": "photos", "photos": n, "megapixels": 0.31, "stage": stage, "seconds": sec,
-                         "peak_mb": mb})
+            rows.append(
+                {"series": "photos", "photos": n, "megapixels": 0.31, "stage": stage, "seconds": sec, "peak_mb": mb}
+            )
             print(rows[-1], flush=True)
     if a.dtu is not None:
         for mp in a.megapixels:
@@ -118,8 +148,16 @@ def main() -> None:
             work = a.out / f"run_dtu_{mp:g}mp"
             shutil.rmtree(work, ignore_errors=True)
             for stage, (sec, mb) in pipeline(photos, work).items():
-                rows.append({"series": "size", "photos": a.size_count, "megapixels": mp, "stage": stage, "seconds": sec,
-                             "peak_mb": mb})
+                rows.append(
+                    {
+                        "series": "size",
+                        "photos": a.size_count,
+                        "megapixels": mp,
+                        "stage": stage,
+                        "seconds": sec,
+                        "peak_mb": mb,
+                    }
+                )
                 print(rows[-1], flush=True)
     for spec in a.runs:
         n, mp = int(spec.split(":")[0]), float(spec.split(":")[1])
@@ -130,8 +168,7 @@ def main() -> None:
         work = a.out / f"run_teapot_{n}_{mp:g}mp"
         shutil.rmtree(work, ignore_errors=True)
         for stage, (sec, mb) in pipeline(photos, work).items():
-            rows.append({"series": "run", "photos": n, "megapixels": mp, "stage": stage, "seconds": sec,
-                         "peak_mb": mb})
+            rows.append({"series": "run", "photos": n, "megapixels": mp, "stage": stage, "seconds": sec, "peak_mb": mb})
             print(rows[-1], flush=True)
     key_cols = ["series", "photos", "megapixels", "stage"]
     earlier = [pd.read_json(path, orient="records") for path in a.merge]
@@ -160,8 +197,10 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        series_list = (("photos", "photos", "photos (640x480)"),
-                       ("size", "megapixels", f"megapixels per photo ({a.size_count} photos)"))
+        series_list = (
+            ("photos", "photos", "photos (640x480)"),
+            ("size", "megapixels", f"megapixels per photo ({a.size_count} photos)"),
+        )
         for ax, (series, key, label) in zip(axes, series_list):
             sub = df[df.series == series]
             for stage in STAGES:

@@ -36,8 +36,17 @@ def stage(*args: str) -> None:
 def render(a: argparse.Namespace) -> None:
     w, h = (int(v) for v in a.size.split("x"))
     stage("synth", "--out", a.out, "--scene", a.scene, "--views", str(a.views), "--width", str(w), "--height", str(h))
-    stage("dataset", "--out", str(Path(a.out) / "dataset"), "--masks", str(Path(a.out) / "masks"),
-          "--reference-cameras", str(Path(a.out) / "cameras_sphere.npz"), "--photos", str(Path(a.out) / "photos"))
+    stage(
+        "dataset",
+        "--out",
+        str(Path(a.out) / "dataset"),
+        "--masks",
+        str(Path(a.out) / "masks"),
+        "--reference-cameras",
+        str(Path(a.out) / "cameras_sphere.npz"),
+        "--photos",
+        str(Path(a.out) / "photos"),
+    )
 
 
 def world_mesh(out: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -60,8 +69,12 @@ def below(V: np.ndarray, F: np.ndarray, floor_z: float, tol: float) -> dict:
     area = 0.5 * np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1)
     z = t[:, :, 2].mean(1)
     low = z < floor_z - tol
-    return {"area_below": float(area[low].sum()), "area_total": float(area.sum()),
-            "depth_below": float(max(0.0, floor_z - V[:, 2].min())), "tolerance": tol}
+    return {
+        "area_below": float(area[low].sum()),
+        "area_total": float(area.sum()),
+        "depth_below": float(max(0.0, floor_z - V[:, 2].min())),
+        "tolerance": tol,
+    }
 
 
 def run(a: argparse.Namespace) -> None:
@@ -72,25 +85,67 @@ def run(a: argparse.Namespace) -> None:
             continue
         d = out / name
         d.mkdir(parents=True, exist_ok=True)
-        hull = ["visual-hull", "--dataset", a.dataset, "--bbox", str(d / "bbox.json"), "--hull", str(d / "hull.npz"),
-                *hull_args]
+        hull = [
+            "visual-hull",
+            "--dataset",
+            a.dataset,
+            "--bbox",
+            str(d / "bbox.json"),
+            "--hull",
+            str(d / "hull.npz"),
+            *hull_args,
+        ]
         if a.sparse and name == "after":
             hull += ["--sparse", a.sparse]
         stage(*hull)
         if not (d / "neus" / "checkpoint.pt").is_file():
-            stage("train", "--dataset", a.dataset, "--hull", str(d / "hull.npz"), "--bbox", str(d / "bbox.json"),
-                  "--out", str(d / "neus"), "--preset", "cpu", "--set", f"max_minutes={a.minutes}",
-                  "--set", "steps=1000000", *sum((["--set", s] for s in a.set), []))
-        stage("mesh", "--checkpoint", str(d / "neus" / "checkpoint.pt"), "--dataset", a.dataset, "--bbox",
-              str(d / "bbox.json"), "--hull", str(d / "hull.npz"), "--out", str(d / "mesh.ply"), "--clean",
-              str(d / "mesh_clean.ply"), "--resolution", str(a.resolution), "--dilation", str(a.dilation), *mesh_args)
+            stage(
+                "train",
+                "--dataset",
+                a.dataset,
+                "--hull",
+                str(d / "hull.npz"),
+                "--bbox",
+                str(d / "bbox.json"),
+                "--out",
+                str(d / "neus"),
+                "--preset",
+                "cpu",
+                "--set",
+                f"max_minutes={a.minutes}",
+                "--set",
+                "steps=1000000",
+                *sum((["--set", s] for s in a.set), []),
+            )
+        stage(
+            "mesh",
+            "--checkpoint",
+            str(d / "neus" / "checkpoint.pt"),
+            "--dataset",
+            a.dataset,
+            "--bbox",
+            str(d / "bbox.json"),
+            "--hull",
+            str(d / "hull.npz"),
+            "--out",
+            str(d / "mesh.ply"),
+            "--clean",
+            str(d / "mesh_clean.ply"),
+            "--resolution",
+            str(a.resolution),
+            "--dilation",
+            str(a.dilation),
+            *mesh_args,
+        )
         if a.gt:
             ev = ["evaluate", "--mesh", str(d / "mesh_clean.ply"), "--gt", a.gt, "--out", str(d / "eval.json")]
             if a.reference_cameras:
                 ev += ["--dataset", a.dataset, "--reference-cameras", a.reference_cameras, "--icp"]
             stage(*ev)
-        rec: dict = {"bbox_support": read_bbox_record(d / "bbox.json")["support"].get("message"),
-                     "mesh_support": json.loads((d / "mesh.json").read_text()).get("support")}
+        rec: dict = {
+            "bbox_support": read_bbox_record(d / "bbox.json")["support"].get("message"),
+            "mesh_support": json.loads((d / "mesh.json").read_text()).get("support"),
+        }
         if (d / "eval.json").is_file():
             e = json.loads((d / "eval.json").read_text())
             f1 = min(e["fscores"], key=lambda r: abs(r["threshold_pct_diag"] - 1.0))
@@ -101,8 +156,12 @@ def run(a: argparse.Namespace) -> None:
             rec["below_floor"] = below(V, F, a.floor_z, voxel)
         summary[name] = rec
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps({k: {kk: v.get(kk) for kk in ("chamfer_pct", "fscore_1pct", "below_floor")}
-                      for k, v in summary.items()}, indent=1))
+    print(
+        json.dumps(
+            {k: {kk: v.get(kk) for kk in ("chamfer_pct", "fscore_1pct", "below_floor")} for k, v in summary.items()},
+            indent=1,
+        )
+    )
 
 
 def figures(a: argparse.Namespace) -> None:
@@ -120,6 +179,7 @@ def figures(a: argparse.Namespace) -> None:
     fig = Figure(figsize=(4.2 * 2, 4.6), dpi=110)
     for k, name in enumerate(VARIANTS):
         ax = fig.add_subplot(1, 2, k + 1)
+
         def draw(mesh, ax=ax, **style) -> None:  # raw segments: Path3D.discrete drops open and merged pieces
             segs = trimesh.intersections.mesh_plane(mesh, plane_normal=n, plane_origin=origin)
             lines = np.stack([(segs - origin) @ u, segs[..., 2]], -1)
@@ -129,8 +189,12 @@ def figures(a: argparse.Namespace) -> None:
         if a.gt:
             draw(trimesh.load(a.gt, process=False), colors="0.6", linewidths=2.5, label="true surface")
         V, F = world_mesh(out / name, "mesh_clean.ply")
-        draw(trimesh.Trimesh(V, F, process=False), colors="tab:red" if name == "before" else "tab:blue",
-             linewidths=1.0, label="mesh_clean.ply")
+        draw(
+            trimesh.Trimesh(V, F, process=False),
+            colors="tab:red" if name == "before" else "tab:blue",
+            linewidths=1.0,
+            label="mesh_clean.ply",
+        )
         ax.autoscale()
         if a.floor_z is not None:
             ax.axhline(a.floor_z, color="tab:orange", lw=0.8, ls="--", label=a.floor_label)
@@ -182,8 +246,14 @@ def side(a: argparse.Namespace) -> None:
     for name, path in hulls.items():
         if path.is_file():
             q = frame.apply(hull_surface_points(path, 8000))
-            ax.scatter(q[:, 0], q[:, 2], s=0.5, label=f"visual hull ({name})",
-                       c="tab:red" if name == "before" else "tab:blue", alpha=0.5)
+            ax.scatter(
+                q[:, 0],
+                q[:, 2],
+                s=0.5,
+                label=f"visual hull ({name})",
+                c="tab:red" if name == "before" else "tab:blue",
+                alpha=0.5,
+            )
     hull = read_hull_file(d / "hull.npz")
     if hull.support_points is not None and hull.support_inliers is not None:
         sp = frame.apply(hull.support_points[hull.support_inliers])
@@ -193,9 +263,12 @@ def side(a: argparse.Namespace) -> None:
     ax.set_aspect("equal")
     ax.legend(fontsize=7, markerscale=6)
     src = sup.get("source", {})
-    ax.set_title(f"{a.title}: support plane through {pw['inliers']} of {src.get('points')} points "
-                 f"({pw['inlier_share']:.0%})\ntriangulated with the reference cameras, tilted "
-                 f"{pw['tilt_deg']:.1f} deg from the cameras' up", fontsize=8)
+    ax.set_title(
+        f"{a.title}: support plane through {pw['inliers']} of {src.get('points')} points "
+        f"({pw['inlier_share']:.0%})\ntriangulated with the reference cameras, tilted "
+        f"{pw['tilt_deg']:.1f} deg from the cameras' up",
+        fontsize=8,
+    )
     ax2 = fig.add_subplot(1, 2, 2)
     ax2.imshow(Image.open(io.BytesIO(png)))
     ax2.axis("off")

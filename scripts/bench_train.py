@@ -27,21 +27,30 @@ from neus_stage.train.trainer import train
 CASES = {
     "faithful NeuS (mlp, analytic normals)": ("neus", {"n_samples": 64, "n_importance": 64}),
     "fast (hash grid, torch backend)": ("fast", {"n_samples": 128, "sample_budget": 0, "encoding_backend": "torch"}),
-    "fast, analytic normals": ("fast", {"n_samples": 128, "sample_budget": 0, "encoding_backend": "torch",
-                                        "normals": "analytic"}),
+    "fast, analytic normals": (
+        "fast",
+        {"n_samples": 128, "sample_budget": 0, "encoding_backend": "torch", "normals": "analytic"},
+    ),
     "cpu preset (small hash grid)": ("cpu", {"n_samples": 128}),
     "cpu preset, bf16 autocast": ("cpu", {"n_samples": 128, "precision": "bf16"}),
 }
 
 
-def run(dataset: Path, hull: Path, steps: int, rays: int, device: str, cases: list[str] | None = None
-        ) -> pd.DataFrame:
+def run(dataset: Path, hull: Path, steps: int, rays: int, device: str, cases: list[str] | None = None) -> pd.DataFrame:
     rows = []
     for name, (preset, extra) in CASES.items():
         if cases and not any(name.startswith(c) for c in cases):
             continue
-        overrides = {"steps": steps, "n_rays": rays, "validate_every": 0, "checkpoint_every": 10**9,
-                     "val_downscale": 8, "device": device, "log_every": 10**9, **extra}
+        overrides = {
+            "steps": steps,
+            "n_rays": rays,
+            "validate_every": 0,
+            "checkpoint_every": 10**9,
+            "val_downscale": 8,
+            "device": device,
+            "log_every": 10**9,
+            **extra,
+        }
         cfg = resolve_config(preset, overrides)
         cfg.start_levels = cfg.n_levels  # every hash-grid level looked up from the first step: the full cost
         with tempfile.TemporaryDirectory() as tmp:
@@ -49,11 +58,18 @@ def run(dataset: Path, hull: Path, steps: int, rays: int, device: str, cases: li
             metrics = train(cfg, dataset, Path(tmp), hull_path=hull)
             wall = time.time() - t0
         per_ray = cfg.n_samples + cfg.n_importance
-        rows.append({"mode": name, "steps": steps, "rays/step": rays, "samples/ray": per_ray,
-                     "steps/s": round(steps / metrics["seconds"], 3),
-                     "ray samples/s": round(steps * rays * per_ray / metrics["seconds"]),
-                     "evaluated samples/s": round(metrics["samples_per_s"]),
-                     "wall s": round(wall, 1)})
+        rows.append(
+            {
+                "mode": name,
+                "steps": steps,
+                "rays/step": rays,
+                "samples/ray": per_ray,
+                "steps/s": round(steps / metrics["seconds"], 3),
+                "ray samples/s": round(steps * rays * per_ray / metrics["seconds"]),
+                "evaluated samples/s": round(metrics["samples_per_s"]),
+                "wall s": round(wall, 1),
+            }
+        )
     df = pd.DataFrame(rows)
     base = df.loc[0, "ray samples/s"]
     df["speed-up"] = (df["ray samples/s"] / base).round(1)

@@ -27,8 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 VIEWER = ROOT / "build" / "viewer"
 THREE_VERSION = "0.187.0"
 # the files the page imports: three's module build and the glTF loader with what it imports
-THREE_FILES = ["build/three.module.js", "build/three.core.js", "examples/jsm/loaders/GLTFLoader.js",
-               "examples/jsm/utils/BufferGeometryUtils.js", "examples/jsm/utils/SkeletonUtils.js"]
+THREE_FILES = [
+    "build/three.module.js",
+    "build/three.core.js",
+    "examples/jsm/loaders/GLTFLoader.js",
+    "examples/jsm/utils/BufferGeometryUtils.js",
+    "examples/jsm/utils/SkeletonUtils.js",
+]
 
 PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>loading</title>
@@ -77,14 +82,30 @@ def vendor_three(viewer: Path = VIEWER) -> Path:
         return three
     npm = shutil.which("npm")
     if npm is None:
-        raise SystemExit("glb_screenshot: npm is not installed (Debian: apt-get install npm); it fetches three.js "
-                         "from the npm registry once")
+        raise SystemExit(
+            "glb_screenshot: npm is not installed (Debian: apt-get install npm); it fetches three.js "
+            "from the npm registry once"
+        )
     viewer.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([npm, "install", "--prefix", str(viewer), "--no-audit", "--no-fund", "--loglevel=error",
-                           f"three@{THREE_VERSION}"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            npm,
+            "install",
+            "--prefix",
+            str(viewer),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            f"three@{THREE_VERSION}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode != 0 or not all((three / f).is_file() for f in THREE_FILES):
-        raise SystemExit(f"glb_screenshot: npm could not install three@{THREE_VERSION} into {viewer}: "
-                         f"{proc.stderr.strip()[-300:]}")
+        raise SystemExit(
+            f"glb_screenshot: npm could not install three@{THREE_VERSION} into {viewer}: {proc.stderr.strip()[-300:]}"
+        )
     return three
 
 
@@ -95,8 +116,16 @@ def chromium() -> str:
     return browser
 
 
-def screenshot(glb: Path, out: Path, *, width: int = 960, height: int = 720, azimuth: float = 30.0,
-               elevation: float = 20.0, timeout_s: float = 600) -> Path:
+def screenshot(
+    glb: Path,
+    out: Path,
+    *,
+    width: int = 960,
+    height: int = 720,
+    azimuth: float = 30.0,
+    elevation: float = 20.0,
+    timeout_s: float = 600,
+) -> Path:
     """Serve a page with the GLB on 127.0.0.1 and screenshot it in headless Chromium (WebGL via SwiftShader)."""
     glb, out = Path(glb).resolve(), Path(out).resolve()
     three = vendor_three()
@@ -107,8 +136,12 @@ def screenshot(glb: Path, out: Path, *, width: int = 960, height: int = 720, azi
             (site / "three" / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(three / rel, site / "three" / rel)
         shutil.copyfile(glb, site / "model.glb")
-        page = (PAGE.replace("__W__", str(width)).replace("__H__", str(height)).replace("__AZ__", str(azimuth))
-                .replace("__EL__", str(elevation)))
+        page = (
+            PAGE.replace("__W__", str(width))
+            .replace("__H__", str(height))
+            .replace("__AZ__", str(azimuth))
+            .replace("__EL__", str(elevation))
+        )
         (site / "index.html").write_text(page)
         posted: dict[str, bytes] = {}
         done = threading.Event()
@@ -118,10 +151,22 @@ def screenshot(glb: Path, out: Path, *, width: int = 960, height: int = 720, azi
         thread.start()
         url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
         proc = subprocess.Popen(
-            [browser, "--headless", "--no-sandbox", "--hide-scrollbars", "--use-angle=swiftshader",
-             "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", f"--window-size={width},{height}",
-             f"--user-data-dir={Path(tmp) / 'profile'}", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--hide-scrollbars",
+                "--use-angle=swiftshader",
+                "--enable-unsafe-swiftshader",
+                "--ignore-gpu-blocklist",
+                f"--window-size={width},{height}",
+                f"--user-data-dir={Path(tmp) / 'profile'}",
+                url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             done.wait(timeout_s)
         finally:
@@ -136,8 +181,10 @@ def screenshot(glb: Path, out: Path, *, width: int = 960, height: int = 720, azi
     if "error" in posted:
         raise SystemExit(f"glb_screenshot: three.js could not load {glb}: {posted['error'].decode(errors='replace')}")
     if "shot" not in posted:
-        raise SystemExit(f"glb_screenshot: the page drew nothing within {timeout_s:.0f} s (raise --timeout for a "
-                         f"large GLB); chromium said: {(stderr or '').strip()[-500:]}")
+        raise SystemExit(
+            f"glb_screenshot: the page drew nothing within {timeout_s:.0f} s (raise --timeout for a "
+            f"large GLB); chromium said: {(stderr or '').strip()[-500:]}"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(posted["shot"])
     return out
@@ -146,8 +193,11 @@ def screenshot(glb: Path, out: Path, *, width: int = 960, height: int = 720, azi
 class _PageHandler(http.server.SimpleHTTPRequestHandler):
     """Serves the page's folder; takes the page's POSTs of its canvas (``/shot``, a PNG) or of its error."""
 
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript",
-                      ".glb": "model/gltf-binary"}
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".js": "text/javascript",
+        ".glb": "model/gltf-binary",
+    }
 
     def __init__(self, posted: dict[str, bytes], done: threading.Event, *args, **kwargs):
         self.posted, self.done = posted, done
@@ -175,8 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the page to draw the model")
     args = p.parse_args(argv)
     try:
-        path = screenshot(args.glb, args.out, width=args.width, height=args.height, azimuth=args.azimuth,
-                          elevation=args.elevation, timeout_s=args.timeout)
+        path = screenshot(
+            args.glb,
+            args.out,
+            width=args.width,
+            height=args.height,
+            azimuth=args.azimuth,
+            elevation=args.elevation,
+            timeout_s=args.timeout,
+        )
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -48,8 +48,10 @@ def find_inputs(dataset: Path) -> tuple[Path, Path]:
         hull, bbox = folder / "hull.npz", folder / "bbox.json"
         if hull.is_file() and bbox.is_file():
             return hull, bbox
-    sys.exit(f"gpu_check: {dataset}: no hull.npz and bbox.json in it or beside it (run the visual_hull stage, "
-             "or make the folder with --pack)")
+    sys.exit(
+        f"gpu_check: {dataset}: no hull.npz and bbox.json in it or beside it (run the visual_hull stage, "
+        "or make the folder with --pack)"
+    )
 
 
 def pack(scene_dir: Path, dest: Path, quality: int = 95) -> None:
@@ -81,9 +83,11 @@ def runs_for(device: torch.device) -> list[tuple[str, str, str]]:
 
 def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
     """Binary little-endian PLY (float32 vertices, int32 triangles) with numpy alone."""
-    header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(verts)}\nproperty float x\n"
-              f"property float y\nproperty float z\nelement face {len(faces)}\n"
-              "property list uchar int vertex_indices\nend_header\n").encode()
+    header = (
+        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(verts)}\nproperty float x\n"
+        f"property float y\nproperty float z\nelement face {len(faces)}\n"
+        "property list uchar int vertex_indices\nend_header\n"
+    ).encode()
     rec = np.empty(len(faces), dtype=[("n", "u1"), ("i", "<i4", (3,))])
     rec["n"], rec["i"] = 3, faces
     with open(path, "wb") as fh:
@@ -97,8 +101,17 @@ def mesh(checkpoint: Path, hull_path: Path, resolution: int, device: torch.devic
     occ, lo, hi = read_hull(hull_path)
     t0 = time.time()
     sdf = load_sdf_function(checkpoint, str(device))
-    verts, faces = extract_mesh(sdf, lo, hi, resolution, occupancy=occ, occupancy_bounds=(lo, hi), device=str(device),
-                                coarse=4, chunk=2**18 if device.type == "cuda" else 2**15)
+    verts, faces = extract_mesh(
+        sdf,
+        lo,
+        hi,
+        resolution,
+        occupancy=occ,
+        occupancy_bounds=(lo, hi),
+        device=str(device),
+        coarse=4,
+        chunk=2**18 if device.type == "cuda" else 2**15,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.time() - t0
@@ -128,16 +141,31 @@ def main() -> None:
     hull, bbox = find_inputs(a.dataset)
     device = pick_device(a.device)
     a.out.mkdir(parents=True, exist_ok=True)
-    env = {"torch": torch.__version__, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-           "cpu", "tinycudann": tinycudann_available(), "python": sys.version.split()[0]}
+    env = {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "tinycudann": tinycudann_available(),
+        "python": sys.version.split()[0],
+    }
     log.info("gpu check on %s", env)
     extra = dict(s.split("=", 1) for s in a.set)
     rows, run_dirs = [], {}
     for name, backend, precision in runs_for(device):
-        cfg = resolve_config(a.preset, {
-            "steps": a.steps, "max_minutes": a.minutes_per_run, "holdout_every": a.holdout_every,
-            "validate_every": 0, "checkpoint_every": 10**9, "log_every": 100, "device": str(device),
-            "encoding_backend": backend, "precision": precision, **extra})
+        cfg = resolve_config(
+            a.preset,
+            {
+                "steps": a.steps,
+                "max_minutes": a.minutes_per_run,
+                "holdout_every": a.holdout_every,
+                "validate_every": 0,
+                "checkpoint_every": 10**9,
+                "log_every": 100,
+                "device": str(device),
+                "encoding_backend": backend,
+                "precision": precision,
+                **extra,
+            },
+        )
         run_dir = a.out / "runs" / name.replace(" ", "_")
         shutil.rmtree(run_dir, ignore_errors=True)
         if device.type == "cuda":
@@ -145,14 +173,19 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats(device)
         m = train(cfg, a.dataset, run_dir, hull_path=hull, bbox_path=bbox)
         shutil.copy2(run_dir / "renders" / "final.png", a.out / f"render_{name.replace(' ', '_')}.png")
-        rows.append({
-            "run": name, "steps": m["steps"], "train s": round(m["seconds"], 1),
-            "steps/s": round(m["steps"] / m["seconds"], 2),
-            "ray samples/s": round(m["ray_samples_per_s"]), "evaluated samples/s": round(m["samples_per_s"]),
-            "held-out PSNR": round(m.get("heldout_psnr", m["val_psnr"]), 2),
-            "held-out mask IoU": round(m.get("heldout_mask_iou", m["val_mask_iou"]), 3),
-            "peak GPU MiB": round(m["peak_gpu_mem_mb"]) if m["peak_gpu_mem_mb"] is not None else None,
-        })
+        rows.append(
+            {
+                "run": name,
+                "steps": m["steps"],
+                "train s": round(m["seconds"], 1),
+                "steps/s": round(m["steps"] / m["seconds"], 2),
+                "ray samples/s": round(m["ray_samples_per_s"]),
+                "evaluated samples/s": round(m["samples_per_s"]),
+                "held-out PSNR": round(m.get("heldout_psnr", m["val_psnr"]), 2),
+                "held-out mask IoU": round(m.get("heldout_mask_iou", m["val_mask_iou"]), 3),
+                "peak GPU MiB": round(m["peak_gpu_mem_mb"]) if m["peak_gpu_mem_mb"] is not None else None,
+            }
+        )
         run_dirs[name] = run_dir
     # the run that precision=auto picks: fp16 with tinycudann's encoding, else fp32
     meshed_run = "tcnn fp16" if "tcnn fp16" in run_dirs else "torch fp32"
@@ -160,13 +193,16 @@ def main() -> None:
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]
-    note = (f"\n{env['device']}, torch {env['torch']}, tinycudann {'yes' if env['tinycudann'] else 'no'}; "
-            f"preset {a.preset}, dataset {a.dataset}. Mesh of '{meshed_run}' at {a.mesh_resolution}^3: "
-            f"{meshed['mesh_s']} s, {meshed['faces']} faces.\n")
+    note = (
+        f"\n{env['device']}, torch {env['torch']}, tinycudann {'yes' if env['tinycudann'] else 'no'}; "
+        f"preset {a.preset}, dataset {a.dataset}. Mesh of '{meshed_run}' at {a.mesh_resolution}^3: "
+        f"{meshed['mesh_s']} s, {meshed['faces']} faces.\n"
+    )
     table = "\n".join(lines) + "\n" + note
     (a.out / "gpu_check.md").write_text(table)
-    (a.out / "gpu_check.json").write_text(json.dumps({"env": env, "runs": rows, "mesh": meshed,
-                                                      "meshed_run": meshed_run}, indent=2))
+    (a.out / "gpu_check.json").write_text(
+        json.dumps({"env": env, "runs": rows, "mesh": meshed, "meshed_run": meshed_run}, indent=2)
+    )
     print(table)
 
 

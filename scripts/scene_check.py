@@ -33,8 +33,9 @@ def mask_iou(scene: Path, reference_masks: Path) -> tuple[float | None, float | 
     return (float(np.mean(ious)), float(np.min(ious))) if ious else (None, None)
 
 
-def silhouette_iou(mesh_path: Path, dataset: Path, reference_cameras: Path, reference_masks: Path,
-                   scale: float) -> tuple[float, float]:
+def silhouette_iou(
+    mesh_path: Path, dataset: Path, reference_cameras: Path, reference_masks: Path, scale: float
+) -> tuple[float, float]:
     """Mean and worst IoU of the mesh's silhouettes (ray cast with open3d) and the reference masks."""
     import open3d as o3d
     import trimesh
@@ -46,8 +47,10 @@ def silhouette_iou(mesh_path: Path, dataset: Path, reference_cameras: Path, refe
     sim = reference_alignment(dataset, reference_cameras)
     mesh = trimesh.load(mesh_path, process=False)
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(sim.apply(np.asarray(mesh.vertices)).astype(np.float32)),
-                        o3d.core.Tensor(np.asarray(mesh.faces).astype(np.uint32)))
+    scene.add_triangles(
+        o3d.core.Tensor(sim.apply(np.asarray(mesh.vertices)).astype(np.float32)),
+        o3d.core.Tensor(np.asarray(mesh.faces).astype(np.uint32)),
+    )
     world_mats, _ = read_cameras_sphere(reference_cameras)
     masks = sorted(reference_masks.glob("*.png"))
     ious = []
@@ -83,8 +86,9 @@ def check(scene: Path, reference_cameras: Path, reference_masks: Path, scale: fl
         "masks_mode": masks.get("chosen") or masks.get("mode"),
     }
     mean, worst = mask_iou(scene, reference_masks)
-    row.update(mask_iou_mean=None if mean is None else round(mean, 4), mask_iou_min=None if worst is None else
-               round(worst, 4))
+    row.update(
+        mask_iou_mean=None if mean is None else round(mean, 4), mask_iou_min=None if worst is None else round(worst, 4)
+    )
     mesh = scene / "mesh_clean.ply"
     if mesh.is_file():
         smean, sworst = silhouette_iou(mesh, scene / "dataset", reference_cameras, reference_masks, scale)

@@ -25,8 +25,14 @@ def sfm_scene(base: Path, scene: str, views: int = 30, width: int = 320, height:
         render = root / "render"
         render_scene(render, scene=scene, n_views=views, width=width, height=height, seed=0, gt_resolution=96)
     run_sfm(render / "photos", root / "sfm", threads=2)
-    compute_masks(root / "sfm" / "undistorted" / "images", root / "masks", user_masks=render / "masks",
-                  sfm_dir=root / "sfm", mode="user", multiview=False)  # true masks: only undistorted
+    compute_masks(
+        root / "sfm" / "undistorted" / "images",
+        root / "masks",
+        user_masks=render / "masks",
+        sfm_dir=root / "sfm",
+        mode="user",
+        multiview=False,
+    )  # true masks: only undistorted
     (root / "render_dir").write_text(str(render))
     (root / "done").write_text("")
     return root

@@ -20,8 +20,11 @@ from neus_stage.artifacts.box import (
 )
 from neus_stage.errors import StageError
 
-RECORD = {"normalized": {"min": [-0.5, -0.4, -0.3], "max": [0.5, 0.4, 0.3]},
-          "world": {"min": [1.0, 2.0, 3.0], "max": [2.0, 3.5, 4.0]}, "carved": True}
+RECORD = {
+    "normalized": {"min": [-0.5, -0.4, -0.3], "max": [0.5, 0.4, 0.3]},
+    "world": {"min": [1.0, 2.0, 3.0], "max": [2.0, 3.5, 4.0]},
+    "carved": True,
+}
 
 
 def test_bbox_round_trip(tmp_path):
@@ -35,13 +38,16 @@ def test_bbox_round_trip(tmp_path):
     assert read_support(path)["method"] == "none"  # a record from before the support search
 
 
-@pytest.mark.parametrize("text,message", [
-    ("{not json", "not readable as JSON"),
-    ("[1, 2]", "not a bbox.json"),
-    (json.dumps({"world": RECORD["world"]}), "normalized.min/max as 3 numbers"),
-    (json.dumps({"normalized": {"min": [0, 0, 0], "max": [1, -1, 1]}}), "the normalized box is empty or invalid"),
-    (json.dumps({**RECORD, "world": {"min": [0, 0], "max": [1, 1]}}), "world.min/max as 3 numbers"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("{not json", "not readable as JSON"),
+        ("[1, 2]", "not a bbox.json"),
+        (json.dumps({"world": RECORD["world"]}), "normalized.min/max as 3 numbers"),
+        (json.dumps({"normalized": {"min": [0, 0, 0], "max": [1, -1, 1]}}), "the normalized box is empty or invalid"),
+        (json.dumps({**RECORD, "world": {"min": [0, 0], "max": [1, 1]}}), "world.min/max as 3 numbers"),
+    ],
+)
 def test_a_malformed_bbox_names_the_file_and_the_fix(tmp_path, text, message):
     path = tmp_path / "bbox.json"
     path.write_text(text)
@@ -62,8 +68,7 @@ def test_hull_round_trip_and_extras(tmp_path):
     occ = np.zeros((8, 8, 8), bool)
     occ[2:6, 2:6, 1:7] = True
     pts, inl = np.random.default_rng(0).random((5, 3)), np.array([1, 0, 1, 1, 0], bool)
-    write_hull(tmp_path / "hull.npz", occ, -np.ones(3), np.ones(3), np.eye(4), support_points=pts,
-               support_inliers=inl)
+    write_hull(tmp_path / "hull.npz", occ, -np.ones(3), np.ones(3), np.eye(4), support_points=pts, support_inliers=inl)
     h = read_hull_file(tmp_path / "hull.npz")
     assert (h.occupancy == occ).all() and h.occupancy.dtype == bool
     assert np.allclose(h.voxel(), 0.25) and np.allclose(h.scale_mat, np.eye(4))
@@ -79,9 +84,12 @@ def test_a_malformed_hull_names_the_file_and_the_fix(tmp_path):
     np.savez(tmp_path / "b.npz", occupancy=np.ones((4, 4), bool), bounds_min=-np.ones(3), bounds_max=np.ones(3))
     np.savez(tmp_path / "c.npz", occupancy=np.ones((4, 4, 4), bool), bounds_min=np.ones(3), bounds_max=-np.ones(3))
     (tmp_path / "d.npz").write_bytes(b"not a zip")
-    for name, message in [("a", "not a hull.npz with occupancy, bounds_min, bounds_max"),
-                          ("b", "3-D grid over a valid box"), ("c", "3-D grid over a valid box"),
-                          ("d", "not a hull.npz")]:
+    for name, message in [
+        ("a", "not a hull.npz with occupancy, bounds_min, bounds_max"),
+        ("b", "3-D grid over a valid box"),
+        ("c", "3-D grid over a valid box"),
+        ("d", "not a hull.npz"),
+    ]:
         with pytest.raises(StageError, match=message) as err:
             read_hull(tmp_path / f"{name}.npz")
         assert f"{name}.npz" in str(err.value) and "visual-hull stage" in str(err.value)

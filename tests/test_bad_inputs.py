@@ -168,10 +168,16 @@ def test_unrelated_photos_rerun_without_them(mixed_photos, tmp_path):
 @pytest.mark.parametrize(
     "error, where, text",
     [
-        (PermissionError(errno.EACCES, "Permission denied", "/data/results/mug"), "/data/results/mug: ",
-         "make the folder writable for this user"),
-        (OSError(errno.EROFS, "Read-only file system", "/data/results/mug"), "/data/results/mug: ",
-         "the folder is on a read-only file system"),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/data/results/mug"),
+            "/data/results/mug: ",
+            "make the folder writable for this user",
+        ),
+        (
+            OSError(errno.EROFS, "Read-only file system", "/data/results/mug"),
+            "/data/results/mug: ",
+            "the folder is on a read-only file system",
+        ),
         (OSError(errno.ENOSPC, "No space left on device"), "{tmp}/bbox.json, {tmp}/hull.npz: ", "the disk is full"),
         (OSError(errno.EDQUOT, "Disk quota exceeded"), "{tmp}/bbox.json, {tmp}/hull.npz: ", "quota"),
     ],
@@ -226,8 +232,18 @@ def _in_namespace(setup: str, mountpoint: Path, argv: list, listing: Path) -> su
 
 
 def _dataset_argv(render: Path, out: Path) -> list:
-    return ["neus-stage", "dataset", "--photos", render / "photos", "--reference-cameras",
-            render / "cameras_sphere.npz", "--masks", render / "masks", "--out", out]
+    return [
+        "neus-stage",
+        "dataset",
+        "--photos",
+        render / "photos",
+        "--reference-cameras",
+        render / "cameras_sphere.npz",
+        "--masks",
+        render / "masks",
+        "--out",
+        out,
+    ]
 
 
 def test_read_only_results_folder(mounts, mug_render, tmp_path):
@@ -236,8 +252,13 @@ def test_read_only_results_folder(mounts, mug_render, tmp_path):
     setup = 'mount --bind "$MNT" "$MNT" && mount -o remount,ro,bind "$MNT"'
     proc = _in_namespace(setup, results, _dataset_argv(mug_render, results / "mug" / "dataset"), tmp_path / "left")
     assert proc.returncode != 99, proc.stderr
-    one_error(proc, "dataset", f"{results}/mug: Read-only file system", "on a read-only file system",
-              "choose a results folder on a writable disk")
+    one_error(
+        proc,
+        "dataset",
+        f"{results}/mug: Read-only file system",
+        "on a read-only file system",
+        "choose a results folder on a writable disk",
+    )
     assert (tmp_path / "left").read_text() == ""  # nothing written
     proc = neus_stage(*_dataset_argv(mug_render, results / "mug" / "dataset")[1:])  # the same, writable
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -299,8 +320,20 @@ mesh: {resolution: 32, dilation: 2}
 
 
 def _snakemake(work: Path, *args: str, profile: str = "none") -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(work), "--cores", "2",
-            "--workflow-profile", profile, *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(work),
+        "--cores",
+        "2",
+        "--workflow-profile",
+        profile,
+        *args,
+    ]
 
 
 def _wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 400) -> None:
@@ -349,16 +382,23 @@ def _project(tmp_path: Path, render: Path) -> Path:
 
 
 def _start(work: Path, *args: str, profile: str = "none") -> subprocess.Popen:
-    return subprocess.Popen(_snakemake(work, *args, profile=profile), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=ENV, start_new_session=True)
+    return subprocess.Popen(
+        _snakemake(work, *args, profile=profile),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+        start_new_session=True,
+    )
 
 
 def _finish_and_check(work: Path, profile: str, after_step: int) -> None:
     """The re-run resumes training from its last complete checkpoint and finishes the workflow."""
     neus = work / "results" / "mug" / "neus"
     target = "results/mug/mesh_clean.ply"  # the workflow's last stage here (the scene has no ground truth)
-    done = subprocess.run(_snakemake(work, target, profile=profile), capture_output=True, text=True, env=ENV,
-                          timeout=600)
+    done = subprocess.run(
+        _snakemake(work, target, profile=profile), capture_output=True, text=True, env=ENV, timeout=600
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     resumed = _ckpt_step(work / "logs" / "train" / "mug.log", r"resuming from \S+last.pt at step (\d+)")
     assert after_step <= resumed < 40
@@ -382,8 +422,9 @@ def test_ctrl_c_during_training_then_rerun(mug_render, tmp_path):
     assert "Traceback" not in log.read_text()
     assert not (neus / "checkpoint.pt").exists() and last.is_file()
     # Snakemake knows the job's outputs are incomplete (config.yaml was written): a plain run refuses them ...
-    dry = subprocess.run(_snakemake(work, "-n", "results/mug/mesh_clean.ply"), capture_output=True, text=True,
-                         env=ENV, timeout=300)
+    dry = subprocess.run(
+        _snakemake(work, "-n", "results/mug/mesh_clean.ply"), capture_output=True, text=True, env=ENV, timeout=300
+    )
     assert dry.returncode != 0 and "IncompleteFilesException" in dry.stdout + dry.stderr
     assert "results/mug/neus/config.yaml" in dry.stdout + dry.stderr
     # ... and profiles/default (rerun-incomplete: true, what a user's plain `snakemake` gets) redoes the job
@@ -488,8 +529,12 @@ def test_ctrl_c_in_sfm_is_one_line(tmp_path):
     photos = ROOT.parent / "shared" / "data" / "dtu_scan65" / "photos"
     if not photos.is_dir():
         photos = DEMO_PHOTOS
-    proc = subprocess.Popen([BIN / "neus-stage", "sfm", "--photos", photos, "--out", tmp_path / "sfm"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [BIN / "neus-stage", "sfm", "--photos", photos, "--out", tmp_path / "sfm"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "sfm" / "database.db").exists():
         time.sleep(0.2)
@@ -514,17 +559,36 @@ def test_misspelt_scene_override_stops_before_any_work(tmp_path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "scenes.tsv").write_text(f"scene\tphotos\nmug\t{DEMO_PHOTOS}\n")
     (tmp_path / "config" / "config.yaml").write_text(
-        "scenes: config/scenes.tsv\nscene_overrides: {mugg: {train: {steps: 10}}}\n")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path),
-                           "-n", "--cores", "1", "--workflow-profile", "none"], capture_output=True, text=True,
-                          timeout=300)
+        "scenes: config/scenes.tsv\nscene_overrides: {mugg: {train: {steps: 10}}}\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "-n",
+            "--cores",
+            "1",
+            "--workflow-profile",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "scene_overrides names scene(s) mugg that the scene table does not have (its scenes: mug)" in (
-        proc.stdout + proc.stderr)
+        proc.stdout + proc.stderr
+    )
 
 
-def test_a_photo_set_too_large_for_the_memory_is_refused_before_the_work(mug_dataset, mug_render, tmp_path,
-                                                                          monkeypatch):
+def test_a_photo_set_too_large_for_the_memory_is_refused_before_the_work(
+    mug_dataset, mug_render, tmp_path, monkeypatch
+):
     """With less memory than the views need at once, sfm (before extracting a feature) and training (before
     reading an image) stop with the estimate and the setting to lower."""
     from neus_stage import memory
@@ -532,11 +596,17 @@ def test_a_photo_set_too_large_for_the_memory_is_refused_before_the_work(mug_dat
     from neus_stage.train.data import NeusScene
 
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 100_000)  # 100 kB left
-    with pytest.raises(StageError, match=r"12 photos at the working size 96x72 need about 0\.0 GiB, but this "
-                                         r"machine has 0\.0 GiB available; lower images\.max_size"):
+    with pytest.raises(
+        StageError,
+        match=r"12 photos at the working size 96x72 need about 0\.0 GiB, but this "
+        r"machine has 0\.0 GiB available; lower images\.max_size",
+    ):
         run_sfm(mug_render / "photos", tmp_path / "sfm")
     assert not (tmp_path / "sfm" / "database.db").exists()
-    with pytest.raises(StageError, match=r"image: 12 views of 96x72 \(downscale 1\) on the cpu need about .* "
-                                         r"raise train\.image_downscale \(now 1\)"):
+    with pytest.raises(
+        StageError,
+        match=r"image: 12 views of 96x72 \(downscale 1\) on the cpu need about .* "
+        r"raise train\.image_downscale \(now 1\)",
+    ):
         NeusScene(mug_dataset["dataset"])
     assert memory.image_bytes(200, 4000, 3000) / memory.GIB > 8  # 200 photos at 12 MP: why images.max_size

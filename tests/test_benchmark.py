@@ -20,14 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _eval_json(path: Path, scan: int, acc: float, comp: float) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"scan": scan, "units": "mm", "accuracy": acc, "completeness": comp,
-                                "overall": (acc + comp) / 2}))
+    path.write_text(
+        json.dumps({"scan": scan, "units": "mm", "accuracy": acc, "completeness": comp, "overall": (acc + comp) / 2})
+    )
     return path
 
 
 def test_aggregate_hand_made(tmp_path):
-    evals = [_eval_json(tmp_path / "results" / "dtu_scan37" / "eval.json", 37, 1.0, 2.0),
-             _eval_json(tmp_path / "results" / "dtu_scan24" / "eval.json", 24, 0.5, 0.7)]
+    evals = [
+        _eval_json(tmp_path / "results" / "dtu_scan37" / "eval.json", 37, 1.0, 2.0),
+        _eval_json(tmp_path / "results" / "dtu_scan24" / "eval.json", 24, 0.5, 0.7),
+    ]
     bench = tmp_path / "benchmarks"
     (bench / "train").mkdir(parents=True)
     (bench / "mesh").mkdir(parents=True)
@@ -129,13 +132,17 @@ def _fake_dtu_scan(root: Path, scan: int, seed: int) -> None:
     res = 2.0
     shape = tuple(int(np.ceil(x)) + 1 for x in (hi - lo) / res)
     (root / "ObsMask").mkdir(exist_ok=True)
-    savemat(root / "ObsMask" / f"ObsMask{scan}_10.mat",
-            {"ObsMask": np.ones(shape, np.uint8), "BB": np.stack([lo, hi]), "Res": np.array([[res]])})
+    savemat(
+        root / "ObsMask" / f"ObsMask{scan}_10.mat",
+        {"ObsMask": np.ones(shape, np.uint8), "BB": np.stack([lo, hi]), "Res": np.array([[res]])},
+    )
     savemat(root / "ObsMask" / f"Plane{scan}.mat", {"P": np.array([[0.0], [0.0], [1.0], [-(lo[2] - 1.0)]])})
     (root / "Points" / "stl").mkdir(parents=True, exist_ok=True)
     with open(root / "Points" / "stl" / f"stl{scan:03}_total.ply", "w") as fh:
-        fh.write(f"ply\nformat ascii 1.0\nelement vertex {len(pts)}\nproperty float x\nproperty float y\n"
-                 "property float z\nend_header\n")
+        fh.write(
+            f"ply\nformat ascii 1.0\nelement vertex {len(pts)}\nproperty float x\nproperty float y\n"
+            "property float z\nend_header\n"
+        )
         np.savetxt(fh, pts, fmt="%.4f")
 
 
@@ -151,16 +158,41 @@ def test_benchmark_target_on_fake_dtu(tmp_path):
         "dtu_root": str(dtu),
         "benchmark": {"scans": [24, 37], "poses": "reference"},
         "visual_hull": {"resolution": 32},
-        "train": {"preset": "cpu", "overrides": {"steps": 30, "checkpoint_every": 10, "validate_every": 0,
-                                                 "log_every": 10, "n_rays": 128, "n_samples": 32}},
+        "train": {
+            "preset": "cpu",
+            "overrides": {
+                "steps": 30,
+                "checkpoint_every": 10,
+                "validate_every": 0,
+                "log_every": 10,
+                "n_rays": 128,
+                "n_samples": 32,
+            },
+        },
         "mesh": {"resolution": 48, "dilation": 2},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    cmd = ["timeout", "280", sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-           "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2",
-           "--workflow-profile", "none", "--show-failed-logs", "benchmark"]
+    cmd = [
+        "timeout",
+        "280",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        "--cores",
+        "2",
+        "--workflow-profile",
+        "none",
+        "--show-failed-logs",
+        "benchmark",
+    ]
     run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
 

@@ -107,10 +107,29 @@ def test_masks_pass_only_the_given_settings(monkeypatch, run_cli):
     calls = _record(monkeypatch, neus_stage.masks, "compute_masks")
     assert run_cli(["masks", "--images", "i", "--out", "o"]) == 0
     assert calls[-1] == ((Path("i"), Path("o")), {})
-    assert run_cli(["masks", "--images", "i", "--out", "o", "--threshold", "0.7", "--sfm", "s", "--no-multiview",
-                    "--mode", "rembg"]) == 0
-    assert calls[-1] == ((Path("i"), Path("o")),
-                         {"threshold": 0.7, "sfm_dir": Path("s"), "multiview": False, "mode": "rembg"})
+    assert (
+        run_cli(
+            [
+                "masks",
+                "--images",
+                "i",
+                "--out",
+                "o",
+                "--threshold",
+                "0.7",
+                "--sfm",
+                "s",
+                "--no-multiview",
+                "--mode",
+                "rembg",
+            ]
+        )
+        == 0
+    )
+    assert calls[-1] == (
+        (Path("i"), Path("o")),
+        {"threshold": 0.7, "sfm_dir": Path("s"), "multiview": False, "mode": "rembg"},
+    )
 
 
 def test_mesh_flags_reach_their_parameters(monkeypatch, run_cli):
@@ -121,8 +140,12 @@ def test_mesh_flags_reach_their_parameters(monkeypatch, run_cli):
     assert run_cli(base) == 0
     assert calls[-1] == ((Path("c.pt"), Path("d"), Path("b.json"), Path("m.ply")), {})
     assert run_cli([*base, "--clean", "mc.ply", "--hull", "h.npz", "--no-cut-at-support", "--resolution", "64"]) == 0
-    assert calls[-1][1] == {"clean_path": Path("mc.ply"), "hull_path": Path("h.npz"), "cut_at_support": False,
-                            "resolution": 64}
+    assert calls[-1][1] == {
+        "clean_path": Path("mc.ply"),
+        "hull_path": Path("h.npz"),
+        "cut_at_support": False,
+        "resolution": 64,
+    }
     assert run_cli([*base, "--cut-at-support"]) == 0
     assert calls[-1][1] == {"cut_at_support": True}
 
@@ -134,10 +157,28 @@ def test_dataset_scale_settings_use_the_dataclass_defaults(monkeypatch, run_cli,
     base = ["dataset", "--out", "ds", "--masks", "m", "--sfm", "s"]
     assert run_cli(base) == 0
     assert calls[-1] == ((Path("s"), Path("m"), Path("ds")), {"scale": ScaleSettings()})
-    assert run_cli([*base, "--margin", "0.2", "--marker-ids", "3, 5", "--scale-factor", "0.01",
-                    "--known-length", "1", "2", "0.3"]) == 0
-    assert calls[-1][1] == {"margin": 0.2, "scale": ScaleSettings(marker_ids=(3, 5), factor=0.01,
-                                                                  known_length=(1, 2, 0.3))}
+    assert (
+        run_cli(
+            [
+                *base,
+                "--margin",
+                "0.2",
+                "--marker-ids",
+                "3, 5",
+                "--scale-factor",
+                "0.01",
+                "--known-length",
+                "1",
+                "2",
+                "0.3",
+            ]
+        )
+        == 0
+    )
+    assert calls[-1][1] == {
+        "margin": 0.2,
+        "scale": ScaleSettings(marker_ids=(3, 5), factor=0.01, known_length=(1, 2, 0.3)),
+    }
     capsys.readouterr()
     assert run_cli([*base, "--marker-ids", "a,b"]) == 2  # a StageError: one line, exit 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("neus-stage dataset: error:")]
@@ -179,8 +220,26 @@ def test_train_passes_preset_and_paths_only_when_given(monkeypatch, run_cli, tmp
     assert run_cli(["train", "--dataset", str(ds), "--out", "run"]) == 0
     assert presets[-1] == ((), {"overrides": {}})
     assert trained[-1][1] == {}
-    assert run_cli(["train", "--dataset", str(ds), "--out", "run", "--preset", "cpu", "--hull", "h.npz",
-                    "--bbox", "b.json", "--set", "steps=5"]) == 0
+    assert (
+        run_cli(
+            [
+                "train",
+                "--dataset",
+                str(ds),
+                "--out",
+                "run",
+                "--preset",
+                "cpu",
+                "--hull",
+                "h.npz",
+                "--bbox",
+                "b.json",
+                "--set",
+                "steps=5",
+            ]
+        )
+        == 0
+    )
     assert presets[-1] == ((), {"preset": "cpu", "overrides": {"steps": "5"}})
     assert trained[-1][1] == {"hull_path": Path("h.npz"), "bbox_path": Path("b.json")}
     (ds / "mask" / "000.png").unlink()  # no masks: no hull either, the box only
@@ -191,9 +250,11 @@ def test_train_passes_preset_and_paths_only_when_given(monkeypatch, run_cli, tmp
 
 # ------------------------------------------------------------------------------------------ no heavy imports
 def test_building_and_parsing_imports_neither_torch_nor_pycolmap():
-    code = ("import sys; from neus_stage.cli import build_parser; "
-            "build_parser().parse_args(['sfm', '--photos', 'x', '--out', 'y']); "
-            "print('torch' in sys.modules, 'pycolmap' in sys.modules)")
+    code = (
+        "import sys; from neus_stage.cli import build_parser; "
+        "build_parser().parse_args(['sfm', '--photos', 'x', '--out', 'y']); "
+        "print('torch' in sys.modules, 'pycolmap' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False"]

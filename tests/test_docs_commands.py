@@ -42,8 +42,12 @@ def _env() -> dict[str, str]:
     """The environment of a shell without the venv activated: no .venv/bin on PATH, no VIRTUAL_ENV."""
     env = dict(os.environ)
     venv_bin = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin
-                                  and not p.endswith(".venv/bin")) or "/usr/bin:/bin"
+    env["PATH"] = (
+        os.pathsep.join(
+            p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin and not p.endswith(".venv/bin")
+        )
+        or "/usr/bin:/bin"
+    )
     env.pop("VIRTUAL_ENV", None)
     env.pop("PYTHONPATH", None)
     return env
@@ -54,8 +58,13 @@ def fresh_checkout(tmp_path_factory) -> Path:
     """The checkout's files as git knows them (tracked and new, not ignored), with the venv and the rembg
     model linked in as `make setup` would have made them."""
     root = tmp_path_factory.mktemp("fresh") / "neus-stage"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     for rel in files:
         src = ROOT / rel
         if src.is_file():
@@ -77,19 +86,22 @@ def test_the_docs_document_the_commands_this_test_runs():
 @pytest.mark.parametrize("doc,command", documented_commands())
 def test_documented_command_runs_without_activation(fresh_checkout: Path, doc: str, command: str):
     if command.startswith("printf "):
-        proc = subprocess.run(["bash", "-c", command], cwd=fresh_checkout, env=_env(), capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            ["bash", "-c", command], cwd=fresh_checkout, env=_env(), capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 0, proc.stderr
         return
     if "my_scenes.tsv" in command and not (fresh_checkout / "config" / "my_scenes.tsv").is_file():
         prep = [c for _, c in documented_commands() if c.startswith("printf ")]
         subprocess.run(["bash", "-c", prep[0]], cwd=fresh_checkout, env=_env(), check=True)
-    proc = subprocess.run(["bash", "-c", command + " -n -p"], cwd=fresh_checkout, env=_env(), capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        ["bash", "-c", command + " -n -p"], cwd=fresh_checkout, env=_env(), capture_output=True, text=True, timeout=600
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{doc}: {command}\n{out[-3000:]}"
     shells = [ln for ln in out.splitlines() if ln.startswith("Shell command:")] or re.findall(
-        r"^\s+(\S*python\S* -m neus_stage.*)$", out, re.M)
+        r"^\s+(\S*python\S* -m neus_stage.*)$", out, re.M
+    )
     assert shells, out[-2000:]
     for line in out.splitlines():
         assert not re.match(r"^\s*neus-stage ", line), f"a rule calls a bare neus-stage: {line}"
@@ -99,7 +111,13 @@ def test_documented_command_runs_without_activation(fresh_checkout: Path, doc: s
 def test_snakemake_from_another_directory_needs_no_configfile(fresh_checkout: Path, tmp_path: Path):
     """`snakemake -s <checkout>/Snakefile -d OTHER_DIR` finds the workflow's config and the demo's photos."""
     snakemake = fresh_checkout / ".venv" / "bin" / "snakemake"
-    proc = subprocess.run([str(snakemake), "-s", str(fresh_checkout / "Snakefile"), "-d", str(tmp_path), "-n",
-                           "--cores", "1"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(snakemake), "-s", str(fresh_checkout / "Snakefile"), "-d", str(tmp_path), "-n", "--cores", "1"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "rule sfm" in proc.stdout and "resources/demo/photos" in proc.stdout

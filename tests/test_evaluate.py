@@ -192,8 +192,9 @@ def spheres(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_generic_concentric_spheres(spheres: dict[str, Path], tmp_path: Path) -> None:
-    res = evaluate_generic(spheres["pred"], spheres["gt"], tmp_path / "eval.json", thresholds=[0.005, 0.02],
-                           n_samples=50_000)
+    res = evaluate_generic(
+        spheres["pred"], spheres["gt"], tmp_path / "eval.json", thresholds=[0.005, 0.02], n_samples=50_000
+    )
     assert res["accuracy"] == pytest.approx(0.01, rel=0.02)
     assert res["completeness"] == pytest.approx(0.01, rel=0.02)
     assert res["overall"] == pytest.approx(0.01, rel=0.02)
@@ -224,8 +225,9 @@ def test_generic_default_thresholds_and_fscore_of_a_partial_mesh(spheres: dict[s
 
 def test_generic_against_a_point_cloud_with_error_cloud(spheres: dict[str, Path], tmp_path: Path) -> None:
     err = tmp_path / "err.ply"
-    res = evaluate_generic(spheres["pred"], spheres["gt_cloud"], tmp_path / "eval.json", n_samples=20_000,
-                           error_cloud=err)
+    res = evaluate_generic(
+        spheres["pred"], spheres["gt_cloud"], tmp_path / "eval.json", n_samples=20_000, error_cloud=err
+    )
     assert res["gt_kind"] == "point cloud"
     assert res["completeness"] == pytest.approx(0.01, rel=0.03)  # GT points -> exact mesh surface
     assert 0.01 <= res["accuracy"] < 0.013  # nearest GT point: a little above the true 0.01
@@ -239,8 +241,9 @@ def test_generic_against_a_point_cloud_with_error_cloud(spheres: dict[str, Path]
 def test_generic_alignment_recovers_the_original(spheres: dict[str, Path], tmp_path: Path) -> None:
     V, F = _sphere(1.01, subdivisions=5)
     V = V * [1.0, 1.0, 0.9]  # not a sphere, so the rotation matters
-    plain = evaluate_generic(_write_mesh(tmp_path / "e.ply", V, F), spheres["gt"], tmp_path / "a.json",
-                             n_samples=30_000)
+    plain = evaluate_generic(
+        _write_mesh(tmp_path / "e.ply", V, F), spheres["gt"], tmp_path / "a.json", n_samples=30_000
+    )
     sim = _similarity(2.5, [0.4, 0.9, -0.2], [3.0, -1.0, 7.0])
     moved = _write_mesh(tmp_path / "moved.ply", sim.apply(V), F)
     unaligned = evaluate_generic(moved, spheres["gt"], tmp_path / "b.json", n_samples=30_000)
@@ -313,9 +316,22 @@ def test_cli_reports_errors_without_traceback(spheres: dict[str, Path], tmp_path
     from neus_stage.cli import main
 
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--mesh", str(spheres["pred"]), "--gt", str(spheres["gt"]), "--out", str(out),
-                 "--thresholds", "0.005,0.02"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--mesh",
+                str(spheres["pred"]),
+                "--gt",
+                str(spheres["gt"]),
+                "--out",
+                str(out),
+                "--thresholds",
+                "0.005,0.02",
+            ]
+        )
+        == 0
+    )
     assert [r["threshold"] for r in json.loads(out.read_text())["fscores"]] == [0.005, 0.02]
-    assert main(["evaluate", "--mesh", str(tmp_path / "nope.ply"), "--gt", str(spheres["gt"]),
-                 "--out", str(out)]) == 2
+    assert main(["evaluate", "--mesh", str(tmp_path / "nope.ply"), "--gt", str(spheres["gt"]), "--out", str(out)]) == 2
     assert "nope.ply: mesh file not found" in capsys.readouterr().err

@@ -36,11 +36,21 @@ def scene(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("export")
     render_scene(root / "render", scene="mug", n_views=16, width=160, height=120, seed=2, gt_resolution=128)
-    build_dataset_from_reference(root / "render" / "photos", root / "render" / "cameras_sphere.npz",
-                                 root / "render" / "masks", root / "mug" / "dataset")
+    build_dataset_from_reference(
+        root / "render" / "photos",
+        root / "render" / "cameras_sphere.npz",
+        root / "render" / "masks",
+        root / "mug" / "dataset",
+    )
     shutil.copy(root / "render" / "gt.ply", root / "mug" / "mesh_clean.ply")
-    meta = export_textured(root / "mug" / "mesh_clean.ply", root / "mug" / "dataset", root / "mug" / "export",
-                           faces=FACES, texture_size=SIZE, holdout_every=4)
+    meta = export_textured(
+        root / "mug" / "mesh_clean.ply",
+        root / "mug" / "dataset",
+        root / "mug" / "export",
+        faces=FACES,
+        texture_size=SIZE,
+        holdout_every=4,
+    )
     return {"root": root, "res": root / "mug", "out": root / "mug" / "export", "meta": meta}
 
 
@@ -70,7 +80,7 @@ def _gltf_arrays(path: Path):
     material = g.materials[prim.material]
     image = g.images[g.textures[material.pbrMetallicRoughness.baseColorTexture.index].source]
     view = g.bufferViews[image.bufferView]
-    png = blob[view.byteOffset or 0: (view.byteOffset or 0) + view.byteLength]
+    png = blob[view.byteOffset or 0 : (view.byteOffset or 0) + view.byteLength]
     texture = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     # the node's transform, if any, applies to the positions (trimesh writes none)
     node = next(n for n in g.nodes if n.mesh is not None)
@@ -82,8 +92,14 @@ def test_glb_and_obj_load_back(scene):
     import trimesh
 
     out, meta = scene["out"], scene["meta"]
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "mug.glb", "mug.mtl", "mug.obj", "mug.png",
-                                                    "preview.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "export.json",
+        "mug.glb",
+        "mug.mtl",
+        "mug.obj",
+        "mug.png",
+        "preview.jpg",
+    ]
     assert json.loads((out / "export.json").read_text())["faces"] == meta["faces"]
     assert 0.9 * FACES <= meta["faces"] <= FACES < meta["faces_in"]
     g, pos, faces, uv, normals, texture, mime = _gltf_arrays(out / "mug.glb")
@@ -95,8 +111,9 @@ def test_glb_and_obj_load_back(scene):
     # y-up: the glTF positions are (x, z, -y) of the world mesh; the mug's height runs along glTF's y
     gt = trimesh.load(scene["res"] / "mesh_clean.ply", process=False)
     world = from_export_frame(pos)
-    assert np.allclose(world.min(0), gt.vertices.min(0), atol=0.02) and np.allclose(world.max(0),
-                                                                                     gt.vertices.max(0), atol=0.02)
+    assert np.allclose(world.min(0), gt.vertices.min(0), atol=0.02) and np.allclose(
+        world.max(0), gt.vertices.max(0), atol=0.02
+    )
     extent = pos.max(0) - pos.min(0)
     assert np.isclose(extent[1], np.ptp(gt.vertices[:, 2]), atol=0.02)
 
@@ -134,8 +151,9 @@ def test_texture_matches_the_held_out_photos(scene):
         psnr.append(masked_psnr(render, view.image, region))
         bad, _ = render_textured(verts, faces, uv, texture[::-1], view.world_mat, w, h)
         flipped.append(masked_psnr(bad, view.image, region))
-        r_obj, hit_obj = render_textured(from_export_frame(obj.vertices), obj.faces, obj_uv, obj_tex,
-                                         view.world_mat, w, h)
+        r_obj, hit_obj = render_textured(
+            from_export_frame(obj.vertices), obj.faces, obj_uv, obj_tex, view.world_mat, w, h
+        )
         psnr_obj.append(masked_psnr(r_obj, view.image, hit_obj & view.mask))
     print(f"held-out PSNR {np.round(psnr, 2)}, flipped texture {np.round(flipped, 2)}, OBJ {np.round(psnr_obj, 2)}")
     # the photos alias the mug's fine solid texture differently from every viewpoint (one ray per pixel), which
@@ -159,8 +177,19 @@ def test_bad_settings_are_one_clear_error(scene, run_cli, capsys):
     with pytest.raises(StageError, match="'photos' or 'network'"):
         check_export_settings(200_000, 2048, "colours")
     res = scene["res"]
-    rc = run_cli(["export", "--mesh", str(res / "mesh_clean.ply"), "--dataset", str(res / "dataset"),
-                  "--out", str(scene["root"] / "bad"), "--faces", "500"])
+    rc = run_cli(
+        [
+            "export",
+            "--mesh",
+            str(res / "mesh_clean.ply"),
+            "--dataset",
+            str(res / "dataset"),
+            "--out",
+            str(scene["root"] / "bad"),
+            "--faces",
+            "500",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "neus-stage export: error: --faces 500: the target face count must be at least 1000" in err
     assert "Traceback" not in err and not (scene["root"] / "bad").exists()
@@ -168,15 +197,27 @@ def test_bad_settings_are_one_clear_error(scene, run_cli, capsys):
 
 def test_bad_export_settings_stop_the_workflow_before_any_job(tmp_path):
     """A dry run with export.texture_size 1000 stops at once, naming the config key and the fix."""
-    cmd = [str(ROOT / ".venv" / "bin" / "snakemake"), "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "-n",
-           "--cores", "1", "--config", "export={faces: 200000, texture_size: 1000}"]
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "snakemake"),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "-n",
+        "--cores",
+        "1",
+        "--config",
+        "export={faces: 200000, texture_size: 1000}",
+    ]
     if not Path(cmd[0]).exists():
         cmd[0] = shutil.which("snakemake") or pytest.skip("snakemake not installed")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "export.texture_size 1000: the texture size must be a power of two; set export.texture_size to 512 or " \
-           "1024" in text, text[-3000:]
+    assert (
+        "export.texture_size 1000: the texture size must be a power of two; set export.texture_size to 512 or "
+        "1024" in text
+    ), text[-3000:]
 
 
 @pytest.mark.slow  # two xatlas runs on 80k faces: about 40 s on 2 busy cores
@@ -208,10 +249,23 @@ def test_texture_from_the_colour_network(scene, monkeypatch, tmp_path):
     ckpt.write_bytes(b"stand-in")
     res = scene["res"]
     with pytest.raises(StageError, match="needs --checkpoint"):
-        export_textured(res / "mesh_clean.ply", res / "dataset", tmp_path / "x", faces=2000, texture_size=128,
-                        texture_from="network")
-    meta = export_textured(res / "mesh_clean.ply", res / "dataset", tmp_path / "net", faces=2000, texture_size=256,
-                           texture_from="network", checkpoint=ckpt)
+        export_textured(
+            res / "mesh_clean.ply",
+            res / "dataset",
+            tmp_path / "x",
+            faces=2000,
+            texture_size=128,
+            texture_from="network",
+        )
+    meta = export_textured(
+        res / "mesh_clean.ply",
+        res / "dataset",
+        tmp_path / "net",
+        faces=2000,
+        texture_size=256,
+        texture_from="network",
+        checkpoint=ckpt,
+    )
     assert meta["texture_from"] == "network" and meta["bake"]["seen_share"] == 1.0
     _, pos, faces, uv, normals, texture, _ = _gltf_arrays(tmp_path / "net" / "mug.glb")
     # the texture at each vertex's UV holds (world normal + 1) / 2
@@ -227,8 +281,8 @@ def test_report_shows_the_textured_view(scene):
     status = build_report(scene["res"], max_faces=2000)
     assert status["mesh"] == "ok"
     page = (scene["res"] / "report.html").read_text()
-    section = page[page.index('<section id="mesh"'):]
-    section = section[:section.index("</section>")]
+    section = page[page.index('<section id="mesh"') :]
+    section = section[: section.index("</section>")]
     assert "Textured export" in section and "photos beside the textured mesh" in section
     assert f"{SIZE}^2 from the photos" in section and "held-out views" in section
 
@@ -241,8 +295,21 @@ def test_glb_in_headless_chromium(scene, tmp_path):
     if shutil.which("npm") is None and not (ROOT / "build" / "viewer" / "node_modules" / "three").is_dir():
         pytest.skip("npm is not installed (it fetches three.js once)")
     shot = tmp_path / "glb.png"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "glb_screenshot.py"), str(scene["out"] / "mug.glb"),
-                           str(shot), "--width", "480", "--height", "360"], capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "glb_screenshot.py"),
+            str(scene["out"] / "mug.glb"),
+            str(shot),
+            "--width",
+            "480",
+            "--height",
+            "360",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     if proc.returncode == 2 and "npm could not install" in proc.stderr:
         pytest.skip(proc.stderr.strip())
     assert proc.returncode == 0, proc.stderr

@@ -28,8 +28,7 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q if np.linalg.det(q) > 0 else -q
 
 
-def _ring(rng: np.random.Generator, n: int = 24, roll_deg: float = 4.0
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ring(rng: np.random.Generator, n: int = 24, roll_deg: float = 4.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centres, up vectors and x axes of cameras on a ring around the origin (z up), elevations 15-50 deg, each with a
     random roll: a photographer's hand-held orbit."""
     C, U, X = [], [], []
@@ -66,8 +65,9 @@ def test_upright_frame_of_arrays(with_floor):
     pts = np.concatenate([obj, floor]) if with_floor else obj
     pts = pts + rng.normal(0, 0.002, pts.shape)
     to_sfm = Similarity(1.7, _random_rotation(rng), rng.normal(size=3), 0.0)
-    frame = upright_frame(to_sfm.apply(C), U @ to_sfm.R.T, to_sfm.apply(pts), to_sfm.apply(obj), scale=1.0,
-                          camera_x=X @ to_sfm.R.T)
+    frame = upright_frame(
+        to_sfm.apply(C), U @ to_sfm.R.T, to_sfm.apply(pts), to_sfm.apply(obj), scale=1.0, camera_x=X @ to_sfm.R.T
+    )
     total = to_sfm.then(frame.similarity)  # truth -> upright world
     up_error = angle_deg(total.R @ [0, 0, 1], [0, 0, 1])
     if with_floor:
@@ -94,8 +94,13 @@ def pot(tmp_path_factory) -> dict:
     root = sfm_scene(tmp_path_factory.getbasetemp(), "pot")
     out = tmp_path_factory.mktemp("frame_pot")
     meta = build_dataset_from_sfm(root / "sfm", root / "masks", out / "dataset")
-    bbox = carve_visual_hull(out / "dataset", out / "bbox.json", out / "hull.npz", resolution=64,
-                             sparse_dir=root / "sfm" / "undistorted" / "sparse")
+    bbox = carve_visual_hull(
+        out / "dataset",
+        out / "bbox.json",
+        out / "hull.npz",
+        resolution=64,
+        sparse_dir=root / "sfm" / "undistorted" / "sparse",
+    )
     return {"root": root, "render": render_dir(root), "out": out, "meta": meta, "bbox": bbox}
 
 
@@ -131,8 +136,11 @@ def test_every_artifact_is_in_the_upright_frame(pot):
     sfm_centres = {Path(im.name).stem: im.projection_center() for im in rec.images.values()}
     world_mats, scale_mat = read_cameras_sphere(out / "dataset" / "cameras_sphere.npz")
     names = [v["name"] for v in pot["meta"]["views"]]
-    np.testing.assert_allclose(camera_centers(world_mats), to_world.apply(np.array([sfm_centres[n] for n in names])),
-                               atol=1e-6 * to_world.scale)
+    np.testing.assert_allclose(
+        camera_centers(world_mats),
+        to_world.apply(np.array([sfm_centres[n] for n in names])),
+        atol=1e-6 * to_world.scale,
+    )
     assert np.allclose(pot["meta"]["frame"]["from_sfm"]["matrix"], to_world.matrix)
     # bbox.json: the support plane the visual-hull stage found in the (mapped) SfM points is z = 0
     sup = pot["bbox"]["support"]
@@ -183,8 +191,13 @@ def test_dtu_scan_is_upright(shared_data, scan, tmp_path):
     table = find_support(pts, poses[:, :3, 3], -poses[:, :3, 1]).plane
     assert table is not None
     run_sfm(data / "photos", tmp_path / "sfm", threads=2)
-    compute_masks(tmp_path / "sfm" / "undistorted" / "images", tmp_path / "masks",
-                  user_masks=data / "reference" / "mask", sfm_dir=tmp_path / "sfm", mode="user")
+    compute_masks(
+        tmp_path / "sfm" / "undistorted" / "images",
+        tmp_path / "masks",
+        user_masks=data / "reference" / "mask",
+        sfm_dir=tmp_path / "sfm",
+        mode="user",
+    )
     build_dataset_from_sfm(tmp_path / "sfm", tmp_path / "masks", tmp_path / "dataset")
     sim = reference_alignment(tmp_path / "dataset", data / "reference" / "cameras_sphere.npz")
     up_error = angle_deg(sim.R.T @ table.normal, [0, 0, 1])

@@ -129,8 +129,9 @@ def test_parts_with_sfm_cameras(tmp_path):
     render_scene(tmp_path / "render", scene="parts", n_views=36, width=400, height=300, seed=0, gt_resolution=128)
     report_sfm = run_sfm(tmp_path / "render" / "photos", tmp_path / "sfm")
     assert report_sfm["n_registered"] == 36
-    report, raw, final = _masks_with_raw(tmp_path / "sfm" / "undistorted" / "images", tmp_path / "masks",
-                                         sfm_dir=tmp_path / "sfm")
+    report, raw, final = _masks_with_raw(
+        tmp_path / "sfm" / "undistorted" / "images", tmp_path / "masks", sfm_dir=tmp_path / "sfm"
+    )
     undistort = undistorter(tmp_path / "sfm")[1]
     true = {s: undistort(m) for s, m in _true_masks(tmp_path / "render" / "masks").items()}
     raw_iou = [iou(raw[s], true[s]) for s in true]

@@ -102,8 +102,9 @@ def test_rembg_lookup_is_offline(tmp_path, monkeypatch):
 
 # -------------------------------------------------------------------------------------- user masks
 def test_user_masks_undistorted_and_consistent(subset_sfm, reference_user_masks, tmp_path):
-    report = M.compute_masks(subset_sfm / "undistorted" / "images", tmp_path / "masks",
-                             user_masks=reference_user_masks, sfm_dir=subset_sfm)
+    report = M.compute_masks(
+        subset_sfm / "undistorted" / "images", tmp_path / "masks", user_masks=reference_user_masks, sfm_dir=subset_sfm
+    )
     assert report["source"] == "user" and report["user_masks_undistorted"] == len(SUBSET)
     und_size = Image.open(subset_sfm / "undistorted" / "images" / "020.png").size
     for s in SUBSET:
@@ -147,8 +148,7 @@ def test_inconsistent_masks_refused(subset_sfm, reference_user_masks, tmp_path):
         m = m[::-1] if i % 2 else m[:, ::-1]
         Image.fromarray(np.ascontiguousarray(m)).save(flipped / f"{s}.png")
     with pytest.raises(StageError, match="disagree across views"):
-        M.compute_masks(subset_sfm / "undistorted" / "images", tmp_path / "out", user_masks=flipped,
-                        sfm_dir=subset_sfm)
+        M.compute_masks(subset_sfm / "undistorted" / "images", tmp_path / "out", user_masks=flipped, sfm_dir=subset_sfm)
 
 
 # ------------------------------------------------------------------------------------- consistency
@@ -184,7 +184,9 @@ def test_full_scan_rembg_with_consistency(dtu_scan65, tmp_path):
     run_sfm(dtu_scan65 / "photos", tmp_path / "sfm")
     cam_undistort = undistorter(tmp_path / "sfm")[1]
     report = M.compute_masks(tmp_path / "sfm" / "undistorted" / "images", tmp_path / "masks", sfm_dir=tmp_path / "sfm")
-    ious = [iou(_read(tmp_path / "masks" / f"{s}.png"), cam_undistort(_ref_mask(dtu_scan65, s)))
-            for s in report["final_foreground_share"]]
+    ious = [
+        iou(_read(tmp_path / "masks" / f"{s}.png"), cam_undistort(_ref_mask(dtu_scan65, s)))
+        for s in report["final_foreground_share"]
+    ]
     assert np.mean(ious) > 0.98  # measured 0.986
     assert report["consistency"]["outliers"] == []

@@ -48,18 +48,29 @@ def _scene(tmp_path_factory, scene: str, views: int, width: int, height: int, se
     from neus_stage.synth import render_scene
 
     root = tmp_path_factory.mktemp(scene)
-    render_scene(root / "render", scene=scene, n_views=views, width=width, height=height, seed=seed,
-                 gt_resolution=96)
+    render_scene(root / "render", scene=scene, n_views=views, width=width, height=height, seed=seed, gt_resolution=96)
     sfm = run_sfm(root / "render" / "photos", root / "sfm")
-    report = M.compute_masks(root / "sfm" / "undistorted" / "images", root / "masks", sfm_dir=root / "sfm",
-                             candidates_dir=root / "candidates")
+    report = M.compute_masks(
+        root / "sfm" / "undistorted" / "images",
+        root / "masks",
+        sfm_dir=root / "sfm",
+        candidates_dir=root / "candidates",
+    )
     undistort = undistorter(root / "sfm")[1]
-    true = {p.stem: undistort(np.asarray(Image.open(p)) >= 128) for p in sorted((root / "render" / "masks").glob("*"))
-            if p.stem in sfm["registered"]}
+    true = {
+        p.stem: undistort(np.asarray(Image.open(p)) >= 128)
+        for p in sorted((root / "render" / "masks").glob("*"))
+        if p.stem in sfm["registered"]
+    }
     final = {s: np.asarray(Image.open(root / "masks" / f"{s}.png")) >= 128 for s in true}
-    return {"root": root, "sfm": sfm, "report": report, "true": true,
-            "raw": {s: iou(read_mask(root / "candidates" / "rembg" / f"{s}.png"), true[s]) for s in true},
-            "final": {s: iou(final[s], true[s]) for s in true}}
+    return {
+        "root": root,
+        "sfm": sfm,
+        "report": report,
+        "true": true,
+        "raw": {s: iou(read_mask(root / "candidates" / "rembg" / f"{s}.png"), true[s]) for s in true},
+        "final": {s: iou(final[s], true[s]) for s in true},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +108,10 @@ def test_teapot_region_holds_the_whole_object(teapot):
     rec = pycolmap.Reconstruction(root / "sfm" / "undistorted" / "sparse")
     stems = sorted(p.stem for p in (root / "render" / "photos").iterdir())
     images = list(rec.images.values())
-    sim = fit_similarity(np.array([true_centres[stems.index(Path(im.name).stem)] for im in images]),
-                         np.array([im.projection_center() for im in images]))
+    sim = fit_similarity(
+        np.array([true_centres[stems.index(Path(im.name).stem)] for im in images]),
+        np.array([im.projection_center() for im in images]),
+    )
     verts = sim.apply(np.asarray(trimesh.load(root / "render" / "gt.ply").vertices))
     c = teapot["report"]["consistency"]
     lo, hi = np.array(c["region_lo"]), np.array(c["region_hi"])
@@ -127,7 +140,7 @@ def test_inconsistent_masks_go_on_without_masks(mug_render, tmp_path, run_cli, m
             w, h = Image.open(p).size
             m = np.zeros((h, w), np.uint8)
             y, x = rng.integers(0, h // 2), rng.integers(0, w // 2)
-            m[y: y + h // 3, x: x + w // 3] = 255
+            m[y : y + h // 3, x : x + w // 3] = 255
             out[s] = m
         return out
 
@@ -137,26 +150,93 @@ def test_inconsistent_masks_go_on_without_masks(mug_render, tmp_path, run_cli, m
     assert not list((tmp_path / "masks").glob("*.png"))
     assert json.loads((tmp_path / "masks" / "report.json").read_text())["mode"] == "none"
     with pytest.raises(Exception, match="masks mode 'rembg'"):
-        M.compute_masks(mug_render / "photos", tmp_path / "masks2", mode="rembg",
-                        cameras=mug_render / "cameras_sphere.npz")
+        M.compute_masks(
+            mug_render / "photos", tmp_path / "masks2", mode="rembg", cameras=mug_render / "cameras_sphere.npz"
+        )
 
     ds = tmp_path / "dataset"
-    assert run_cli(["dataset", "--photos", str(mug_render / "photos"), "--reference-cameras",
-                    str(mug_render / "cameras_sphere.npz"), "--masks", str(tmp_path / "masks"), "--out", str(ds)]) == 0
+    assert (
+        run_cli(
+            [
+                "dataset",
+                "--photos",
+                str(mug_render / "photos"),
+                "--reference-cameras",
+                str(mug_render / "cameras_sphere.npz"),
+                "--masks",
+                str(tmp_path / "masks"),
+                "--out",
+                str(ds),
+            ]
+        )
+        == 0
+    )
     assert json.loads((ds / "meta.json").read_text())["masks"] == "none" and not list((ds / "mask").glob("*"))
-    assert run_cli(["visual-hull", "--dataset", str(ds), "--bbox", str(tmp_path / "bbox.json"), "--hull",
-                    str(tmp_path / "hull.npz"), "--resolution", "32"]) == 0
+    assert (
+        run_cli(
+            [
+                "visual-hull",
+                "--dataset",
+                str(ds),
+                "--bbox",
+                str(tmp_path / "bbox.json"),
+                "--hull",
+                str(tmp_path / "hull.npz"),
+                "--resolution",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "bbox.json").read_text())["carved"] is False
-    assert run_cli(["train", "--dataset", str(ds), "--hull", str(tmp_path / "hull.npz"), "--bbox",
-                    str(tmp_path / "bbox.json"), "--out", str(tmp_path / "neus"), "--preset", "cpu", "--set",
-                    "steps=30", "--set", "n_rays=64", "--set", "validate_every=0"]) == 0
+    assert (
+        run_cli(
+            [
+                "train",
+                "--dataset",
+                str(ds),
+                "--hull",
+                str(tmp_path / "hull.npz"),
+                "--bbox",
+                str(tmp_path / "bbox.json"),
+                "--out",
+                str(tmp_path / "neus"),
+                "--preset",
+                "cpu",
+                "--set",
+                "steps=30",
+                "--set",
+                "n_rays=64",
+                "--set",
+                "validate_every=0",
+            ]
+        )
+        == 0
+    )
     import yaml
 
     cfg = yaml.safe_load((tmp_path / "neus" / "config.yaml").read_text())
     assert cfg["use_mask"] is False and cfg["hull_prior"] == "none"
-    assert run_cli(["mesh", "--checkpoint", str(tmp_path / "neus" / "checkpoint.pt"), "--dataset", str(ds),
-                    "--bbox", str(tmp_path / "bbox.json"), "--out", str(tmp_path / "mesh.ply"), "--clean",
-                    str(tmp_path / "mesh_clean.ply"), "--resolution", "32"]) == 0
+    assert (
+        run_cli(
+            [
+                "mesh",
+                "--checkpoint",
+                str(tmp_path / "neus" / "checkpoint.pt"),
+                "--dataset",
+                str(ds),
+                "--bbox",
+                str(tmp_path / "bbox.json"),
+                "--out",
+                str(tmp_path / "mesh.ply"),
+                "--clean",
+                str(tmp_path / "mesh_clean.ply"),
+                "--resolution",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "mesh.json").read_text())["mask_culled"] is False
 
 
@@ -174,7 +254,11 @@ def test_dtu_scan24_geometry_masks_match_the_reference(shared_data, tmp_path):
     report = M.compute_masks(tmp_path / "sfm" / "undistorted" / "images", tmp_path / "masks", sfm_dir=tmp_path / "sfm")
     assert report["mode"] == "geometry"
     undistort = undistorter(tmp_path / "sfm")[1]
-    ious = [iou(np.asarray(Image.open(p)) >= 128,
-                undistort(np.asarray(Image.open(scan / "reference" / "mask" / p.name).convert("L")) >= 128))
-            for p in sorted((tmp_path / "masks").glob("*.png"))]
+    ious = [
+        iou(
+            np.asarray(Image.open(p)) >= 128,
+            undistort(np.asarray(Image.open(scan / "reference" / "mask" / p.name).convert("L")) >= 128),
+        )
+        for p in sorted((tmp_path / "masks").glob("*.png"))
+    ]
     assert len(ious) == 49 and np.mean(ious) >= 0.95 and min(ious) >= 0.85

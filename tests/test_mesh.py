@@ -30,6 +30,7 @@ def torus(R: float = 0.5, r: float = 0.2):
     def f(p):
         q = torch.stack([torch.linalg.norm(p[:, :2], dim=-1) - R, p[:, 2]], dim=-1)
         return torch.linalg.norm(q, dim=-1) - r
+
     return f
 
 
@@ -41,6 +42,7 @@ def box_with_hole(half=(0.6, 0.5, 0.4), hole=0.2):
         box = torch.linalg.norm(q.clamp(min=0), dim=-1) + q.max(dim=-1).values.clamp(max=0)
         cyl = torch.linalg.norm(p[:, :2], dim=-1) - hole  # a hole through the box along z
         return torch.maximum(box, -cyl)
+
     return f
 
 
@@ -55,11 +57,14 @@ def sdf_np(func, v) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- extraction
-@pytest.mark.parametrize(("name", "func", "genus", "volume"), [
-    ("sphere", sphere(), 0, 4 / 3 * np.pi * 0.5**3),
-    ("torus", torus(), 1, 2 * np.pi**2 * 0.5 * 0.2**2),
-    ("box_with_hole", box_with_hole(), 1, 1.2 * 1.0 * 0.8 - np.pi * 0.2**2 * 0.8),
-])
+@pytest.mark.parametrize(
+    ("name", "func", "genus", "volume"),
+    [
+        ("sphere", sphere(), 0, 4 / 3 * np.pi * 0.5**3),
+        ("torus", torus(), 1, 2 * np.pi**2 * 0.5 * 0.2**2),
+        ("box_with_hole", box_with_hole(), 1, 1.2 * 1.0 * 0.8 - np.pi * 0.2**2 * 0.8),
+    ],
+)
 def test_analytic_surfaces(name, func, genus, volume):
     res = 64
     verts, faces = extract_mesh(func, LO, HI, res, block=32)
@@ -255,8 +260,14 @@ def _fake_scene(tmp_path: Path, radius: float = 0.5) -> dict:
         mask = silhouette(wm, center, radius * scale).astype(np.uint8) * 255
         Image.fromarray(mask).save(dataset / "mask" / f"{i:03d}.png")
     bbox = tmp_path / "bbox.json"
-    bbox.write_text(json.dumps({"normalized": {"min": [-0.6, -0.6, -0.6], "max": [0.6, 0.6, 1.2]},
-                                "world": {"min": [0, 0, 0], "max": [1, 1, 1]}}))
+    bbox.write_text(
+        json.dumps(
+            {
+                "normalized": {"min": [-0.6, -0.6, -0.6], "max": [0.6, 0.6, 1.2]},
+                "world": {"min": [0, 0, 0], "max": [1, 1, 1]},
+            }
+        )
+    )
     ckpt = tmp_path / "checkpoint.pt"
     torch.save({"radius": radius}, ckpt)
     return {"dataset": dataset, "bbox": bbox, "checkpoint": ckpt, "center": center, "scale": scale}
@@ -271,8 +282,9 @@ def test_mesh_of_a_scene_without_masks_is_cleaned_without_culling(tmp_path, monk
     s = _fake_scene(tmp_path)
     shutil.rmtree(s["dataset"] / "mask")  # a NeuS scene trained with use_mask=false
     out, clean = tmp_path / "mesh.ply", tmp_path / "mesh_clean.ply"
-    meta = mesh_from_checkpoint(s["checkpoint"], s["dataset"], s["bbox"], out, clean_path=clean,
-                                resolution=64, block=16, device="cpu")
+    meta = mesh_from_checkpoint(
+        s["checkpoint"], s["dataset"], s["bbox"], out, clean_path=clean, resolution=64, block=16, device="cpu"
+    )
     assert meta["mask_culled"] is False
     cleaned = trimesh.load(clean, process=False)
     r = np.linalg.norm(cleaned.vertices - s["center"], axis=1)
@@ -290,8 +302,17 @@ def test_mesh_from_checkpoint_writes_world_meshes(tmp_path, monkeypatch):
     occ = occupancy_of(sphere(0.5, torch.zeros(3)), 16, lo, hi)
     np.savez(hull, occupancy=occ, bounds_min=lo, bounds_max=hi)
     out, clean = tmp_path / "mesh.ply", tmp_path / "mesh_clean.ply"
-    meta = mesh_from_checkpoint(s["checkpoint"], s["dataset"], s["bbox"], out, clean_path=clean,
-                                resolution=64, block=16, min_component=0, device="cpu")  # culling alone
+    meta = mesh_from_checkpoint(
+        s["checkpoint"],
+        s["dataset"],
+        s["bbox"],
+        out,
+        clean_path=clean,
+        resolution=64,
+        block=16,
+        min_component=0,
+        device="cpu",
+    )  # culling alone
     raw = trimesh.load(out, process=False)
     r = np.linalg.norm(raw.vertices - s["center"], axis=1)
     assert np.abs(r[r < 1.2] - 1.0).max() < 0.03  # the object, radius 0.5 * scale 2, in world units
@@ -307,8 +328,16 @@ def test_mesh_from_checkpoint_writes_world_meshes(tmp_path, monkeypatch):
     assert saved["voxel_size_world"] == pytest.approx(2 * saved["voxel_size_normalized"])
     assert {"sdf_grid", "marching_cubes", "cull", "clean", "total"} <= set(saved["timings_s"])
 
-    meta_hull = mesh_from_checkpoint(s["checkpoint"], s["dataset"], s["bbox"], tmp_path / "m2.ply",
-                                     hull_path=hull, resolution=64, block=8, device="cpu")
+    meta_hull = mesh_from_checkpoint(
+        s["checkpoint"],
+        s["dataset"],
+        s["bbox"],
+        tmp_path / "m2.ply",
+        hull_path=hull,
+        resolution=64,
+        block=8,
+        device="cpu",
+    )
     assert meta_hull["grid_blocks_skipped"] > 0 and meta_hull["mesh"]["watertight"]
     r_hull = np.linalg.norm(trimesh.load(tmp_path / "m2.ply", process=False).vertices - s["center"], axis=1)
     assert r_hull.max() < 1.03  # the floater's blocks lie outside the hull: never queried
@@ -319,9 +348,21 @@ def test_mesh_stage_errors_name_the_file(tmp_path, monkeypatch):
 
     _fake_trainer(monkeypatch, with_colors=False)
     s = _fake_scene(tmp_path)
-    args = ["mesh", "--checkpoint", str(s["checkpoint"]), "--dataset", str(s["dataset"]),
-            "--bbox", str(s["bbox"]), "--out", str(tmp_path / "mesh.ply"),
-            "--resolution", "24", "--device", "cpu"]
+    args = [
+        "mesh",
+        "--checkpoint",
+        str(s["checkpoint"]),
+        "--dataset",
+        str(s["dataset"]),
+        "--bbox",
+        str(s["bbox"]),
+        "--out",
+        str(tmp_path / "mesh.ply"),
+        "--resolution",
+        "24",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     assert json.loads((tmp_path / "mesh.json").read_text())["colors"] is False
     with pytest.raises(StageError, match="checkpoint.*not found"):
@@ -344,8 +385,16 @@ def test_mesh_files_are_written_in_the_format_their_extension_names(tmp_path, mo
 
     _fake_trainer(monkeypatch)
     s = _fake_scene(tmp_path)
-    meta = mesh_from_checkpoint(s["checkpoint"], s["dataset"], s["bbox"], tmp_path / "m.obj",
-                                clean_path=tmp_path / "c.obj", resolution=32, block=16, device="cpu")
+    meta = mesh_from_checkpoint(
+        s["checkpoint"],
+        s["dataset"],
+        s["bbox"],
+        tmp_path / "m.obj",
+        clean_path=tmp_path / "c.obj",
+        resolution=32,
+        block=16,
+        device="cpu",
+    )
     head = (tmp_path / "m.obj").read_bytes()[:200]
     assert not head.startswith(b"ply") and b"\nv " in b"\n" + head
     raw = trimesh.load(tmp_path / "m.obj", process=False)
@@ -354,6 +403,19 @@ def test_mesh_files_are_written_in_the_format_their_extension_names(tmp_path, mo
     assert len(clean.faces) == meta["mesh_clean"]["faces"]
     with pytest.raises(StageError, match=r"x\.stl.*\.ply, \.obj"):
         mesh_from_checkpoint(s["checkpoint"], s["dataset"], s["bbox"], tmp_path / "x.stl")
-    args = ["mesh", "--checkpoint", str(s["checkpoint"]), "--dataset", str(s["dataset"]), "--bbox", str(s["bbox"]),
-            "--out", str(tmp_path / "y.ply"), "--clean", str(tmp_path / "y.mesh"), "--device", "cpu"]
+    args = [
+        "mesh",
+        "--checkpoint",
+        str(s["checkpoint"]),
+        "--dataset",
+        str(s["dataset"]),
+        "--bbox",
+        str(s["bbox"]),
+        "--out",
+        str(tmp_path / "y.ply"),
+        "--clean",
+        str(tmp_path / "y.mesh"),
+        "--device",
+        "cpu",
+    ]
     assert run_cli(args) == 2 and not (tmp_path / "y.ply").exists()

@@ -20,9 +20,17 @@ HELD = ["000", "008", "016", "024"]
 
 def _metrics(iou: list[float], psnr: list[float]) -> dict:
     per = [{"psnr": p, "mask_iou": i} for p, i in zip(psnr, iou)]
-    return {"val_psnr": psnr[0], "val_mask_iou": iou[0], "val_view": HELD[0], "heldout_views": HELD,
-            "heldout_psnr": float(np.mean(psnr)), "heldout_mask_iou": float(np.mean(iou)), "heldout_per_view": per,
-            "steps": 100, "seconds": 10.0}
+    return {
+        "val_psnr": psnr[0],
+        "val_mask_iou": iou[0],
+        "val_view": HELD[0],
+        "heldout_views": HELD,
+        "heldout_psnr": float(np.mean(psnr)),
+        "heldout_mask_iou": float(np.mean(iou)),
+        "heldout_per_view": per,
+        "steps": 100,
+        "seconds": 10.0,
+    }
 
 
 def _true_surface_in_world(scene: Path, render: Path) -> trimesh.Trimesh:
@@ -57,8 +65,13 @@ def pot_scene(tmp_path_factory) -> dict:
     root = sfm_scene(tmp_path_factory.getbasetemp(), "pot")
     scene = tmp_path_factory.mktemp("quality") / "pot"
     build_dataset_from_sfm(root / "sfm", root / "masks", scene / "dataset")
-    carve_visual_hull(scene / "dataset", scene / "bbox.json", scene / "hull.npz", resolution=64,
-                      sparse_dir=root / "sfm" / "undistorted" / "sparse")
+    carve_visual_hull(
+        scene / "dataset",
+        scene / "bbox.json",
+        scene / "hull.npz",
+        resolution=64,
+        sparse_dir=root / "sfm" / "undistorted" / "sparse",
+    )
     shutil.copytree(root / "sfm", scene / "sfm")
     mesh = _true_surface_in_world(scene, render_dir(root))
     mesh.export(scene / "mesh_clean.ply")
@@ -144,7 +157,9 @@ def test_verdict_rules():
     held = {"available": True, "views": 4, "psnr": 28.0, "mask_iou": 0.99, "flagged": []}
     assert verdict(good_g, held)[0] == "good"
     assert verdict({**good_g, "median_share": 0.02, "photos_to_check": ["003"]}, held) == (
-        "check these views", verdict({**good_g, "median_share": 0.02, "photos_to_check": ["003"]}, held)[1])
+        "check these views",
+        verdict({**good_g, "median_share": 0.02, "photos_to_check": ["003"]}, held)[1],
+    )
     assert "photos 003" in verdict({**good_g, "median_share": 0.02, "photos_to_check": ["003"]}, held)[1]
     assert verdict({**good_g, "p90_share": 0.2}, held)[0] == "failed"
     label, reason = verdict({"available": False, "reason": "no masks"}, {"available": False, "reason": "none held"})

@@ -21,8 +21,10 @@ BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\
 
 
 def _images(page: str) -> list[Image.Image]:
-    return [Image.open(io.BytesIO(base64.b64decode(b64)))
-            for b64 in re.findall(r'src="data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)"', page)]
+    return [
+        Image.open(io.BytesIO(base64.b64decode(b64)))
+        for b64 in re.findall(r'src="data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)"', page)
+    ]
 
 
 def _section(page: str, key: str) -> str:
@@ -47,10 +49,23 @@ def scene(mug_dataset, tmp_path_factory) -> dict[str, Path]:
     shutil.copy(mug_dataset["hull"], res / "hull.npz")
     cfg = resolve_config("cpu", dict(steps=40, n_rays=64, validate_every=20, checkpoint_every=40, log_every=5))
     train(cfg, res / "dataset", res / "neus", hull_path=res / "hull.npz", bbox_path=res / "bbox.json")
-    mesh_from_checkpoint(res / "neus" / "checkpoint.pt", res / "dataset", res / "bbox.json", res / "mesh.ply",
-                         clean_path=res / "mesh_clean.ply", hull_path=res / "hull.npz", resolution=48, dilation=2)
-    evaluate_generic(res / "mesh_clean.ply", mug_dataset["render"] / "gt.ply", res / "eval.json", n_samples=20_000,
-                     error_cloud=res / "eval_errors.ply")
+    mesh_from_checkpoint(
+        res / "neus" / "checkpoint.pt",
+        res / "dataset",
+        res / "bbox.json",
+        res / "mesh.ply",
+        clean_path=res / "mesh_clean.ply",
+        hull_path=res / "hull.npz",
+        resolution=48,
+        dilation=2,
+    )
+    evaluate_generic(
+        res / "mesh_clean.ply",
+        mug_dataset["render"] / "gt.ply",
+        res / "eval.json",
+        n_samples=20_000,
+        error_cloud=res / "eval_errors.ply",
+    )
     bench = work / "benchmarks"
     for i, rule in enumerate(["evaluate", "neus_dataset", "train", "mesh", "visual_hull"]):
         (bench / rule).mkdir(parents=True)
@@ -82,7 +97,7 @@ def test_report_shows_every_stage_of_a_real_scene(scene, report):
     times = _section(page, "timings")
     assert times.index("neus_dataset") < times.index("train") < times.index("evaluate")  # pipeline order
     assert "eval_errors.ply not found" not in _section(page, "mesh")
-    assert "src=\"file:" not in page and "<img src=\"http" not in page  # self-contained
+    assert 'src="file:' not in page and '<img src="http' not in page  # self-contained
     images = _images(page)
     # contact sheet, cameras, training curves, 2 renders, shaded mesh, error-coloured mesh
     assert len(images) == 7, len(images)
@@ -109,9 +124,20 @@ def test_report_in_headless_chromium(report, tmp_path):
     out, _ = report
     shot = tmp_path / "report.png"
     proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
-         "--window-size=1280,4000", "--user-data-dir=" + str(tmp_path / "profile"), out.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1280,4000",
+            "--user-data-dir=" + str(tmp_path / "profile"),
+            out.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert shot.is_file(), f"no screenshot (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
     a = np.asarray(Image.open(shot).convert("RGB"))
@@ -130,8 +156,15 @@ def test_report_degrades_when_artifacts_are_missing(scene, tmp_path):
     status = build_report(empty, benchmarks_dir=tmp_path / "nowhere")
     assert set(status.values()) == {"missing"}
     page = (empty / "report.html").read_text()
-    for text in ("masks/overlay.jpg", "cameras_sphere.npz not found", "train_log.csv not found",
-                 "no neus/renders", "mesh_clean.ply nor mesh.ply", "eval.json not found", "nowhere"):
+    for text in (
+        "masks/overlay.jpg",
+        "cameras_sphere.npz not found",
+        "train_log.csv not found",
+        "no neus/renders",
+        "mesh_clean.ply nor mesh.ply",
+        "eval.json not found",
+        "nowhere",
+    ):
         assert text in page, text
 
     # a scene without ground truth, halfway through: dataset, hull and mesh, no training log nor evaluation
@@ -142,9 +175,18 @@ def test_report_degrades_when_artifacts_are_missing(scene, tmp_path):
     (part / "neus").mkdir()
     (part / "neus" / "train_log.csv").write_text("step,loss\n")  # the trainer has only written its header
     status = build_report(part, max_faces=2000)
-    assert status == {"photos": "ok", "sfm": "missing", "frame": "ok", "cameras": "ok", "training": "missing",
-                      "renders": "missing", "mesh": "ok", "quality": "ok", "evaluation": "missing",
-                      "timings": "missing"}
+    assert status == {
+        "photos": "ok",
+        "sfm": "missing",
+        "frame": "ok",
+        "cameras": "ok",
+        "training": "missing",
+        "renders": "missing",
+        "mesh": "ok",
+        "quality": "ok",
+        "evaluation": "missing",
+        "timings": "missing",
+    }
     page = (part / "report.html").read_text()
     assert "eval_errors.ply not found: no error colouring" in page
     assert len(_images(page)) == 3  # contact sheet, cameras, shaded mesh
@@ -164,8 +206,22 @@ def test_rule_times_in_pipeline_order(scene):
 
 def test_report_command(scene, tmp_path, capsys):
     out = tmp_path / "r.html"
-    assert main(["report", "--scene-dir", str(scene["res"]), "--benchmarks", str(scene["benchmarks"]),
-                 "--out", str(out), "--max-faces", "2000"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--scene-dir",
+                str(scene["res"]),
+                "--benchmarks",
+                str(scene["benchmarks"]),
+                "--out",
+                str(out),
+                "--max-faces",
+                "2000",
+            ]
+        )
+        == 0
+    )
     assert out.is_file() and "neus-stage report: mug" in out.read_text()
     assert main(["report", "--scene-dir", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "scene folder not found" in capsys.readouterr().err

@@ -147,8 +147,21 @@ def test_no_marker_in_view_goes_on_in_sfm_units(marker, tmp_path):
 
 def test_cli_and_workflow_arguments(marker, tmp_path, run_cli):
     root = marker["root"]
-    rc = run_cli(["dataset", "--sfm", str(root / "sfm"), "--masks", str(root / "masks"), "--out",
-                  str(tmp_path / "dataset"), "--marker-length", str(MARKER_SIDE), "--marker-ids", str(MARKER_ID)])
+    rc = run_cli(
+        [
+            "dataset",
+            "--sfm",
+            str(root / "sfm"),
+            "--masks",
+            str(root / "masks"),
+            "--out",
+            str(tmp_path / "dataset"),
+            "--marker-length",
+            str(MARKER_SIDE),
+            "--marker-ids",
+            str(MARKER_ID),
+        ]
+    )
     assert rc == 0
     import json
 
@@ -164,11 +177,30 @@ def test_workflow_passes_the_scale_keys_to_the_dataset_stage():
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    cfg = ["scale={marker_length: 0.05, marker_ids: [3]}",
-           "scene_overrides={demo: {scale: {known_length: {points: [12, 345], metres: 0.25}}}}"]
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-n", "-p", "--forceall",
-                           "--workflow-profile", "none", "--config", *cfg], cwd=root,
-                          capture_output=True, text=True, timeout=300)
+    cfg = [
+        "scale={marker_length: 0.05, marker_ids: [3]}",
+        "scene_overrides={demo: {scale: {known_length: {points: [12, 345], metres: 0.25}}}}",
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(root / "Snakefile"),
+            "-n",
+            "-p",
+            "--forceall",
+            "--workflow-profile",
+            "none",
+            "--config",
+            *cfg,
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     dataset = next(line for line in out.splitlines() if " dataset --sfm " in line)

@@ -17,8 +17,21 @@ from neus_stage.photos import check_photos, list_photos, read_photo
 from neus_stage.scenes import read_scene_table
 
 BIN = Path(sys.executable).parent
-COMMANDS = {"sfm", "masks", "dataset", "visual-hull", "train", "mesh", "evaluate", "synth", "doctor", "report",
-            "frames", "export", "quality"}
+COMMANDS = {
+    "sfm",
+    "masks",
+    "dataset",
+    "visual-hull",
+    "train",
+    "mesh",
+    "evaluate",
+    "synth",
+    "doctor",
+    "report",
+    "frames",
+    "export",
+    "quality",
+}
 
 
 def _photos(folder: Path, n: int = 3, size: tuple[int, int] = (32, 24), ext: str = "png", seed: int = 0) -> Path:

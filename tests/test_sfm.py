@@ -64,8 +64,9 @@ def test_outputs_keyed_by_stem(subset_sfm):
 
 def test_subset_pose_accuracy(subset_sfm, dtu_scan65):
     out, _ = subset_sfm
-    acc = pose_accuracy(out / "undistorted" / "sparse", dtu_scan65 / "reference" / "cameras_sphere.npz",
-                        _all_stems(dtu_scan65))
+    acc = pose_accuracy(
+        out / "undistorted" / "sparse", dtu_scan65 / "reference" / "cameras_sphere.npz", _all_stems(dtu_scan65)
+    )
     assert acc["n"] == 12
     assert acc["rotation_error_deg_mean"] < 0.5
     assert acc["centre_error_pct_radius_mean"] < 1.0
@@ -96,8 +97,11 @@ def test_too_few_registered_names_dropped(dtu_scan65, tmp_path):
 def test_full_scan_pose_accuracy(dtu_scan65, tmp_path):
     report = run_sfm(dtu_scan65 / "photos", tmp_path / "sfm")
     assert report["n_registered"] == 49
-    acc = pose_accuracy(tmp_path / "sfm" / "undistorted" / "sparse",
-                        dtu_scan65 / "reference" / "cameras_sphere.npz", _all_stems(dtu_scan65))
+    acc = pose_accuracy(
+        tmp_path / "sfm" / "undistorted" / "sparse",
+        dtu_scan65 / "reference" / "cameras_sphere.npz",
+        _all_stems(dtu_scan65),
+    )
     # measured: ~0.15 deg, ~0.57 % of the radius; with the reference intrinsics held fixed the same
     # photos give 0.146 deg / 0.49 %, the floor set by the reference calibration itself
     assert acc["rotation_error_deg_mean"] < 0.2
@@ -205,8 +209,11 @@ def test_global_mapper(dtu_scan65, tmp_path):
         shutil.copy(dtu_scan65 / "photos" / f"{s}.jpg", photos)
     report = run_sfm(photos, tmp_path / "sfm", mapper="global")
     assert report["mapper"] == "global" and report["registered"] == SUBSET
-    acc = pose_accuracy(tmp_path / "sfm" / "undistorted" / "sparse", dtu_scan65 / "reference" / "cameras_sphere.npz",
-                        _all_stems(dtu_scan65))
+    acc = pose_accuracy(
+        tmp_path / "sfm" / "undistorted" / "sparse",
+        dtu_scan65 / "reference" / "cameras_sphere.npz",
+        _all_stems(dtu_scan65),
+    )
     assert acc["rotation_error_deg_mean"] < 1.0 and acc["centre_error_pct_radius_mean"] < 1.0
 
 

@@ -65,8 +65,9 @@ def slurm_cluster(request):
         pytest.skip("another slurmctld is running on this machine; not starting a second one")
     was_up = _alive(BASE / "slurmctld.pid")
     try:
-        start = subprocess.run([str(HARNESS / "start_slurm.sh")], stdin=subprocess.DEVNULL, capture_output=True,
-                               text=True, timeout=300)
+        start = subprocess.run(
+            [str(HARNESS / "start_slurm.sh")], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300
+        )
     except subprocess.TimeoutExpired:
         subprocess.run([str(HARNESS / "stop_slurm.sh")], capture_output=True, timeout=90)
         pytest.fail("start_slurm.sh did not finish in 300 s")
@@ -124,8 +125,14 @@ def test_workflow_on_slurm(slurm_cluster, tmp_path):
         "visual_hull": {"resolution": 32},
         "train": {
             "preset": "cpu",
-            "overrides": {"steps": 30, "checkpoint_every": 10, "validate_every": 0, "log_every": 10,
-                          "n_rays": 128, "n_samples": 32},
+            "overrides": {
+                "steps": 30,
+                "checkpoint_every": 10,
+                "validate_every": 0,
+                "log_every": 10,
+                "n_rays": 128,
+                "n_samples": 32,
+            },
         },
         "mesh": {"resolution": 48, "dilation": 2},
         "export": {"faces": 5000, "texture_size": 256},
@@ -136,9 +143,19 @@ def test_workflow_on_slurm(slurm_cluster, tmp_path):
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # jobs inherit it: sbatch --export=ALL
     cmd = [
-        "timeout", "240", sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-        "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"),
-        "--workflow-profile", str(profile),
+        "timeout",
+        "240",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        "--workflow-profile",
+        str(profile),
     ]
     run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=270)
     log = run.stdout + run.stderr
@@ -155,10 +172,13 @@ def test_workflow_on_slurm(slurm_cluster, tmp_path):
     rows = []
     for jid, rec in records.items():
         rule = re.sub(r"^rule_([A-Za-z_]+?)_wildcards.*$", r"\1", rec.get("Comment", "?"))
-        rows.append((jid, rule, rec.get("Partition"), rec.get("JobState"), rec.get("TresPerJob", ""),
-                     rec.get("JOB_GRES", "")))
-    report = ["SLURM records (scontrol show job -d):",
-              f"{'jobid':>6} {'rule':<13} {'partition':<9} {'state':<10} {'TresPerJob':<12} JOB_GRES (allocated)"]
+        rows.append(
+            (jid, rule, rec.get("Partition"), rec.get("JobState"), rec.get("TresPerJob", ""), rec.get("JOB_GRES", ""))
+        )
+    report = [
+        "SLURM records (scontrol show job -d):",
+        f"{'jobid':>6} {'rule':<13} {'partition':<9} {'state':<10} {'TresPerJob':<12} JOB_GRES (allocated)",
+    ]
     for jid, rule, part, state, tres, gres in rows:
         report.append(f"{jid:>6} {rule:<13} {part:<9} {state:<10} {tres or '-':<12} {gres or '-'}")
     jobcomp = BASE / "log" / "jobcomp.log"

@@ -42,8 +42,14 @@ def cameras(render: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return world_mats, poses[:, :3, 3], -poses[:, :3, 1], scale_mat
 
 
-def seen_points(render: Path, extra_quads: list[np.ndarray] = (), keep_views: np.ndarray | None = None,
-                step: int = 2, noise: float = 0.002, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def seen_points(
+    render: Path,
+    extra_quads: list[np.ndarray] = (),
+    keep_views: np.ndarray | None = None,
+    step: int = 2,
+    noise: float = 0.002,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """First hits of every ``step``-th pixel's ray against the true mesh, the true floor (a square of
     half-side 6 at scene.json's floor_z) and ``extra_quads`` (4 corners each): what an SfM could
     triangulate, with a little noise. Returns (points, label: 0 object, 1 floor, 2.. extra quads)."""
@@ -169,11 +175,13 @@ def _stage_scene(tmp_path_factory, scene: str) -> dict:
     from neus_stage.synth import render_scene
 
     root = tmp_path_factory.mktemp(f"{scene}_stage")
-    info = render_scene(root / "render", scene=scene, n_views=STAGE_VIEWS, width=STAGE_W, height=STAGE_H, seed=0,
-                        gt_resolution=64)
+    info = render_scene(
+        root / "render", scene=scene, n_views=STAGE_VIEWS, width=STAGE_W, height=STAGE_H, seed=0, gt_resolution=64
+    )
     ds = root / "dataset"
-    build_dataset_from_reference(root / "render" / "photos", root / "render" / "cameras_sphere.npz",
-                                 root / "render" / "masks", ds)
+    build_dataset_from_reference(
+        root / "render" / "photos", root / "render" / "cameras_sphere.npz", root / "render" / "masks", ds
+    )
     bbox = carve_visual_hull(ds, root / "bbox.json", root / "hull.npz", resolution=HULL_RES)
     carve_visual_hull(ds, root / "bbox0.json", root / "hull0.npz", resolution=HULL_RES, support="off")
     return {"root": root, "dataset": ds, "info": info, "bbox": bbox}
@@ -201,16 +209,16 @@ def _hull_trainer(monkeypatch) -> None:
         h = np.load(checkpoint)
         occ, lo, hi = h["occupancy"].astype(bool), h["bounds_min"], h["bounds_max"]
         vox = (hi - lo) / np.array(occ.shape)
-        sdf = np.where(occ, -ndimage.distance_transform_edt(occ, sampling=vox),
-                       ndimage.distance_transform_edt(~occ, sampling=vox)).astype(np.float32)
+        sdf = np.where(
+            occ, -ndimage.distance_transform_edt(occ, sampling=vox), ndimage.distance_transform_edt(~occ, sampling=vox)
+        ).astype(np.float32)
         sdf += 2.5 * float(vox.max())  # the surface a little inside the hull (and its box), as a trained one
         grid = torch.from_numpy(sdf).permute(2, 1, 0)[None, None]  # grid_sample wants (z, y, x)
         lo_t, hi_t = torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32)
 
         def f(p):
             u = (2 * (p - lo_t) / (hi_t - lo_t) - 1) * (1 - 1 / torch.tensor(occ.shape))  # voxel centres
-            v = torch.nn.functional.grid_sample(grid, u[None, None, None], align_corners=True,
-                                                padding_mode="border")
+            v = torch.nn.functional.grid_sample(grid, u[None, None, None], align_corners=True, padding_mode="border")
             return v.reshape(-1)
 
         return f
@@ -250,10 +258,29 @@ def test_mesh_ends_at_the_floor_and_keeps_everything_above(floor_scene, tmp_path
     _hull_trainer(monkeypatch)
     root, ds = floor_scene["root"], floor_scene["dataset"]
     ckpt = root / "hull0.npz"  # the stand-in's 'trained' SDF: the uncut hull, cone included
-    cut = mesh_from_checkpoint(ckpt, ds, root / "bbox.json", tmp_path / "cut.ply", hull_path=root / "hull.npz",
-                               resolution=MESH_RES, block=32, device="cpu", coarse=1)
-    raw = mesh_from_checkpoint(ckpt, ds, root / "bbox0.json", tmp_path / "raw.ply", hull_path=root / "hull0.npz",
-                               resolution=MESH_RES, block=32, device="cpu", coarse=1, cut_at_support=False)
+    cut = mesh_from_checkpoint(
+        ckpt,
+        ds,
+        root / "bbox.json",
+        tmp_path / "cut.ply",
+        hull_path=root / "hull.npz",
+        resolution=MESH_RES,
+        block=32,
+        device="cpu",
+        coarse=1,
+    )
+    raw = mesh_from_checkpoint(
+        ckpt,
+        ds,
+        root / "bbox0.json",
+        tmp_path / "raw.ply",
+        hull_path=root / "hull0.npz",
+        resolution=MESH_RES,
+        block=32,
+        device="cpu",
+        coarse=1,
+        cut_at_support=False,
+    )
     assert cut["support"]["cut"] and cut["support"]["method"] == "plane"
     assert not raw["support"]["cut"] and raw["support"]["how"].startswith("not cut")
     voxel = cut["voxel_size_world"]
@@ -289,12 +316,26 @@ def test_without_a_plane_the_unobserved_cone_is_culled(mug_stage, tmp_path, monk
     assert sup["method"] == "visibility" and not sup["hull_cut"]
     assert sup["reason"] in ("no points", "too few points", "no plane", "cuts the silhouettes", "two planes")
     base_z = mug_stage["info"]["object_bbox"]["min"][2]  # the mug's base (the world is z up)
-    kw = {"hull_path": root / "hull.npz", "resolution": MESH_RES, "block": 32, "device": "cpu", "coarse": 1,
-          "min_component": 0.0}
-    meta = mesh_from_checkpoint(root / "hull0.npz", ds, root / "bbox.json", tmp_path / "m.ply",
-                                clean_path=tmp_path / "c.ply", **kw)
-    meta0 = mesh_from_checkpoint(root / "hull0.npz", ds, root / "bbox.json", tmp_path / "m0.ply",
-                                 clean_path=tmp_path / "c0.ply", cut_at_support=False, **kw)
+    kw = {
+        "hull_path": root / "hull.npz",
+        "resolution": MESH_RES,
+        "block": 32,
+        "device": "cpu",
+        "coarse": 1,
+        "min_component": 0.0,
+    }
+    meta = mesh_from_checkpoint(
+        root / "hull0.npz", ds, root / "bbox.json", tmp_path / "m.ply", clean_path=tmp_path / "c.ply", **kw
+    )
+    meta0 = mesh_from_checkpoint(
+        root / "hull0.npz",
+        ds,
+        root / "bbox.json",
+        tmp_path / "m0.ply",
+        clean_path=tmp_path / "c0.ply",
+        cut_at_support=False,
+        **kw,
+    )
     vis = meta["support"]["visibility"]
     assert meta["support"]["cut"] and vis["area_removed"] > 0 and "visibility" not in meta0["support"]
     voxel = meta["voxel_size_world"]
@@ -335,11 +376,21 @@ def test_a_tilted_plane_cuts_the_silhouettes(floor_scene):
     assert low == 0.0  # the floor itself
     # a table tilted 20 deg through the object's lower third: refused, however far it is lowered
     tilt = np.radians(20.0)
-    low, trials = lowest_safe_cut(P, masks, occ, lo, hi, plane([np.sin(tilt), 0, np.cos(tilt)], [0, 0, 0.3 * height]),
-                                  0.0, **kw)
+    low, trials = lowest_safe_cut(
+        P, masks, occ, lo, hi, plane([np.sin(tilt), 0, np.cos(tilt)], [0, 0, 0.3 * height]), 0.0, **kw
+    )
     assert low is None and trials[-1]["worst_depth_px"] > 1.5
-    low, _ = lowest_safe_cut(P, masks, occ, lo, hi, plane([np.sin(tilt), 0, np.cos(tilt)], [0, 0, 0.3 * height]),
-                             0.0, **kw, dissenting_views=1)
+    low, _ = lowest_safe_cut(
+        P,
+        masks,
+        occ,
+        lo,
+        hi,
+        plane([np.sin(tilt), 0, np.cos(tilt)], [0, 0, 0.3 * height]),
+        0.0,
+        **kw,
+        dissenting_views=1,
+    )
     assert low is None  # one tolerated view does not make a cut through the object acceptable
     # (a plane through a base plate's top is lowered to below the plate where the photos show its sides:
     # dtu_scan24 in the README; at 12 views of 320x240 the hull flares near the base more than a plate's
@@ -372,8 +423,18 @@ def test_one_view_may_dispute_the_cut_as_it_may_dispute_a_hull_voxel(monkeypatch
             return np.zeros((1, 4)), np.array([depths[case]])
 
         monkeypatch.setattr(S, "silhouette_loss", fake_loss)
-        return S.lowest_safe_cut(np.zeros((4, 3, 4)), np.zeros((4, 2, 2), bool), occ, lo, hi, plane, 0.0,
-                                 max_loss=0.005, max_lowering=0.05, dissenting_views=dissent)
+        return S.lowest_safe_cut(
+            np.zeros((4, 3, 4)),
+            np.zeros((4, 2, 2), bool),
+            occ,
+            lo,
+            hi,
+            plane,
+            0.0,
+            max_loss=0.005,
+            max_lowering=0.05,
+            dissenting_views=dissent,
+        )
 
     low, trials = run("one", 1)
     assert low == 0.0 and trials[0]["dissenting_views"] == [1] and trials[0]["worst_depth_px"] == 0.5

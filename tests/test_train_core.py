@@ -36,10 +36,26 @@ TINY = dict(steps=6, n_rays=48, validate_every=0, checkpoint_every=1000, log_eve
 SHRUNK = {
     "cpu": {},
     "cpu without masks (NeRF++ background)": {"use_mask": False, "bg_hidden": 32, "bg_layers": 2},
-    "fast": {"n_levels": 8, "log2_hashmap_size": 14, "finest_resolution": 256, "n_samples": 32,
-             "sample_budget": 1200, "eikonal_points": 64, "occupancy_resolution": 32},
-    "neus": {"sdf_hidden": 64, "sdf_layers": 4, "skip_layers": "[2]", "feature_dim": 32, "color_hidden": 32,
-             "color_layers": 2, "n_rays": 24, "n_samples": 16, "n_importance": 16},
+    "fast": {
+        "n_levels": 8,
+        "log2_hashmap_size": 14,
+        "finest_resolution": 256,
+        "n_samples": 32,
+        "sample_budget": 1200,
+        "eikonal_points": 64,
+        "occupancy_resolution": 32,
+    },
+    "neus": {
+        "sdf_hidden": 64,
+        "sdf_layers": 4,
+        "skip_layers": "[2]",
+        "feature_dim": 32,
+        "color_hidden": 32,
+        "color_layers": 2,
+        "n_rays": 24,
+        "n_samples": 16,
+        "n_importance": 16,
+    },
 }
 
 
@@ -110,8 +126,12 @@ def test_a_precision_the_device_cannot_run_is_refused_before_training(monkeypatc
 
     monkeypatch.setattr(trainer.torch, "autocast", no_autocast)
     with pytest.raises(StageError, match="precision=fp16: this torch build cannot autocast to fp16 on cpu"):
-        train(resolve_config("cpu", {**TINY, "precision": "fp16"}), mug_dataset["dataset"], tmp_path / "run",
-              hull_path=mug_dataset["hull"])
+        train(
+            resolve_config("cpu", {**TINY, "precision": "fp16"}),
+            mug_dataset["dataset"],
+            tmp_path / "run",
+            hull_path=mug_dataset["hull"],
+        )
     assert not (tmp_path / "run").exists()
     with pytest.raises(StageError, match="choose one of auto, fp32, fp16, bf16"):
         resolve_config("cpu", {"precision": "fp8"})
@@ -119,8 +139,9 @@ def test_a_precision_the_device_cannot_run_is_refused_before_training(monkeypatc
 
 # ==================================================================================== schedules, losses
 def test_schedule_update_ties_the_curvature_weight_to_the_active_level():
-    cfg = resolve_config("cpu", dict(steps=2000, start_levels=4, level_every=200, curvature_weight=1e-3,
-                                     curvature_warmup=100))
+    cfg = resolve_config(
+        "cpu", dict(steps=2000, start_levels=4, level_every=200, curvature_weight=1e-3, curvature_warmup=100)
+    )
     sched = Schedule(cfg)
     scale = encodings.grid_levels(cfg.n_levels, cfg.base_resolution, cfg.finest_resolution, cfg.log2_hashmap_size)[0]
     assert sched.update(50).curvature_weight == pytest.approx(0.5e-3)  # warming up
@@ -161,8 +182,13 @@ def test_hull_prior_fade_keeps_the_outside_and_neutralises_the_inside():
 
 
 def test_colour_loss_is_normalised_as_neus_and_eikonal_covers_the_box_points():
-    out = {"rgb": torch.tensor([[0.5, 0.5, 0.5], [0.0, 0.0, 0.0]]), "opacity": torch.tensor([0.9, 0.1]),
-           "eikonal": torch.tensor(0.2), "curvature": torch.tensor(0.0), "n_eval": 30}
+    out = {
+        "rgb": torch.tensor([[0.5, 0.5, 0.5], [0.0, 0.0, 0.0]]),
+        "opacity": torch.tensor([0.9, 0.1]),
+        "eikonal": torch.tensor(0.2),
+        "curvature": torch.tensor(0.0),
+        "n_eval": 30,
+    }
     batch = {"rgb": torch.tensor([[0.6, 0.7, 0.8], [1.0, 1.0, 1.0]]), "mask": torch.tensor([1.0, 0.0])}
     terms = loss_terms(out, batch, resolve_config("cpu"), torch.full((10,), 1.0))
     assert float(terms["color"]) == pytest.approx(0.6, rel=1e-4)  # (0.1 + 0.2 + 0.3) / 1 mask pixel
@@ -205,8 +231,9 @@ def test_resume_restores_the_grad_scaler_and_the_adaptive_ray_count(mug_dataset,
     monkeypatch.setattr(NeusScene, "sample", lambda self, n, *a: seen.append(n) or real_sample(self, n, *a))
     resumed = {}
     real_load = trainer.torch.amp.GradScaler.load_state_dict
-    monkeypatch.setattr(trainer.torch.amp.GradScaler, "load_state_dict",
-                        lambda self, sd: resumed.update(sd) or real_load(self, sd))
+    monkeypatch.setattr(
+        trainer.torch.amp.GradScaler, "load_state_dict", lambda self, sd: resumed.update(sd) or real_load(self, sd)
+    )
     metrics = train(cfg, mug_dataset["dataset"], tmp_path, hull_path=mug_dataset["hull"])
     assert metrics["steps"] == 12 and seen[0] == state["n_rays"]
     assert resumed["scale"] == state["scaler"]["scale"]
@@ -238,8 +265,9 @@ def bad_copy(mug_dataset, tmp_path) -> Path:
 
 
 def _run(root: Path, **overrides) -> dict:
-    return train(resolve_config("cpu", {**TINY, **overrides}), root / "dataset", root / "run",
-                 hull_path=root / "hull.npz")
+    return train(
+        resolve_config("cpu", {**TINY, **overrides}), root / "dataset", root / "run", hull_path=root / "hull.npz"
+    )
 
 
 def _edit_cameras(root: Path, edit) -> None:
@@ -302,8 +330,9 @@ def test_bad_cameras_are_refused_before_training(bad_copy):
     assert not (bad_copy / "run").exists()
 
 
-@pytest.mark.parametrize("fill,message", [(False, "the visual hull is empty"),
-                                          (True, "the visual hull fills 100% of its box")])
+@pytest.mark.parametrize(
+    "fill,message", [(False, "the visual hull is empty"), (True, "the visual hull fills 100% of its box")]
+)
 def test_a_hull_that_bounds_nothing_is_refused(bad_copy, fill, message):
     h = dict(np.load(bad_copy / "hull.npz"))
     h["occupancy"] = np.full_like(h["occupancy"], fill)
@@ -316,8 +345,12 @@ def test_a_hull_that_bounds_nothing_is_refused(bad_copy, fill, message):
 def test_config_yaml_records_the_autocast(mug_dataset, tmp_path):
     import yaml
 
-    train(resolve_config("cpu", {**TINY, "steps": 2, "precision": "bf16"}), mug_dataset["dataset"], tmp_path,
-          hull_path=mug_dataset["hull"])
+    train(
+        resolve_config("cpu", {**TINY, "steps": 2, "precision": "bf16"}),
+        mug_dataset["dataset"],
+        tmp_path,
+        hull_path=mug_dataset["hull"],
+    )
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["precision"] == "bf16" and saved["autocast"] == "bfloat16"
     assert json.loads((tmp_path / "metrics.json").read_text())["autocast"] == "bfloat16"
@@ -334,8 +367,9 @@ def test_hull_prior_without_scipy_matches_scipy():
     exact = hull_grid.hull_prior_grid(occ, voxel, smooth=0)
     np.testing.assert_allclose(hull_grid.hull_prior_grid_torch(occ, voxel, smooth=0), exact, atol=1e-6)
     smooth = hull_grid.hull_prior_grid_torch(occ, voxel)
-    np.testing.assert_allclose(smooth[3:-3, 3:-3, 3:-3], hull_grid.hull_prior_grid(occ, voxel)[3:-3, 3:-3, 3:-3],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        smooth[3:-3, 3:-3, 3:-3], hull_grid.hull_prior_grid(occ, voxel)[3:-3, 3:-3, 3:-3], atol=1e-5
+    )
 
 
 # ============================================================================================= carving
@@ -348,8 +382,9 @@ def bowl_dataset(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("bowl")
     render_scene(root / "render", scene="bowl", n_views=16, width=96, height=72, seed=0, gt_resolution=48)
-    build_dataset_from_reference(root / "render" / "photos", root / "render" / "cameras_sphere.npz",
-                                 root / "render" / "masks", root / "dataset")
+    build_dataset_from_reference(
+        root / "render" / "photos", root / "render" / "cameras_sphere.npz", root / "render" / "masks", root / "dataset"
+    )
     carve_visual_hull(root / "dataset", root / "bbox.json", root / "hull.npz", resolution=64)
     return {"dataset": root / "dataset", "hull": root / "hull.npz", "render": root / "render"}
 
@@ -357,8 +392,17 @@ def bowl_dataset(tmp_path_factory) -> dict[str, Path]:
 def test_training_carves_the_inside_of_a_bowl_that_the_hull_fills(bowl_dataset, tmp_path):
     """The visual hull of a bowl is solid up to its rim. With the presets' prior (hull_prior=outside) the
     inside is the photos' to decide: a few hundred CPU steps open the bowl, while its wall stays solid."""
-    cfg = resolve_config("cpu", {"steps": 300, "n_rays": 128, "validate_every": 0, "log_every": 50,
-                                 "checkpoint_every": 1000, "val_downscale": 2})
+    cfg = resolve_config(
+        "cpu",
+        {
+            "steps": 300,
+            "n_rays": 128,
+            "validate_every": 0,
+            "log_every": 50,
+            "checkpoint_every": 1000,
+            "val_downscale": 2,
+        },
+    )
     assert cfg.hull_prior == "outside"
     metrics = train(cfg, bowl_dataset["dataset"], tmp_path, hull_path=bowl_dataset["hull"])
     assert metrics["val_mask_iou"] > 0.85
@@ -420,8 +464,9 @@ def test_ssim_is_the_standard_one():
     rng = np.random.default_rng(0)
     a = rng.random((60, 80, 3)).astype(np.float32)
     b = np.clip(a + 0.1 * rng.normal(size=a.shape), 0, 1).astype(np.float32)
-    ref = structural_similarity(a, b, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                use_sample_covariance=False)
+    ref = structural_similarity(
+        a, b, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     assert losses.ssim(a, b) == pytest.approx(ref, abs=2e-3)
     assert losses.ssim(a, a) == pytest.approx(1.0)
     mask = np.zeros((60, 80), bool)
@@ -432,8 +477,12 @@ def test_ssim_is_the_standard_one():
 
 
 def test_held_out_views_report_psnr_ssim_and_mask_iou(mug_dataset, tmp_path):
-    metrics = train(resolve_config("cpu", {**TINY, "holdout_every": 4}), mug_dataset["dataset"], tmp_path,
-                    hull_path=mug_dataset["hull"])
+    metrics = train(
+        resolve_config("cpu", {**TINY, "holdout_every": 4}),
+        mug_dataset["dataset"],
+        tmp_path,
+        hull_path=mug_dataset["hull"],
+    )
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["heldout_views"] and len(saved["heldout_per_view"]) == len(saved["heldout_views"])
     assert all({"psnr", "ssim", "mask_iou"} <= set(v) for v in saved["heldout_per_view"])

@@ -63,13 +63,20 @@ def bare_scene(mug_dataset, tmp_path_factory) -> Path:
 
 
 def test_the_blocker_blocks(tmp_path):
-    probe = "import importlib, importlib.util\nfor m in ('trimesh', 'scipy.ndimage', 'torch.utils.tensorboard'):\n" \
-            "    try:\n        importlib.import_module(m)\n    except ImportError:\n        print('absent', m)\n" \
-            "print(importlib.util.find_spec('open3d'), importlib.util.find_spec('numpy') is not None)\n"
-    out = subprocess.run([sys.executable, "-c", probe], env=_env(tmp_path, TRAIN_ABSENT), capture_output=True,
-                         text=True, timeout=120)
-    assert out.stdout.split("\n")[:4] == ["absent trimesh", "absent scipy.ndimage", "absent torch.utils.tensorboard",
-                                         "None True"]
+    probe = (
+        "import importlib, importlib.util\nfor m in ('trimesh', 'scipy.ndimage', 'torch.utils.tensorboard'):\n"
+        "    try:\n        importlib.import_module(m)\n    except ImportError:\n        print('absent', m)\n"
+        "print(importlib.util.find_spec('open3d'), importlib.util.find_spec('numpy') is not None)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=_env(tmp_path, TRAIN_ABSENT), capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.split("\n")[:4] == [
+        "absent trimesh",
+        "absent scipy.ndimage",
+        "absent torch.utils.tensorboard",
+        "None True",
+    ]
 
 
 def test_neus_stage_train_runs_with_torch_numpy_pyyaml_pillow_tqdm_only(bare_scene, tmp_path):
@@ -84,8 +91,9 @@ def test_neus_stage_train_runs_with_torch_numpy_pyyaml_pillow_tqdm_only(bare_sce
         f"blocked = sorted(m for m in sys.modules if m.split('.')[0] in {TRAIN_ABSENT!r})\n"
         "print('BLOCKED-IMPORTED', blocked)\nsys.exit(code)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", check], env=_env(tmp_path, TRAIN_ABSENT), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", check], env=_env(tmp_path, TRAIN_ABSENT), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "BLOCKED-IMPORTED []" in proc.stdout
     assert "tensorboard is not installed" in proc.stderr
@@ -99,9 +107,24 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(bare_scene, tmp_path):
     """The prepared GPU check, in its CPU mode: both precisions of the torch encoding, the table, renders and
     a mesh from scikit-image's marching cubes (no trimesh, no pymeshlab)."""
     out = tmp_path / "check"
-    cmd = ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(bare_scene / "dataset"), str(out), "--device", "cpu",
-           "--preset", "cpu", "--steps", "12", "--mesh-resolution", "48", "--set", "n_rays=64",
-           "--set", "hull_prior=full"]  # a solid start: 12 steps from a neutral inside render almost nothing
+    cmd = [
+        "bash",
+        str(ROOT / "scripts" / "gpu_check.sh"),
+        str(bare_scene / "dataset"),
+        str(out),
+        "--device",
+        "cpu",
+        "--preset",
+        "cpu",
+        "--steps",
+        "12",
+        "--mesh-resolution",
+        "48",
+        "--set",
+        "n_rays=64",
+        "--set",
+        "hull_prior=full",
+    ]  # a solid start: 12 steps from a neutral inside render almost nothing
     env = {**_env(tmp_path, ABSENT), "PYTHON": sys.executable}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -60,7 +60,7 @@ def set_display_rotation(path: Path) -> None:
     i = data.find(b"tkhd")
     version = data[i + 4]
     off = i + 4 + 4 + (12 if version == 0 else 20) + 4 + (4 if version == 0 else 8) + 8 + 8
-    data[off:off + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    data[off : off + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
     path.write_bytes(bytes(data))
 
 
@@ -158,8 +158,11 @@ def test_bad_videos_are_one_clear_message(views, tmp_path, run_cli, capsys):
     with pytest.raises(StageError, match="short.mp4: holds only 5 frame\\(s\\), fewer than the minimum of 20"):
         extract_frames(short, tmp_path / "c")
     still = encode([views[0]] * 30, tmp_path / "still.mp4")
-    with pytest.raises(StageError, match=r"still.mp4: only 1 usable frame\(s\) of 30 \(0 blurred, 29 near-duplicates\)"
-                       r".*move around the object"):
+    with pytest.raises(
+        StageError,
+        match=r"still.mp4: only 1 usable frame\(s\) of 30 \(0 blurred, 29 near-duplicates\)"
+        r".*move around the object",
+    ):
         extract_frames(still, tmp_path / "d", min_frames=10)
     with pytest.raises(StageError, match="frames.min .* above frames.target"):
         extract_frames(good, tmp_path / "e", target=10, min_frames=20)
@@ -191,8 +194,11 @@ def test_scene_table_takes_a_video_and_refuses_a_mix(views, tmp_path):
     for i in range(4):
         Image.fromarray(views[i]).save(mixed / f"{i:03d}.jpg")
     shutil.copy(clip, mixed / "walkaround.mp4")
-    with pytest.raises(StageError, match="holds a video \\(walkaround.mp4\\) beside 4 other file\\(s\\).*move "
-                       "walkaround.mp4 out of the photo folder.*scene row of its own"):
+    with pytest.raises(
+        StageError,
+        match="holds a video \\(walkaround.mp4\\) beside 4 other file\\(s\\).*move "
+        "walkaround.mp4 out of the photo folder.*scene row of its own",
+    ):
         list_photos(mixed)
     only = tmp_path / "only"
     only.mkdir()
@@ -207,9 +213,19 @@ def test_workflow_plans_frames_before_sfm(views, tmp_path):
     encode(views[:24], tmp_path / "clip.mp4")
     (tmp_path / "scenes.tsv").write_text("scene\tphotos\nclip\tclip.mp4\n")
     snakemake = ROOT / ".venv" / "bin" / "snakemake"
-    cmd = [str(snakemake) if snakemake.exists() else (shutil.which("snakemake") or pytest.skip("no snakemake")),
-           "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "-n", "-p", "--cores", "1",
-           "--config", f"scenes={tmp_path / 'scenes.tsv'}"]
+    cmd = [
+        str(snakemake) if snakemake.exists() else (shutil.which("snakemake") or pytest.skip("no snakemake")),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "-n",
+        "-p",
+        "--cores",
+        "1",
+        "--config",
+        f"scenes={tmp_path / 'scenes.tsv'}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-3000:]

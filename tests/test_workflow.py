@@ -41,8 +41,9 @@ def _no_venv_env() -> dict[str, str]:
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*SNAKEMAKE, "-d", str(workdir), *args], capture_output=True, text=True, timeout=1200,
-                          env=_no_venv_env())
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-d", str(workdir), *args], capture_output=True, text=True, timeout=1200, env=_no_venv_env()
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
@@ -76,7 +77,16 @@ def test_dry_run_of_the_demo_lists_every_stage():
     proc = subprocess.run([*SNAKEMAKE, "-n", "--forceall"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert set(job_counts(proc.stdout)) == {
-        "sfm", "masks", "neus_dataset", "visual_hull", "train", "mesh", "evaluate", "export", "report", "all"
+        "sfm",
+        "masks",
+        "neus_dataset",
+        "visual_hull",
+        "train",
+        "mesh",
+        "evaluate",
+        "export",
+        "report",
+        "all",
     }
 
 
@@ -90,9 +100,24 @@ def test_workflow_end_to_end(tiny_project: Path):
     assert f"mug: mesh {(res / 'mesh_clean.ply').resolve()}" in out
     assert f"mug: report {(res / 'report.html').resolve()}" in out
     assert f"mug: textured mesh {(res / 'export' / 'mug.glb').resolve()} and mug.obj" in out
-    for rel in ("sfm/report.json", "dataset/cameras_sphere.npz", "dataset/meta.json", "bbox.json", "hull.npz",
-                "neus/checkpoint.pt", "neus/config.yaml", "mesh.ply", "mesh_clean.ply", "eval.json", "report.html",
-                "export/mug.glb", "export/mug.obj", "export/mug.mtl", "export/mug.png", "export/export.json"):
+    for rel in (
+        "sfm/report.json",
+        "dataset/cameras_sphere.npz",
+        "dataset/meta.json",
+        "bbox.json",
+        "hull.npz",
+        "neus/checkpoint.pt",
+        "neus/config.yaml",
+        "mesh.ply",
+        "mesh_clean.ply",
+        "eval.json",
+        "report.html",
+        "export/mug.glb",
+        "export/mug.obj",
+        "export/mug.mtl",
+        "export/mug.png",
+        "export/export.json",
+    ):
         assert (res / rel).is_file(), rel
     report = json.loads((res / "sfm" / "report.json").read_text())
     stems = sorted(p.stem for p in (tiny_project / "scene" / "photos").iterdir())
@@ -150,8 +175,9 @@ def test_masks_multiview_setting_reaches_the_masks_command(tmp_path: Path, multi
     (tmp_path / "config" / "config.yaml").write_text(CONFIG)
     (tmp_path / "config" / "scenes.tsv").write_text("scene\tphotos\tmasks\nmug\tscene/photos\tscene/masks\n")
     (tmp_path / "scene").symlink_to(ROOT / "resources" / "demo")
-    proc = snakemake(tmp_path, "-n", "-p", "--cores", "1", "--forceall", "--config",
-                     f"masks={{multiview: {str(multiview).lower()}}}")
+    proc = snakemake(
+        tmp_path, "-n", "-p", "--cores", "1", "--forceall", "--config", f"masks={{multiview: {str(multiview).lower()}}}"
+    )
     masks_cmd = next(line for line in proc.stdout.splitlines() if " masks --images " in line)
     assert "--sfm results/mug/sfm" in masks_cmd and re.search(r"--user-masks \S*/masks ", masks_cmd)
     assert ("--no-multiview" in masks_cmd) is (not multiview)

@@ -32,8 +32,7 @@ def _box(rec: object, key: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     except (KeyError, TypeError, ValueError) as exc:
         raise StageError(f"{path}: not a bbox.json with {key}.min/max as 3 numbers each ({exc}); {REBUILD}") from exc
     if not (np.isfinite(lo).all() and np.isfinite(hi).all() and (hi > lo).all()):
-        raise StageError(f"{path}: the {key} box is empty or invalid (min {lo.tolist()}, max {hi.tolist()}); "
-                         f"{REBUILD}")
+        raise StageError(f"{path}: the {key} box is empty or invalid (min {lo.tolist()}, max {hi.tolist()}); {REBUILD}")
     return lo, hi
 
 
@@ -79,22 +78,38 @@ def read_support(path: Path) -> dict:
 
     rec = read_bbox_record(path).get("support")
     if not isinstance(rec, dict) or "method" not in rec:
-        return {"method": "none", "plane": None, "margin": 0.0,
-                "message": f"{path} records no support search (written by an older visual-hull stage)"}
+        return {
+            "method": "none",
+            "plane": None,
+            "margin": 0.0,
+            "message": f"{path} records no support search (written by an older visual-hull stage)",
+        }
     plane = None
     if rec["method"] == "plane":
         try:
             p = rec["plane"]["normalized"]
             n = np.asarray(p["normal"], dtype=np.float64).reshape(3)
-            plane = SupportPlane(n / np.linalg.norm(n), float(p["offset"]), np.zeros(0, dtype=bool),
-                                 float(p.get("inlier_share", 0.0)), float(p.get("rms", 0.0)),
-                                 float(p.get("tolerance", 0.0)))
+            plane = SupportPlane(
+                n / np.linalg.norm(n),
+                float(p["offset"]),
+                np.zeros(0, dtype=bool),
+                float(p.get("inlier_share", 0.0)),
+                float(p.get("rms", 0.0)),
+                float(p.get("tolerance", 0.0)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
-            raise StageError(f"{path}: support.method is 'plane' but support.plane.normalized is not a plane "
-                             f"with a normal and an offset ({exc}); {REBUILD}") from exc
+            raise StageError(
+                f"{path}: support.method is 'plane' but support.plane.normalized is not a plane "
+                f"with a normal and an offset ({exc}); {REBUILD}"
+            ) from exc
     margin = float((rec.get("margin") or {}).get("normalized", 0.0))
-    return {"method": rec["method"], "plane": plane, "margin": margin, "message": rec.get("message", ""),
-            "reason": rec.get("reason")}
+    return {
+        "method": rec["method"],
+        "plane": plane,
+        "margin": margin,
+        "message": rec.get("message", ""),
+        "reason": rec.get("reason"),
+    }
 
 
 @dataclass
@@ -112,16 +127,28 @@ class Hull:
         return (self.bounds_max - self.bounds_min) / np.array(self.occupancy.shape)
 
 
-def write_hull(path: Path, occupancy: np.ndarray, bounds_min: np.ndarray, bounds_max: np.ndarray,
-               scale_mat: np.ndarray, **extra: np.ndarray) -> None:
+def write_hull(
+    path: Path,
+    occupancy: np.ndarray,
+    bounds_min: np.ndarray,
+    bounds_max: np.ndarray,
+    scale_mat: np.ndarray,
+    **extra: np.ndarray,
+) -> None:
     """Write a hull.npz atomically (all or nothing: training and meshing read it). ``extra``: further arrays
     (``background_votes``, ``support_points``, ``support_inliers``, ``carved``)."""
     occupancy = np.asarray(occupancy, dtype=bool)
     if occupancy.ndim != 3:
         raise ValueError(f"hull occupancy must be a 3-D grid, got shape {occupancy.shape}")
     with atomic_write(Path(path)) as fh:
-        np.savez_compressed(fh, occupancy=occupancy, bounds_min=np.asarray(bounds_min, dtype=np.float64),
-                            bounds_max=np.asarray(bounds_max, dtype=np.float64), scale_mat=scale_mat, **extra)
+        np.savez_compressed(
+            fh,
+            occupancy=occupancy,
+            bounds_min=np.asarray(bounds_min, dtype=np.float64),
+            bounds_max=np.asarray(bounds_max, dtype=np.float64),
+            scale_mat=scale_mat,
+            **extra,
+        )
 
 
 def read_hull_file(path: Path) -> Hull:
@@ -140,8 +167,10 @@ def read_hull_file(path: Path) -> Hull:
     except (OSError, ValueError, KeyError) as exc:
         raise StageError(f"{path}: not a hull.npz with occupancy, bounds_min, bounds_max ({exc}); {REBUILD}") from exc
     if occ.ndim != 3 or not (np.isfinite(lo).all() and np.isfinite(hi).all() and (hi > lo).all()):
-        raise StageError(f"{path}: occupancy must be a 3-D grid over a valid box (shape {occ.shape}, box "
-                         f"{lo.tolist()} .. {hi.tolist()}); {REBUILD}")
+        raise StageError(
+            f"{path}: occupancy must be a 3-D grid over a valid box (shape {occ.shape}, box "
+            f"{lo.tolist()} .. {hi.tolist()}); {REBUILD}"
+        )
     return Hull(occ, lo, hi, scale, pts, inl)
 
 
@@ -151,5 +180,14 @@ def read_hull(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return h.occupancy, h.bounds_min, h.bounds_max
 
 
-__all__ = ["Hull", "read_bbox", "read_bbox_record", "read_hull", "read_hull_file", "read_support",
-           "read_world_box", "write_bbox", "write_hull"]
+__all__ = [
+    "Hull",
+    "read_bbox",
+    "read_bbox_record",
+    "read_hull",
+    "read_hull_file",
+    "read_support",
+    "read_world_box",
+    "write_bbox",
+    "write_hull",
+]

@@ -56,8 +56,9 @@ def read_masks(folder: Path, stems: list[str]) -> np.ndarray:
     """Masks ``<stem>.png`` of ``folder`` in the given order as (N,H,W) bool; names must match."""
     for s in stems:
         if not (Path(folder) / f"{s}.png").is_file():
-            raise StageError(f"{Path(folder) / f'{s}.png'}: mask missing for image '{s}'; every image needs a mask of "
-                             "the same name")
+            raise StageError(
+                f"{Path(folder) / f'{s}.png'}: mask missing for image '{s}'; every image needs a mask of the same name"
+            )
     masks = [read_mask(Path(folder) / f"{s}.png") for s in stems]
     shapes = {m.shape for m in masks}
     if len(shapes) > 1:
@@ -81,8 +82,10 @@ def dataset_masks(dataset_dir: Path, n_views: int) -> list[np.ndarray]:
     """The dataset's masks, one per camera in sorted order, as bool arrays; none for a scene without masks."""
     files = mask_files(dataset_dir)
     if files and len(files) != n_views:
-        raise StageError(f"{Path(dataset_dir) / 'mask'}: {len(files)} masks but {CAMERAS} holds {n_views} cameras; "
-                         "they must match one to one in sorted order")
+        raise StageError(
+            f"{Path(dataset_dir) / 'mask'}: {len(files)} masks but {CAMERAS} holds {n_views} cameras; "
+            "they must match one to one in sorted order"
+        )
     return [read_mask(p) for p in files]
 
 

@@ -34,8 +34,10 @@ class DTUEvalFiles:
 
 
 def _layout(dtu_root: Path, scan: int) -> str:
-    return (f"expected layout under {dtu_root}: ObsMask/ObsMask{scan}_10.mat, ObsMask/Plane{scan}.mat, "
-            f"Points/stl/stl{scan:03}_total.ply (the official DTU 'SampleSet/MVS Data' evaluation files)")
+    return (
+        f"expected layout under {dtu_root}: ObsMask/ObsMask{scan}_10.mat, ObsMask/Plane{scan}.mat, "
+        f"Points/stl/stl{scan:03}_total.ply (the official DTU 'SampleSet/MVS Data' evaluation files)"
+    )
 
 
 def _load_mat(path: Path, keys: list[str], dtu_root: Path, scan: int) -> dict:
@@ -64,8 +66,13 @@ def read_dtu_eval_files(dtu_root: Path, scan: int) -> DTUEvalFiles:
     stl_path = dtu_root / "Points" / "stl" / f"stl{scan:03}_total.ply"
     if not stl_path.is_file():
         raise StageError(f"{stl_path}: DTU evaluation file not found; {_layout(dtu_root, scan)}")
-    return DTUEvalFiles(obs_mask=np.asarray(obs["ObsMask"]).astype(bool), bb=np.asarray(obs["BB"]).astype(np.float32),
-                        res=np.asarray(obs["Res"], dtype=np.float64), plane=np.asarray(plane), stl_path=stl_path)
+    return DTUEvalFiles(
+        obs_mask=np.asarray(obs["ObsMask"]).astype(bool),
+        bb=np.asarray(obs["BB"]).astype(np.float32),
+        res=np.asarray(obs["Res"], dtype=np.float64),
+        plane=np.asarray(plane),
+        stl_path=stl_path,
+    )
 
 
 def read_dtu_points(path: Path) -> np.ndarray:
@@ -85,15 +92,27 @@ def write_error_cloud(path: Path, pts: np.ndarray, err: np.ndarray, vmax: float)
     from matplotlib import colormaps
 
     rgb = (colormaps["viridis"](np.clip(err / max(vmax, 1e-30), 0, 1))[:, :3] * 255).round().astype(np.uint8)
-    rec = np.empty(len(pts), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
-                                     ("blue", "u1"), ("error", "<f4")])
+    rec = np.empty(
+        len(pts),
+        dtype=[
+            ("x", "<f4"),
+            ("y", "<f4"),
+            ("z", "<f4"),
+            ("red", "u1"),
+            ("green", "u1"),
+            ("blue", "u1"),
+            ("error", "<f4"),
+        ],
+    )
     rec["x"], rec["y"], rec["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
     rec["red"], rec["green"], rec["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     rec["error"] = err
-    header = ("ply\nformat binary_little_endian 1.0\n"
-              f"comment accuracy error per mesh sample, colormap viridis 0..{vmax:.6g}\n"
-              f"element vertex {len(pts)}\nproperty float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty float error\nend_header\n")
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"comment accuracy error per mesh sample, colormap viridis 0..{vmax:.6g}\n"
+        f"element vertex {len(pts)}\nproperty float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty float error\nend_header\n"
+    )
     with atomic_write(Path(path)) as fh:
         fh.write(header.encode("ascii"))
         fh.write(rec.tobytes())

@@ -44,8 +44,10 @@ def check_mesh_path(path: Path, what: str = "--out") -> Path:
     """``path`` if its extension names a format this package writes; else a StageError before any work."""
     path = Path(path)
     if path.suffix.lower() not in MESH_FORMATS:
-        raise StageError(f"{what} {path}: cannot write a mesh as '{path.suffix or '(no extension)'}'; name the file "
-                         f"with one of {', '.join(MESH_FORMATS)} (e.g. {path.with_suffix('.ply').name})")
+        raise StageError(
+            f"{what} {path}: cannot write a mesh as '{path.suffix or '(no extension)'}'; name the file "
+            f"with one of {', '.join(MESH_FORMATS)} (e.g. {path.with_suffix('.ply').name})"
+        )
     return path
 
 
@@ -59,8 +61,9 @@ def write_mesh(path: Path, verts: np.ndarray, faces: np.ndarray, colors: np.ndar
     if path.suffix.lower() == ".ply":
         data = mesh.export(file_type="ply", encoding="binary")
     else:
-        data = mesh.export(file_type="obj", include_color=colors is not None, include_normals=False,
-                           include_texture=False)
+        data = mesh.export(
+            file_type="obj", include_color=colors is not None, include_normals=False, include_texture=False
+        )
     write_bytes_atomic(path, data.encode() if isinstance(data, str) else data)
 
 

@@ -71,12 +71,21 @@ def png_bytes(texture: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_obj(out_dir: Path, name: str, verts: np.ndarray, faces: np.ndarray, uv: np.ndarray,
-              normals: np.ndarray, texture_png: bytes) -> dict[str, Path]:
+def write_obj(
+    out_dir: Path,
+    name: str,
+    verts: np.ndarray,
+    faces: np.ndarray,
+    uv: np.ndarray,
+    normals: np.ndarray,
+    texture_png: bytes,
+) -> dict[str, Path]:
     """``name``.obj / .mtl / .png (vertices already in the export frame; ``uv`` in glTF convention)."""
     out_dir = Path(out_dir)
-    mtl = (f"# neus-stage export: {name}\nnewmtl {name}\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\n"
-           f"Ks 0.000 0.000 0.000\nd 1.0\nillum 1\nmap_Kd {name}.png\n")
+    mtl = (
+        f"# neus-stage export: {name}\nnewmtl {name}\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\n"
+        f"Ks 0.000 0.000 0.000\nd 1.0\nillum 1\nmap_Kd {name}.png\n"
+    )
     buf = io.StringIO()
     buf.write(f"# neus-stage export: {name}; y-up (x, z, -y of the world frame), world units\n")
     buf.write(f"mtllib {name}.mtl\no {name}\n")
@@ -93,14 +102,22 @@ def write_obj(out_dir: Path, name: str, verts: np.ndarray, faces: np.ndarray, uv
     return paths
 
 
-def write_glb(path: Path, name: str, verts: np.ndarray, faces: np.ndarray, uv: np.ndarray, normals: np.ndarray,
-              texture: np.ndarray) -> None:
+def write_glb(
+    path: Path,
+    name: str,
+    verts: np.ndarray,
+    faces: np.ndarray,
+    uv: np.ndarray,
+    normals: np.ndarray,
+    texture: np.ndarray,
+) -> None:
     """A glTF 2.0 binary with one mesh, one PBR material (metallic 0, roughness 1) and the texture embedded
     as PNG (trimesh writes it; vertices already in the y-up export frame, ``uv`` in glTF convention)."""
     import trimesh
 
-    material = trimesh.visual.material.PBRMaterial(name=name, baseColorTexture=Image.fromarray(texture),
-                                                   metallicFactor=0.0, roughnessFactor=1.0)
+    material = trimesh.visual.material.PBRMaterial(
+        name=name, baseColorTexture=Image.fromarray(texture), metallicFactor=0.0, roughnessFactor=1.0
+    )
     # trimesh keeps UVs in OBJ's convention (v up) and flips them when it writes glTF
     visual = trimesh.visual.TextureVisuals(uv=np.stack([uv[:, 0], 1.0 - uv[:, 1]], 1), material=material)
     mesh = trimesh.Trimesh(vertices=verts, faces=faces, vertex_normals=normals, visual=visual, process=False)
@@ -117,8 +134,9 @@ def write_preview(path: Path, views: Sequence[View], renders: Sequence[np.ndarra
         r = np.clip(np.rint(render * 255), 0, 255).astype(np.uint8)
         pair = np.concatenate([photo, np.full((photo.shape[0], 8, 3), 255, np.uint8), r], 1)
         scale = height / pair.shape[0]
-        rows.append(np.asarray(Image.fromarray(pair).resize((round(pair.shape[1] * scale), height),
-                                                            Image.Resampling.LANCZOS)))
+        rows.append(
+            np.asarray(Image.fromarray(pair).resize((round(pair.shape[1] * scale), height), Image.Resampling.LANCZOS))
+        )
     gap = np.full((8, rows[0].shape[1], 3), 255, np.uint8)
     sheet = np.concatenate([x for r in rows for x in (r, gap)][:-1], 0)
     buf = io.BytesIO()

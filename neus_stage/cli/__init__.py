@@ -86,10 +86,7 @@ def _given(args: argparse.Namespace, func: Callable) -> dict[str, Any]:
     """The settings given on the command line for ``func``: the namespace's entries named like one of its
     parameters with a default (settings not given are absent from the namespace: ``func``'s defaults apply)."""
     params = inspect.signature(func).parameters
-    return {k: v for k, v in vars(args).items()
-            if k in params and params[k].default is not inspect.Parameter.empty}
-
-
+    return {k: v for k, v in vars(args).items() if k in params and params[k].default is not inspect.Parameter.empty}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,4 +155,3 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report_error(f"neus-stage {args.command}: error: {message}")
     return status
-

@@ -20,13 +20,15 @@ _TRAIN = "neus_stage.train.trainer:train"
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "train", "train NeuS (presets: neus = faithful, fast = hash grid on GPU, cpu = small)")
     p.add_argument("--dataset", type=Path, required=True, help="NeuS dataset folder")
-    _setting(p, _TRAIN, "--hull", dest="hull_path", type=Path,
-             help="hull.npz: initial occupancy grid (fast modes)")
-    _setting(p, _TRAIN, "--bbox", dest="bbox_path", type=Path,
-             help="bbox.json: object box in the normalised frame")
+    _setting(p, _TRAIN, "--hull", dest="hull_path", type=Path, help="hull.npz: initial occupancy grid (fast modes)")
+    _setting(p, _TRAIN, "--bbox", dest="bbox_path", type=Path, help="bbox.json: object box in the normalised frame")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, config.yaml, renders, logs")
-    _setting(p, "neus_stage.train.config:resolve_config", "--preset",
-             help="neus | fast | cpu | auto (fast with CUDA, cpu otherwise)")
+    _setting(
+        p,
+        "neus_stage.train.config:resolve_config",
+        "--preset",
+        help="neus | fast | cpu | auto (fast with CUDA, cpu otherwise)",
+    )
     p.add_argument(
         "--set",
         dest="set_fields",
@@ -51,8 +53,10 @@ def _run_train(args: argparse.Namespace) -> None:
     if not mask_files(args.dataset) and "use_mask" not in overrides:
         # masks mode none (or a dataset without masks): train on whole images with the background modelled,
         # from NeuS's sphere rather than a hull (there is none)
-        log.warning("%s has no masks: training with use_mask=false (the background is modelled) and "
-                    "hull_prior=none", args.dataset)
+        log.warning(
+            "%s has no masks: training with use_mask=false (the background is modelled) and hull_prior=none",
+            args.dataset,
+        )
         overrides = {"use_mask": False, "hull_prior": "none", **overrides}
         # the visual-hull stage wrote the box only (no masks, no hull): train in bbox.json's box
         paths.pop("hull_path", None)
@@ -72,27 +76,35 @@ def _add_mesh(sub: argparse._SubParsersAction) -> None:
     _setting(p, _MESH, "--hull", dest="hull_path", type=Path, help="hull.npz: blocks outside it are skipped")
     p.add_argument("--out", type=Path, required=True, help="mesh to write (world units; .ply or .obj)")
     _setting(
-        p, _MESH, "--clean", dest="clean_path", type=Path,
+        p,
+        _MESH,
+        "--clean",
+        dest="clean_path",
+        type=Path,
         help="clean mesh to write (cleaned, mask-culled; .ply or .obj)",
     )
     _setting(p, _MESH, "--resolution", type=int, help="grid samples along the longest box side")
     _setting(p, _MESH, "--block", type=int, help="block size for evaluating the SDF")
     _setting(
-        p, _MESH, "--coarse",
+        p,
+        _MESH,
+        "--coarse",
         type=int,
         help="sample every COARSE-th point first and the full grid only near the surface (1: every sample)",
     )
+    _setting(p, _MESH, "--dilation", type=int, help="mask dilation in pixels for culling (recorded in the output)")
     _setting(
-        p, _MESH, "--dilation", type=int, help="mask dilation in pixels for culling (recorded in the output)"
-    )
-    _setting(
-        p, _MESH, "--min-component",
+        p,
+        _MESH,
+        "--min-component",
         type=float,
         help="drop connected parts with fewer faces than this share of the largest",
     )
     _setting(p, _MESH, "--device", help="cpu | cuda | auto")
     _setting(
-        p, _MESH, "--cut-at-support",
+        p,
+        _MESH,
+        "--cut-at-support",
         action=argparse.BooleanOptionalAction,
         help="end the mesh where bbox.json says the object ends: a flat cap on the support plane, or (without a "
         "plane) the clean mesh without what no camera observes; --no-cut-at-support keeps the raw extent",
@@ -111,19 +123,30 @@ _EXPORT = "neus_stage.export:export_textured"
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "export", "the clean mesh as textured GLB and OBJ (decimated, UV-unwrapped, texture "
-                 "baked from the photos)")
+    p = _command(
+        sub, "export", "the clean mesh as textured GLB and OBJ (decimated, UV-unwrapped, texture baked from the photos)"
+    )
     p.add_argument("--mesh", type=Path, required=True, help="mesh to export (results/<scene>/mesh_clean.ply)")
     p.add_argument("--dataset", type=Path, required=True, help="the scene's NeuS dataset (photos, masks, cameras)")
     p.add_argument("--out", type=Path, required=True, help="folder for <name>.glb, .obj, .mtl, .png, export.json")
     _setting(p, _EXPORT, "--name", help="file name stem (default: the mesh's folder name, the scene)")
     _setting(p, _EXPORT, "--faces", type=int, help="decimate to this many faces (at least 1000)")
     _setting(p, _EXPORT, "--texture-size", type=int, help="texture side in texels (a power of two)")
-    _setting(p, _EXPORT, "--texture-from", choices=["photos", "network"],
-             help="bake the texture from the photos, or from the trained colour network (--checkpoint)")
+    _setting(
+        p,
+        _EXPORT,
+        "--texture-from",
+        choices=["photos", "network"],
+        help="bake the texture from the photos, or from the trained colour network (--checkpoint)",
+    )
     _setting(p, _EXPORT, "--checkpoint", type=Path, help="neus/checkpoint.pt, with --texture-from network")
-    _setting(p, _EXPORT, "--holdout-every", type=int,
-             help="leave every k-th view out of the texture and report their re-rendered PSNR (0: use all)")
+    _setting(
+        p,
+        _EXPORT,
+        "--holdout-every",
+        type=int,
+        help="leave every k-th view out of the texture and report their re-rendered PSNR (0: use all)",
+    )
     _setting(p, _EXPORT, "--device", help="cpu | cuda | auto (the colour network)")
     p.set_defaults(func=_run_export)
 
@@ -170,13 +193,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="after the camera-centre similarity, refine the alignment by ICP with scaling against --gt",
     )
     _setting(
-        p, _EVALUATE, "--thresholds",
+        p,
+        _EVALUATE,
+        "--thresholds",
         type=_thresholds,
         help="F-score thresholds, comma separated (default: 0.5%%,1%%,2%% of the GT box diagonal)",
     )
-    _setting(
-        p, _EVALUATE, "--error-cloud", type=Path, help="write the mesh samples coloured by error to this .ply"
-    )
+    _setting(p, _EVALUATE, "--error-cloud", type=Path, help="write the mesh samples coloured by error to this .ply")
     p.set_defaults(func=_run_evaluate)
 
 
@@ -233,16 +256,22 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "report", "one self-contained HTML page showing a scene's artifacts, stage by stage")
     p.add_argument("--scene-dir", type=Path, required=True, help="the scene's results folder (results/<scene>)")
     _setting(
-        p, _REPORT, "--benchmarks", dest="benchmarks_dir", type=Path,
+        p,
+        _REPORT,
+        "--benchmarks",
+        dest="benchmarks_dir",
+        type=Path,
         help="folder of <rule>/<scene>.tsv run times (the workflow writes benchmarks/; without it the report "
         "shows none)",
     )
     _setting(p, _REPORT, "--out", type=Path, help="HTML file to write (default: <scene-dir>/report.html)")
+    _setting(p, _REPORT, "--max-faces", type=int, help="mesh previews are drawn from a mesh decimated to this size")
     _setting(
-        p, _REPORT, "--max-faces", type=int, help="mesh previews are drawn from a mesh decimated to this size"
-    )
-    _setting(
-        p, _REPORT, "--quality", dest="quality_out", type=Path,
+        p,
+        _REPORT,
+        "--quality",
+        dest="quality_out",
+        type=Path,
         help="also judge the scene without ground truth and write the verdict to this quality.json",
     )
     p.set_defaults(func=_run_report)
@@ -256,8 +285,11 @@ def _run_report(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------------ quality
 def _add_quality(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "quality", "judge a finished scene without ground truth: SfM points vs mesh, "
-                 "held-out views, one-line verdict")
+    p = _command(
+        sub,
+        "quality",
+        "judge a finished scene without ground truth: SfM points vs mesh, held-out views, one-line verdict",
+    )
     p.add_argument("--scene-dir", type=Path, required=True, help="the scene's results folder (results/<scene>)")
     p.add_argument("--out", type=Path, help="quality.json to write (default: <scene-dir>/quality.json)")
     p.set_defaults(func=_run_quality)

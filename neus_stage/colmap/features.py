@@ -25,8 +25,16 @@ def working_size(width: int, height: int, max_size: int) -> tuple[int, int]:
     return max(1, round(width * s)), max(1, round(height * s))
 
 
-def extract_features(pycolmap, db_path: Path, images_dir: Path, names: list[str], camera_model: str,
-                     max_image_size: int, threads: int, max_features: int) -> None:
+def extract_features(
+    pycolmap,
+    db_path: Path,
+    images_dir: Path,
+    names: list[str],
+    camera_model: str,
+    max_image_size: int,
+    threads: int,
+    max_features: int,
+) -> None:
     """SIFT features of the images ``names`` of ``images_dir`` into the database, one camera shared by all."""
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = camera_model
@@ -37,8 +45,15 @@ def extract_features(pycolmap, db_path: Path, images_dir: Path, names: list[str]
     device = colmap_device(pycolmap)
     extraction.use_gpu = device == pycolmap.Device.cuda
     with colmap_logs(), DatabaseProgress(db_path, "keypoints", "SIFT features", len(names), "photos"):
-        pycolmap.extract_features(db_path, images_dir, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
-                                  reader_options=reader, extraction_options=extraction, device=device)
+        pycolmap.extract_features(
+            db_path,
+            images_dir,
+            image_names=names,
+            camera_mode=pycolmap.CameraMode.SINGLE,
+            reader_options=reader,
+            extraction_options=extraction,
+            device=device,
+        )
 
 
 def check_features(pycolmap, db_path: Path, photos_dir: Path) -> dict[str, int]:

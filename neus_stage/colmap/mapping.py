@@ -23,8 +23,7 @@ MAPPERS = ("incremental", "global")
 _TANGENTIAL_MODELS = {"OPENCV", "FULL_OPENCV"}
 
 
-def map_photos(pycolmap, db_path: Path, images_dir: Path, work: Path, mapper: str, threads: int,
-               n_photos: int) -> dict:
+def map_photos(pycolmap, db_path: Path, images_dir: Path, work: Path, mapper: str, threads: int, n_photos: int) -> dict:
     """The models (id -> pycolmap.Reconstruction) ``mapper`` builds from the matched database, written under
     ``work``; a StageError for an unknown or unavailable mapper, or one that fails."""
     if mapper not in MAPPERS:
@@ -54,8 +53,9 @@ def _incremental_mapping(pycolmap, db_path: Path, images_dir: Path, work: Path, 
     options.num_threads = int(threads)
     options.random_seed = 0
     with Progress("incremental mapping", n_photos, "photos registered") as bar:
-        models = pycolmap.incremental_mapping(db_path, images_dir, work, options=options,
-                                              next_image_callback=bar.update)
+        models = pycolmap.incremental_mapping(
+            db_path, images_dir, work, options=options, next_image_callback=bar.update
+        )
         bar.set(max((m.num_reg_images() for m in models.values()), default=0))
         return models
 
@@ -83,11 +83,21 @@ def _bundle_adjust(pycolmap, rec, *, principal_point: bool) -> None:
 def _record_round(rec, camera, rounds: list[dict], stage: str) -> None:
     """Append the camera and the reprojection error after one round of refinement to ``rounds``; log them."""
     rec.update_point_3d_errors()
-    rounds.append({"stage": stage, "model": camera.model_name,
-                   "mean_reprojection_error_px": round(float(rec.compute_mean_reprojection_error()), 4),
-                   "params": [round(float(x), 6) for x in camera.params]})
-    log.info("%s: %s %s, reprojection error %.3f px", stage, camera.model_name,
-             np.round(camera.params, 3).tolist(), rounds[-1]["mean_reprojection_error_px"])
+    rounds.append(
+        {
+            "stage": stage,
+            "model": camera.model_name,
+            "mean_reprojection_error_px": round(float(rec.compute_mean_reprojection_error()), 4),
+            "params": [round(float(x), 6) for x in camera.params],
+        }
+    )
+    log.info(
+        "%s: %s %s, reprojection error %.3f px",
+        stage,
+        camera.model_name,
+        np.round(camera.params, 3).tolist(),
+        rounds[-1]["mean_reprojection_error_px"],
+    )
 
 
 def _start_radial(pycolmap, camera, requested: str) -> None:
@@ -103,8 +113,9 @@ def _start_radial(pycolmap, camera, requested: str) -> None:
         camera.params = [0.5 * (fx + fy), cx, cy, k1, k2]
 
 
-def _free_or_hold_principal_point(pycolmap, rec, camera, camera_id: int,
-                                  min_pp_gain: float) -> tuple[bool, float, float]:
+def _free_or_hold_principal_point(
+    pycolmap, rec, camera, camera_id: int, min_pp_gain: float
+) -> tuple[bool, float, float]:
     """Bundle-adjust with the principal point freed where that lowers the reprojection error by ``min_pp_gain``
     (a share), else held at the centre: (freed, error freed px, error held px)."""
     # Free the principal point only where the data determine it. In object-centred captures a principal-
@@ -118,8 +129,13 @@ def _free_or_hold_principal_point(pycolmap, rec, camera, camera_id: int,
     _bundle_adjust(pycolmap, rec, principal_point=True)
     error_free = float(rec.compute_mean_reprojection_error())
     free_pp = error_free < (1.0 - min_pp_gain) * error_held
-    log.info("principal point %s: reprojection error %.4f px free vs %.4f px held (needs %.1f%% gain)",
-             "freed" if free_pp else "held at the centre", error_free, error_held, 100 * min_pp_gain)
+    log.info(
+        "principal point %s: reprojection error %.4f px free vs %.4f px held (needs %.1f%% gain)",
+        "freed" if free_pp else "held at the centre",
+        error_free,
+        error_held,
+        100 * min_pp_gain,
+    )
     if not free_pp:
         camera.params = held.camera(camera_id).params
         _bundle_adjust(pycolmap, rec, principal_point=False)
@@ -137,8 +153,9 @@ def _to_requested_model(pycolmap, camera, requested: str) -> None:
     camera.params = params
 
 
-def refine_intrinsics(pycolmap, rec, *, requested: str | None = None, max_reproj_error: float = 2.0,
-                      min_pp_gain: float = 0.003) -> dict:
+def refine_intrinsics(
+    pycolmap, rec, *, requested: str | None = None, max_reproj_error: float = 2.0, min_pp_gain: float = 0.003
+) -> dict:
     """Global bundle adjustment of poses, points, focal length, principal point and distortion.
 
     COLMAP's mapper keeps the principal point at the image centre; here it is freed. For the OPENCV
@@ -163,8 +180,14 @@ def refine_intrinsics(pycolmap, rec, *, requested: str | None = None, max_reproj
         _to_requested_model(pycolmap, camera, requested)
         _bundle_adjust(pycolmap, rec, principal_point=False)
         _record_round(rec, camera, rounds, "full model, principal point held")
-    return {"observations_removed": n_removed, "filter_threshold_px": round(threshold, 3), "rounds": rounds,
-            "principal_point_freed": bool(free_pp), "error_pp_free_px": error_free, "error_pp_held_px": error_held}
+    return {
+        "observations_removed": n_removed,
+        "filter_threshold_px": round(threshold, 3),
+        "rounds": rounds,
+        "principal_point_freed": bool(free_pp),
+        "error_pp_free_px": error_free,
+        "error_pp_held_px": error_held,
+    }
 
 
 def filter_observations(rec, max_error: float) -> int:

@@ -53,8 +53,13 @@ def _retrieval_pairs_file(pycolmap, db_path: Path, out: Path) -> int:
         descriptors = [np.asarray(db.read_descriptors(im.image_id).data) for im in images]
     pairs = retrieval_pairs(descriptors, k=RETRIEVAL_K)
     out.write_text("".join(f"{images[i].name} {images[j].name}\n" for i, j in pairs))
-    log.info("retrieval: %d image pairs (each photo with its %d most similar and its next 3), against %d for "
-             "exhaustive matching", len(pairs), RETRIEVAL_K, len(images) * (len(images) - 1) // 2)
+    log.info(
+        "retrieval: %d image pairs (each photo with its %d most similar and its next 3), against %d for "
+        "exhaustive matching",
+        len(pairs),
+        RETRIEVAL_K,
+        len(images) * (len(images) - 1) // 2,
+    )
     return len(pairs)
 
 
@@ -81,8 +86,7 @@ def _check_gps_positions(pycolmap, db_path: Path) -> None:
             "sequence)"
         )
     if n_priors < n_images:
-        log.warning("only %d of %d photos have a GPS position: the others get no spatial matches", n_priors,
-                    n_images)
+        log.warning("only %d of %d photos have a GPS position: the others get no spatial matches", n_priors, n_images)
 
 
 def _pairing(pycolmap, db_path: Path, matcher: str, n_photos: int) -> tuple[object | None, int]:
@@ -147,4 +151,3 @@ def check_matches(pycolmap, db_path: Path, photos_dir: Path) -> dict[str, int]:
     if alone:
         log.warning("no overlapping photo found for %s: they cannot register", ", ".join(alone))
     return partners
-

@@ -130,9 +130,13 @@ class DatabaseProgress:
             return None
 
     def __enter__(self) -> DatabaseProgress:
-        self._proc = subprocess.Popen([sys.executable, "-c", _COUNT_ROWS, str(self.db_path), self.table,
-                                       str(self.every)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                      stdin=subprocess.DEVNULL, text=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _COUNT_ROWS, str(self.db_path), self.table, str(self.every)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         self._thread.start()
         return self
 

@@ -26,6 +26,17 @@ from .silhouette import lowest_safe_cut, silhouette_loss
 from .support import SupportPlane, SupportSearch, find_support, fit_support_plane, up_prior
 from .visibility import observed_faces, visibility_cull
 
-__all__ = ["SupportPlane", "SupportSearch", "cut_occupancy", "cut_sdf", "cut_sdf_grid", "find_support",
-           "fit_support_plane", "lowest_safe_cut", "observed_faces", "silhouette_loss", "up_prior",
-           "visibility_cull"]
+__all__ = [
+    "SupportPlane",
+    "SupportSearch",
+    "cut_occupancy",
+    "cut_sdf",
+    "cut_sdf_grid",
+    "find_support",
+    "fit_support_plane",
+    "lowest_safe_cut",
+    "observed_faces",
+    "silhouette_loss",
+    "up_prior",
+    "visibility_cull",
+]

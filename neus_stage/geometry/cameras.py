@@ -174,8 +174,13 @@ class Similarity:
 
     def then(self, other: Similarity) -> Similarity:
         """The similarity that applies ``self`` first, then ``other``."""
-        return Similarity(self.scale * other.scale, other.R @ self.R, other.scale * other.R @ self.t + other.t,
-                          self.rms, {**(self.details or {}), **(other.details or {})})
+        return Similarity(
+            self.scale * other.scale,
+            other.R @ self.R,
+            other.scale * other.R @ self.t + other.t,
+            self.rms,
+            {**(self.details or {}), **(other.details or {})},
+        )
 
 
 def fit_similarity(src: np.ndarray, dst: np.ndarray) -> Similarity:

@@ -18,8 +18,9 @@ View = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """points (M,3) -> (seen (M,) bool, foreground (M,) bool)."""
 
 
-def vote(points: np.ndarray, views: Iterable[View], most_allowed: int,
-         dtype: type = np.int32) -> tuple[np.ndarray, np.ndarray]:
+def vote(
+    points: np.ndarray, views: Iterable[View], most_allowed: int, dtype: type = np.int32
+) -> tuple[np.ndarray, np.ndarray]:
     """(seen, background) counts (N,) of ``points`` over ``views``; a point's counts stop once more than
     ``most_allowed`` views have called it background (it is carved whatever the others say)."""
     seen = np.zeros(len(points), dtype)

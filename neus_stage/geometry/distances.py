@@ -116,8 +116,7 @@ class SurfaceDistance:
         self.o3d = _open3d()
         if self.o3d is not None:
             scene = self.o3d.t.geometry.RaycastingScene()
-            scene.add_triangles(self.o3d.core.Tensor(V.astype(np.float32)),
-                                self.o3d.core.Tensor(F.astype(np.uint32)))
+            scene.add_triangles(self.o3d.core.Tensor(V.astype(np.float32)), self.o3d.core.Tensor(F.astype(np.uint32)))
             self.scene = scene
         else:  # pragma: no cover - open3d present in the supported environment
             self.method = "point-to-samples (4M surface samples)"
@@ -165,7 +164,11 @@ def chamfer_scores(acc_d: np.ndarray, comp_d: np.ndarray, thresholds: list[float
         "overall_median": float((np.median(acc_d) + np.median(comp_d)) / 2),
         "fscores": fs,
         "gt_bbox_diag": diag,
-        "chamfer_pct_diag": {"accuracy": pct(acc), "completeness": pct(comp), "overall": pct((acc + comp) / 2),
-                             "accuracy_median": pct(float(np.median(acc_d))),
-                             "completeness_median": pct(float(np.median(comp_d)))},
+        "chamfer_pct_diag": {
+            "accuracy": pct(acc),
+            "completeness": pct(comp),
+            "overall": pct((acc + comp) / 2),
+            "accuracy_median": pct(float(np.median(acc_d))),
+            "completeness_median": pct(float(np.median(comp_d))),
+        },
     }

@@ -48,8 +48,9 @@ def dtu_sample_estimate(V: np.ndarray, F: np.ndarray, thresh: float) -> float:
     return float(((n1 + 1) * (n2 + 1) * ((n1 > 0) & (n2 > 0))).sum()) / 2
 
 
-def _grid_samples(v1: np.ndarray, v2: np.ndarray, p0: np.ndarray, n1: np.ndarray, n2: np.ndarray, chunk: int
-                  ) -> Iterator[np.ndarray]:
+def _grid_samples(
+    v1: np.ndarray, v2: np.ndarray, p0: np.ndarray, n1: np.ndarray, n2: np.ndarray, chunk: int
+) -> Iterator[np.ndarray]:
     """The reference's grid points of faces (edges v1, v2 from p0; n1 x n2 steps), about ``chunk`` index pairs
     at a time: each face's (n1+1) x (n2+1) index rectangle expanded, its lower triangle (c0 + c1 < 1) kept."""
     d1, d2 = np.maximum(n1, 1e-7), np.maximum(n2, 1e-7)
@@ -76,8 +77,9 @@ def _grid_samples(v1: np.ndarray, v2: np.ndarray, p0: np.ndarray, n1: np.ndarray
         t0 = t1
 
 
-def dtu_sample_mesh(V: np.ndarray, F: np.ndarray, thresh: float = 0.2, chunk: int = 4 * CHUNK,
-                    vertices: np.ndarray | None = None) -> np.ndarray:
+def dtu_sample_mesh(
+    V: np.ndarray, F: np.ndarray, thresh: float = 0.2, chunk: int = 4 * CHUNK, vertices: np.ndarray | None = None
+) -> np.ndarray:
     """Step 1 of the DTU protocol: regular barycentric samples of every non-zero-area face, plus all vertices
     (or the given ``vertices``).
 

@@ -24,8 +24,9 @@ def voxel_centers(box_min: np.ndarray, box_max: np.ndarray, shape: tuple[int, in
     return np.stack(np.meshgrid(*axes, indexing="ij"), -1)
 
 
-def cut_occupancy(occ: np.ndarray, box_min: np.ndarray, box_max: np.ndarray, plane: SupportPlane,
-                  margin: float = 0.0) -> np.ndarray:
+def cut_occupancy(
+    occ: np.ndarray, box_min: np.ndarray, box_max: np.ndarray, plane: SupportPlane, margin: float = 0.0
+) -> np.ndarray:
     """``occ`` (bool (X,Y,Z) over the box) without the voxels that lie wholly below ``-margin``: a voxel
     that reaches above the cut stays, so the cut hull still covers everything above the plane."""
     occ = np.asarray(occ, dtype=bool)
@@ -35,8 +36,9 @@ def cut_occupancy(occ: np.ndarray, box_min: np.ndarray, box_max: np.ndarray, pla
     return occ & (h + reach >= -margin)
 
 
-def halfspace_grid(shape: tuple[int, int, int], origin: np.ndarray, spacing: float, plane: SupportPlane,
-                   margin: float = 0.0) -> np.ndarray:
+def halfspace_grid(
+    shape: tuple[int, int, int], origin: np.ndarray, spacing: float, plane: SupportPlane, margin: float = 0.0
+) -> np.ndarray:
     """The half-space's SDF ``-(height + margin)`` (float32, shape) on the lattice origin + spacing * index."""
     axes = [origin[k] + spacing * np.arange(shape[k]) for k in range(3)]
     n = plane.normal
@@ -44,8 +46,9 @@ def halfspace_grid(shape: tuple[int, int, int], origin: np.ndarray, spacing: flo
     return (-(h + plane.offset + margin)).astype(np.float32)
 
 
-def cut_sdf_grid(grid: np.ndarray, origin: np.ndarray, spacing: float, plane: SupportPlane,
-                 margin: float = 0.0) -> tuple[np.ndarray, int]:
+def cut_sdf_grid(
+    grid: np.ndarray, origin: np.ndarray, spacing: float, plane: SupportPlane, margin: float = 0.0
+) -> tuple[np.ndarray, int]:
     """A sampled SDF (negative inside) intersected with the half-space: (cut grid, samples changed).
     Marching cubes of the result closes the object with a flat cap at ``height = -margin``."""
     half = halfspace_grid(grid.shape, origin, spacing, plane, margin)
@@ -53,8 +56,9 @@ def cut_sdf_grid(grid: np.ndarray, origin: np.ndarray, spacing: float, plane: Su
     return np.maximum(grid, half), changed
 
 
-def cut_sdf(sdf_func: Callable[[torch.Tensor], torch.Tensor], plane: SupportPlane, margin: float = 0.0
-            ) -> Callable[[torch.Tensor], torch.Tensor]:
+def cut_sdf(
+    sdf_func: Callable[[torch.Tensor], torch.Tensor], plane: SupportPlane, margin: float = 0.0
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """The callable ``max(sdf(x), -(height(x) + margin))`` for points (N,3) as torch tensors."""
     n = torch.as_tensor(plane.normal, dtype=torch.float32)
     d = float(plane.offset) + float(margin)

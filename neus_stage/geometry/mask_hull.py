@@ -50,8 +50,9 @@ def well_seen(voters: list[str]) -> int:
     return max(3, len(voters) // 4)
 
 
-def hull_occupancy(seen: np.ndarray, background: np.ndarray, background_share: float = HULL_BACKGROUND_SHARE,
-                   min_views: int = 3) -> np.ndarray:
+def hull_occupancy(
+    seen: np.ndarray, background: np.ndarray, background_share: float = HULL_BACKGROUND_SHARE, min_views: int = 3
+) -> np.ndarray:
     """Occupied voxels: seen by >= min_views voters, at most max(1, background_share x seen) of which say
     background, but never a quarter of them (a voxel seen by only 3 views, at the grid's corners, must be
     foreground in all of them)."""
@@ -74,9 +75,14 @@ def _mask_view(cams: CameraSet, name: str, mask: np.ndarray):
     return look
 
 
-def hull_votes(cams: CameraSet, masks: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray,
-               resolution: int = HULL_RESOLUTION, voters: list[str] | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def hull_votes(
+    cams: CameraSet,
+    masks: dict[str, np.ndarray],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    resolution: int = HULL_RESOLUTION,
+    voters: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Votes on a voxel grid over [lo, hi]: (seen, background) counts (nx,ny,nz) of the voters that see each
     voxel and of those whose mask calls it background, the voxel centres (N,3) and the voxel size.
 
@@ -107,8 +113,10 @@ def _silhouette_radius(cams: CameraSet, masks: dict[str, np.ndarray], voters: li
             continue
         u, v = uv[0]
         # to the outer edges of the outermost pixels: pixel (col, row) covers [col - 0.5, col + 0.5)
-        px = np.sqrt(((np.array([xs.min() - 0.5, xs.max() + 0.5]) - u) ** 2).max()
-                     + ((np.array([ys.min() - 0.5, ys.max() + 0.5]) - v) ** 2).max())
+        px = np.sqrt(
+            ((np.array([xs.min() - 0.5, xs.max() + 0.5]) - u) ** 2).max()
+            + ((np.array([ys.min() - 0.5, ys.max() + 0.5]) - v) ** 2).max()
+        )
         radius = max(radius, float(px / cams.K[cams.index(s)][0, 0] * z[0]))
     return radius
 
@@ -118,8 +126,15 @@ def _occupied_bounds(occ: np.ndarray, lo: np.ndarray, voxel: float) -> tuple[np.
     return lo + idx.min(0) * voxel, lo + (idx.max(0) + 1) * voxel
 
 
-def _shrink_to_hull(cams: CameraSet, masks: dict[str, np.ndarray], voters: list[str], lo: np.ndarray,
-                    hi: np.ndarray, resolution: int, max_rounds: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _shrink_to_hull(
+    cams: CameraSet,
+    masks: dict[str, np.ndarray],
+    voters: list[str],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    resolution: int,
+    max_rounds: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """The box (lo, hi) carved again in the padded box of the loose hull it kept, until it stops shrinking."""
     min_views = well_seen(voters)
     rounds = 0
@@ -143,8 +158,14 @@ def _shrink_to_hull(cams: CameraSet, masks: dict[str, np.ndarray], voters: list[
     return lo, hi, rounds
 
 
-def object_region(cams: CameraSet, masks: dict[str, np.ndarray], voters: list[str], points: np.ndarray,
-                  resolution: int = 48, max_rounds: int = 5) -> tuple[np.ndarray, np.ndarray, dict]:
+def object_region(
+    cams: CameraSet,
+    masks: dict[str, np.ndarray],
+    voters: list[str],
+    points: np.ndarray,
+    resolution: int = 48,
+    max_rounds: int = 5,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Box (lo, hi) holding the object, found from the silhouettes themselves: a coarse loose voting hull of
     the well-seen voxels is carved in a cube around the cameras' convergence point (or, where they do not
     converge, the median of the scene's ``points`` (K,3)) reaching 80% of the way to the nearest camera (the
@@ -158,8 +179,10 @@ def object_region(cams: CameraSet, masks: dict[str, np.ndarray], voters: list[st
     how = "camera convergence"
     if c0 is None:
         if len(points) == 0:
-            raise StageError("the cameras do not converge on one region and there are no SfM points to place the "
-                             "object; photograph the object from all around it")
+            raise StageError(
+                "the cameras do not converge on one region and there are no SfM points to place the "
+                "object; photograph the object from all around it"
+            )
         c0, how = np.median(points, axis=0), "median of the SfM points"
     distances = np.linalg.norm(centres - c0, axis=1)
     reach = float(np.median(distances))
@@ -173,8 +196,9 @@ def object_region(cams: CameraSet, masks: dict[str, np.ndarray], voters: list[st
     return lo, hi, {"centre_from": how, "reach": reach, "silhouette_radius": radius, "rounds": rounds}
 
 
-def project_hull(cams: CameraSet, name: str, occ: np.ndarray, X: np.ndarray, voxel: float,
-                 shape: tuple[int, int]) -> np.ndarray:
+def project_hull(
+    cams: CameraSet, name: str, occ: np.ndarray, X: np.ndarray, voxel: float, shape: tuple[int, int]
+) -> np.ndarray:
     """Silhouette of the occupied voxels (grid ``occ`` of centres ``X``) in view ``name``, drawn at the voxels'
     own resolution.
 

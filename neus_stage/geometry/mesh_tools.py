@@ -41,8 +41,7 @@ def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     t = verts[faces]
     fn = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
     idx = faces.reshape(-1)
-    vn = np.stack([np.bincount(idx, weights=np.repeat(fn[:, k], 3), minlength=len(verts))
-                   for k in range(3)], axis=1)
+    vn = np.stack([np.bincount(idx, weights=np.repeat(fn[:, k], 3), minlength=len(verts)) for k in range(3)], axis=1)
     return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
 
 
@@ -70,13 +69,19 @@ def _large_components(verts: np.ndarray, faces: np.ndarray, min_component: float
     face_label = labels[faces[:, 0]]
     sizes = np.bincount(face_label, minlength=n_comp)
     keep = sizes[face_label] >= min_component * sizes.max()
-    log.info("cleaning: %d connected parts, kept %d (%d of %d faces)", n_comp,
-             int((sizes >= min_component * sizes.max()).sum()), int(keep.sum()), len(faces))
+    log.info(
+        "cleaning: %d connected parts, kept %d (%d of %d faces)",
+        n_comp,
+        int((sizes >= min_component * sizes.max()).sum()),
+        int(keep.sum()),
+        len(faces),
+    )
     return keep
 
 
-def clean_mesh_indexed(verts: np.ndarray, faces: np.ndarray, min_component: float
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def clean_mesh_indexed(
+    verts: np.ndarray, faces: np.ndarray, min_component: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`clean_mesh` plus the index of each output vertex in the input (to carry per-vertex data)."""
     import pymeshlab
 
@@ -86,8 +91,9 @@ def clean_mesh_indexed(verts: np.ndarray, faces: np.ndarray, min_component: floa
         return verts[:0], faces[:0].astype(np.int64), np.zeros(0, dtype=np.int64)
     ms = pymeshlab.MeshSet()
     # the input index rides along as vertex quality, so that colours can follow the surviving vertices
-    ms.add_mesh(pymeshlab.Mesh(vertex_matrix=verts, face_matrix=faces,
-                               v_scalar_array=np.arange(len(verts), dtype=np.float64)))
+    ms.add_mesh(
+        pymeshlab.Mesh(vertex_matrix=verts, face_matrix=faces, v_scalar_array=np.arange(len(verts), dtype=np.float64))
+    )
     ms.meshing_remove_duplicate_vertices()
     ms.meshing_remove_duplicate_faces()
     ms.meshing_remove_null_faces()
@@ -102,8 +108,7 @@ def clean_mesh_indexed(verts: np.ndarray, faces: np.ndarray, min_component: floa
     return v, f, index[kept]
 
 
-def clean_mesh(verts: np.ndarray, faces: np.ndarray, *, min_component: float = 0.05
-               ) -> tuple[np.ndarray, np.ndarray]:
+def clean_mesh(verts: np.ndarray, faces: np.ndarray, *, min_component: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Remove duplicate vertices and faces, zero-area faces, unreferenced vertices (pymeshlab), and the
     connected parts with fewer faces than ``min_component`` times the largest part's."""
     v, f, _ = clean_mesh_indexed(verts, faces, min_component)
@@ -123,8 +128,9 @@ def _dilated_foreground(mask: np.ndarray, dilation: int) -> np.ndarray:
     return fg
 
 
-def cull_keep(verts_world: np.ndarray, world_mats: np.ndarray, masks: Sequence[np.ndarray], dilation: int
-              ) -> np.ndarray:
+def cull_keep(
+    verts_world: np.ndarray, world_mats: np.ndarray, masks: Sequence[np.ndarray], dilation: int
+) -> np.ndarray:
     """Per-vertex keep flags of the DTU mask culling (see :func:`cull_by_masks`)."""
     verts_world = np.asarray(verts_world, dtype=np.float64)
     world_mats = np.asarray(world_mats, dtype=np.float64)
@@ -144,8 +150,14 @@ def cull_keep(verts_world: np.ndarray, world_mats: np.ndarray, masks: Sequence[n
     return keep
 
 
-def cull_by_masks(verts_world: np.ndarray, faces: np.ndarray, world_mats: np.ndarray,
-                  masks: Sequence[np.ndarray], *, dilation: int = 12) -> tuple[np.ndarray, np.ndarray]:
+def cull_by_masks(
+    verts_world: np.ndarray,
+    faces: np.ndarray,
+    world_mats: np.ndarray,
+    masks: Sequence[np.ndarray],
+    *,
+    dilation: int = 12,
+) -> tuple[np.ndarray, np.ndarray]:
     """DTU-protocol culling: drop every vertex that projects, in a view whose image it falls in, onto
     background (the foreground dilated by a disk of ``dilation`` px); keep the faces whose three vertices
     survive; drop unreferenced vertices. ``world_mats`` (N,4,4) map world -> pixel; ``masks`` N (H,W)
@@ -156,5 +168,13 @@ def cull_by_masks(verts_world: np.ndarray, faces: np.ndarray, world_mats: np.nda
     return v, f
 
 
-__all__ = ["clean_mesh", "clean_mesh_indexed", "compact", "cull_by_masks", "cull_keep", "edge_stats",
-           "signed_volume", "vertex_normals"]
+__all__ = [
+    "clean_mesh",
+    "clean_mesh_indexed",
+    "compact",
+    "cull_by_masks",
+    "cull_keep",
+    "edge_stats",
+    "signed_volume",
+    "vertex_normals",
+]

@@ -40,8 +40,8 @@ def assign(x: np.ndarray, centres: np.ndarray, chunk: int = 8192) -> np.ndarray:
     c2 = (centres * centres).sum(1)
     out = np.empty(len(x), np.int64)
     for s in range(0, len(x), chunk):
-        xs = x[s: s + chunk]
-        out[s: s + chunk] = np.argmin(c2[None, :] - 2.0 * xs @ centres.T, axis=1)
+        xs = x[s : s + chunk]
+        out[s : s + chunk] = np.argmin(c2[None, :] - 2.0 * xs @ centres.T, axis=1)
     return out
 
 
@@ -56,7 +56,7 @@ class Vocabulary:
         self.leaves = []
         for j in range(len(self.top)):
             members = x[labels == j]
-            self.leaves.append(_kmeans(members, branch, rng) if len(members) else self.top[j: j + 1])
+            self.leaves.append(_kmeans(members, branch, rng) if len(members) else self.top[j : j + 1])
         self.offsets = np.cumsum([0] + [len(leaf) for leaf in self.leaves])
         self.size = int(self.offsets[-1])
 
@@ -70,8 +70,14 @@ class Vocabulary:
         return out
 
 
-def retrieval_pairs(descriptors: list[np.ndarray], k: int = 20, sequential: int = 3, samples_per_image: int = 400,
-                    branch: int = 32, seed: int = 0) -> list[tuple[int, int]]:
+def retrieval_pairs(
+    descriptors: list[np.ndarray],
+    k: int = 20,
+    sequential: int = 3,
+    samples_per_image: int = 400,
+    branch: int = 32,
+    seed: int = 0,
+) -> list[tuple[int, int]]:
     """Image pairs (i < j) to match: each image with its ``k`` most similar images by tf-idf bag of words,
     and with its ``sequential`` next images in the given order.
 
@@ -80,8 +86,9 @@ def retrieval_pairs(descriptors: list[np.ndarray], k: int = 20, sequential: int 
     if n < 2:
         return []
     rng = np.random.default_rng(seed)
-    sample = np.concatenate([d[rng.choice(len(d), min(len(d), samples_per_image), replace=False)]
-                             for d in descriptors if len(d)])
+    sample = np.concatenate(
+        [d[rng.choice(len(d), min(len(d), samples_per_image), replace=False)] for d in descriptors if len(d)]
+    )
     vocab = Vocabulary(sample, branch=branch, seed=seed)
     hist = np.zeros((n, vocab.size), np.float32)
     for i, d in enumerate(descriptors):

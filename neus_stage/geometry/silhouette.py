@@ -46,8 +46,14 @@ def _view_radius(P: np.ndarray, box_min: np.ndarray, box_max: np.ndarray, shape:
     return int(np.ceil(0.5 * focal * vox / max(depth, 1e-12)))
 
 
-def silhouette_loss(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray, occ_cuts: list[np.ndarray],
-                    box_min: np.ndarray, box_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def silhouette_loss(
+    projections: np.ndarray,
+    masks: np.ndarray,
+    occ: np.ndarray,
+    occ_cuts: list[np.ndarray],
+    box_min: np.ndarray,
+    box_max: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """What each cut grid takes from each view's silhouette: (share, depth), both (len(occ_cuts), N).
 
     share: the share of the mask pixels covered by the projection of ``occ`` that the projection of the
@@ -81,9 +87,20 @@ def silhouette_loss(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray,
     return share, depth
 
 
-def lowest_safe_cut(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray, box_min: np.ndarray,
-                    box_max: np.ndarray, plane, margin: float, *, max_loss: float, max_lowering: float,
-                    max_depth: float = 1.5, dissenting_views: int = 0) -> tuple[float | None, list[dict]]:
+def lowest_safe_cut(
+    projections: np.ndarray,
+    masks: np.ndarray,
+    occ: np.ndarray,
+    box_min: np.ndarray,
+    box_max: np.ndarray,
+    plane,
+    margin: float,
+    *,
+    max_loss: float,
+    max_lowering: float,
+    max_depth: float = 1.5,
+    dissenting_views: int = 0,
+) -> tuple[float | None, list[dict]]:
     """How far (along the normal, >= 0) ``plane`` must be lowered so that cutting ``occ`` there (with
     ``margin``) takes from no view's silhouette more than ``max_loss`` of its pixels nor a region deeper
     than ``max_depth`` pixels (one pixel of boundary noise is tolerated): 0 for the table an object stands
@@ -113,11 +130,17 @@ def lowest_safe_cut(projections: np.ndarray, masks: np.ndarray, occ: np.ndarray,
         badness = np.maximum(share / max_loss, depth / max_depth)
         order = np.argsort(-badness, kind="stable")
         dissent = [int(v) for v in order[:dissenting_views] if badness[v] > 1.0]
-        judged = order[len(dissent):]  # the views the cut is judged by: all but the tolerated dissenters
+        judged = order[len(dissent) :]  # the views the cut is judged by: all but the tolerated dissenters
         worst = int(judged[0]) if len(judged) else int(order[0])
-        trials.append({"lowering": lowering, "worst_loss": float(share[judged].max()) if len(judged) else 0.0,
-                       "worst_depth_px": float(depth[judged].max()) if len(judged) else 0.0,
-                       "worst_view": worst, "dissenting_views": dissent})
+        trials.append(
+            {
+                "lowering": lowering,
+                "worst_loss": float(share[judged].max()) if len(judged) else 0.0,
+                "worst_depth_px": float(depth[judged].max()) if len(judged) else 0.0,
+                "worst_view": worst,
+                "dissenting_views": dissent,
+            }
+        )
         if not len(judged) or (share[judged].max() <= max_loss and depth[judged].max() <= max_depth):
             return lowering, trials
     return None, trials

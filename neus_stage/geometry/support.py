@@ -68,14 +68,28 @@ class SupportPlane:
         R = A / s
         n = R @ self.normal
         n = n / np.linalg.norm(n)
-        return SupportPlane(n, float(s * self.offset - n @ b), self.inliers, self.inlier_share, s * self.rms,
-                            s * self.tolerance, self.tilt_deg, self.below_share)
+        return SupportPlane(
+            n,
+            float(s * self.offset - n @ b),
+            self.inliers,
+            self.inlier_share,
+            s * self.rms,
+            s * self.tolerance,
+            self.tilt_deg,
+            self.below_share,
+        )
 
     def to_json(self) -> dict:
-        return {"normal": [float(v) for v in self.normal], "offset": float(self.offset),
-                "inliers": int(np.count_nonzero(self.inliers)), "inlier_share": round(float(self.inlier_share), 4),
-                "rms": float(self.rms), "tolerance": float(self.tolerance), "tilt_deg": round(float(self.tilt_deg), 2),
-                "below_share": round(float(self.below_share), 4)}
+        return {
+            "normal": [float(v) for v in self.normal],
+            "offset": float(self.offset),
+            "inliers": int(np.count_nonzero(self.inliers)),
+            "inlier_share": round(float(self.inlier_share), 4),
+            "rms": float(self.rms),
+            "tolerance": float(self.tolerance),
+            "tilt_deg": round(float(self.tilt_deg), 2),
+            "below_share": round(float(self.below_share), 4),
+        }
 
 
 @dataclass
@@ -93,10 +107,17 @@ class SupportSearch:
     alternatives: list[SupportPlane] = field(default_factory=list)  # other qualifying planes, largest first
 
     def to_json(self) -> dict:
-        return {"found": self.plane is not None, "reason": self.reason, "message": self.message,
-                "up_prior": [float(v) for v in self.up], "up_source": self.up_source, "scale": float(self.scale),
-                "band": float(self.band),
-                "candidates": self.candidates, **({"plane": self.plane.to_json()} if self.plane else {})}
+        return {
+            "found": self.plane is not None,
+            "reason": self.reason,
+            "message": self.message,
+            "up_prior": [float(v) for v in self.up],
+            "up_source": self.up_source,
+            "scale": float(self.scale),
+            "band": float(self.band),
+            "candidates": self.candidates,
+            **({"plane": self.plane.to_json()} if self.plane else {}),
+        }
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -104,8 +125,9 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / n if n > 1e-12 else v
 
 
-def up_prior(camera_centers: np.ndarray, camera_up: np.ndarray | None = None,
-             points: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+def up_prior(
+    camera_centers: np.ndarray, camera_up: np.ndarray | None = None, points: np.ndarray | None = None
+) -> tuple[np.ndarray, str]:
     """The cameras' up direction (unit (3,)) and how it was found.
 
     With up vectors: the direction most perpendicular to every camera's x axis (x = forward x (-up) with
@@ -136,8 +158,9 @@ def up_prior(camera_centers: np.ndarray, camera_up: np.ndarray | None = None,
     return (v if v @ (C.mean(0) - target) >= 0 else -v), "normal of the camera ring"
 
 
-def local_noise(points: np.ndarray, k: int = 12, max_points: int = 40000,
-                rng: np.random.Generator | None = None) -> np.ndarray:
+def local_noise(
+    points: np.ndarray, k: int = 12, max_points: int = 40000, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Each point's own noise (N,): the RMS distance of its ``k`` nearest neighbours to their best-fitting
     plane (noise plus the surface's curvature at the scale of the point spacing). Above ``max_points``
     points, a random subset is measured and the others get the value of their nearest measured point."""
@@ -170,9 +193,18 @@ def _fit_lsq(P: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, fl
     return n, float(-n @ mu)
 
 
-def _ransac(P: np.ndarray, sig: np.ndarray, C: np.ndarray, cam_tol: float, rng: np.random.Generator, *,
-            up: np.ndarray | None = None, cos_tilt: float = -1.0, n_hyp: int = 2000, n_score: int = 4000
-            ) -> tuple[np.ndarray, float] | None:
+def _ransac(
+    P: np.ndarray,
+    sig: np.ndarray,
+    C: np.ndarray,
+    cam_tol: float,
+    rng: np.random.Generator,
+    *,
+    up: np.ndarray | None = None,
+    cos_tilt: float = -1.0,
+    n_hyp: int = 2000,
+    n_score: int = 4000,
+) -> tuple[np.ndarray, float] | None:
     """The plane that best explains ``P`` within three of each point's own noise ``sig`` (MSAC: a point
     scores 1 - (r / 3 sig)^2, so a tight plane beats a slab of the same count) among those with every
     camera more than ``cam_tol`` on one side and, with ``up``, a normal within the tilt whose cosine is
@@ -232,9 +264,18 @@ def _refine(P: np.ndarray, sig: np.ndarray, n: np.ndarray, d: float) -> tuple[np
     return n, d, inl, spread
 
 
-def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.ndarray | None = None, *,
-                 seed: int = 0, max_tilt_deg: float = 45.0, min_share: float = 0.05, ambiguous_ratio: float = 0.5,
-                 band: float = 0.02, max_planes: int = 4) -> SupportSearch:
+def find_support(
+    points: np.ndarray,
+    camera_centers: np.ndarray,
+    camera_up: np.ndarray | None = None,
+    *,
+    seed: int = 0,
+    max_tilt_deg: float = 45.0,
+    min_share: float = 0.05,
+    ambiguous_ratio: float = 0.5,
+    band: float = 0.02,
+    max_planes: int = 4,
+) -> SupportSearch:
     """Search the support plane among ``points`` (N,3), seen by cameras at ``camera_centers`` (M,3)
     whose up vectors (minus the camera y axis, in the same frame) are ``camera_up`` (M,3) or unknown.
 
@@ -254,8 +295,9 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
     up, up_source = up_prior(C, camera_up, P if len(P) else None)
     scale = float(np.median(np.linalg.norm(C - np.median(P, 0), axis=1))) if len(P) else 0.0
     if len(P) < MIN_POINTS or len(C) < 1 or scale <= 0:
-        return SupportSearch(None, "too few points", f"only {len(P)} points: no support plane can be fitted",
-                             up, up_source, scale)
+        return SupportSearch(
+            None, "too few points", f"only {len(P)} points: no support plane can be fitted", up, up_source, scale
+        )
     rng = np.random.default_rng(seed)
     # each point's own noise (the far floor is triangulated far less precisely than the object), at most
     # ``band`` of the scene's scale (an isolated point), at least a millionth of it
@@ -287,11 +329,20 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
         mask = np.zeros(len(P_all), dtype=bool)
         mask[np.flatnonzero(finite)[inl]] = True
         plane = SupportPlane(n, float(d), mask, float(inl.mean()), rms, tol, tilt, below)
-        info = {"normal": [round(float(v), 6) for v in n], "offset": float(d), "inliers": int(inl.sum()),
-                "inlier_share": round(float(inl.mean()), 4), "rms": rms, "tolerance": tol,
-                "tilt_deg": round(tilt, 2), "below_share": round(below, 4), "spread": round(spread, 3),
-                "points_own_noise": float(np.median(sig[inl])),
-                "cameras_above": bool((C @ n + d > tau0).all()), "searched": "support" if gated else "rival"}
+        info = {
+            "normal": [round(float(v), 6) for v in n],
+            "offset": float(d),
+            "inliers": int(inl.sum()),
+            "inlier_share": round(float(inl.mean()), 4),
+            "rms": rms,
+            "tolerance": tol,
+            "tilt_deg": round(tilt, 2),
+            "below_share": round(below, 4),
+            "spread": round(spread, 3),
+            "points_own_noise": float(np.median(sig[inl])),
+            "cameras_above": bool((C @ n + d > tau0).all()),
+            "searched": "support" if gated else "rival",
+        }
         avail &= ~(np.abs(h) < 3.0 * band_i)
         # the tests a support passes (a wall of a corner passes all but the tilt)
         if not info["cameras_above"]:
@@ -318,9 +369,17 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
         candidates.append(c)
     qualified = [(i, pl) for i, (info, pl) in enumerate(candidates) if info["role"] == "qualifies"]
     if not qualified:
-        return SupportSearch(None, "no plane", f"no plane of the {n_pts} points qualifies as a support "
-                             f"({len(candidates)} candidate plane(s), see candidates)", up, up_source, scale,
-                             [c[0] for c in candidates], tau0)
+        return SupportSearch(
+            None,
+            "no plane",
+            f"no plane of the {n_pts} points qualifies as a support "
+            f"({len(candidates)} candidate plane(s), see candidates)",
+            up,
+            up_source,
+            scale,
+            [c[0] for c in candidates],
+            tau0,
+        )
     qualified.sort(key=lambda t: -t[1].inlier_share)
     best_i, best = qualified[0]
     candidates[best_i][0]["role"] = "support"
@@ -337,20 +396,43 @@ def find_support(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.n
             break
         candidates.append(c)
         info, pl = c
-        if (info["role"] in ("qualifies", tilted) and abs(pl.normal @ best.normal) < cos_parallel
-                and pl.inlier_share >= max(min_share, ambiguous_ratio * best.inlier_share)):
+        if (
+            info["role"] in ("qualifies", tilted)
+            and abs(pl.normal @ best.normal) < cos_parallel
+            and pl.inlier_share >= max(min_share, ambiguous_ratio * best.inlier_share)
+        ):
             info["role"] = "rival"
             ang = float(np.degrees(np.arccos(np.clip(abs(pl.normal @ best.normal), 0.0, 1.0))))
-            return SupportSearch(None, "two planes", f"two planes of comparable size ({best.inlier_share:.0%} and "
-                                 f"{pl.inlier_share:.0%} of the points, {ang:.0f} deg apart): no single support "
-                                 "plane", up, up_source, scale, [c[0] for c in candidates], tau0)
-    return SupportSearch(best, "plane", f"support plane through {int(best.inliers.sum())} of {n_pts} points "
-                         f"({best.inlier_share:.0%}), rms {best.rms:.3g}, tilted {best.tilt_deg:.1f} deg from the "
-                         "cameras' up", up, up_source, scale, [c[0] for c in candidates], tau0, alternatives)
+            return SupportSearch(
+                None,
+                "two planes",
+                f"two planes of comparable size ({best.inlier_share:.0%} and "
+                f"{pl.inlier_share:.0%} of the points, {ang:.0f} deg apart): no single support "
+                "plane",
+                up,
+                up_source,
+                scale,
+                [c[0] for c in candidates],
+                tau0,
+            )
+    return SupportSearch(
+        best,
+        "plane",
+        f"support plane through {int(best.inliers.sum())} of {n_pts} points "
+        f"({best.inlier_share:.0%}), rms {best.rms:.3g}, tilted {best.tilt_deg:.1f} deg from the "
+        "cameras' up",
+        up,
+        up_source,
+        scale,
+        [c[0] for c in candidates],
+        tau0,
+        alternatives,
+    )
 
 
-def fit_support_plane(points: np.ndarray, camera_centers: np.ndarray, camera_up: np.ndarray | None = None, *,
-                      seed: int = 0) -> SupportPlane | None:
+def fit_support_plane(
+    points: np.ndarray, camera_centers: np.ndarray, camera_up: np.ndarray | None = None, *, seed: int = 0
+) -> SupportPlane | None:
     """The support plane of ``points`` (N,3) under cameras at ``camera_centers`` (M,3) (up vectors
     ``camera_up`` (M,3) = minus each camera's y axis, if known), or None where no dominant plane with the
     cameras on one side exists (see :func:`find_support` for the reason)."""

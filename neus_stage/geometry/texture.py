@@ -48,8 +48,10 @@ def _raycasting_scene(verts: np.ndarray, faces: np.ndarray):
     import open3d as o3d
 
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(verts, dtype=np.float32)),
-                        o3d.core.Tensor(np.ascontiguousarray(faces, dtype=np.uint32)))
+    scene.add_triangles(
+        o3d.core.Tensor(np.ascontiguousarray(verts, dtype=np.float32)),
+        o3d.core.Tensor(np.ascontiguousarray(faces, dtype=np.uint32)),
+    )
     return scene
 
 
@@ -59,8 +61,7 @@ def _rays(origins: np.ndarray, dirs: np.ndarray):
     return o3d.core.Tensor(np.ascontiguousarray(np.concatenate([origins, dirs], 1), dtype=np.float32))
 
 
-def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int, chunk: int = 1 << 22
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int, chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
     """Per texel of an ``size``^2 texture: the face its centre lies in (-1: none) and its barycentric
     coordinates (S, S, 3) in that face. ``uv`` (V, 2) in glTF convention, ``faces`` (F, 3) index it."""
     uv = np.asarray(uv, dtype=np.float64)
@@ -72,13 +73,13 @@ def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int, chunk: int = 1 <<
     face_id = np.full(size * size, -1, dtype=np.int64)
     bary = np.zeros((size * size, 3), dtype=np.float32)
     for s in range(0, len(origins), chunk):
-        hit = scene.cast_rays(_rays(origins[s:s + chunk], dirs[s:s + chunk]))
+        hit = scene.cast_rays(_rays(origins[s : s + chunk], dirs[s : s + chunk]))
         ids = hit["primitive_ids"].numpy().astype(np.int64)
         ok = ids != INVALID
         b = hit["primitive_uvs"].numpy()
-        face_id[s:s + chunk][ok] = ids[ok]
-        bary[s:s + chunk, 1:] = b
-        bary[s:s + chunk, 0] = 1.0 - b[:, 0] - b[:, 1]
+        face_id[s : s + chunk][ok] = ids[ok]
+        bary[s : s + chunk, 1:] = b
+        bary[s : s + chunk, 0] = 1.0 - b[:, 0] - b[:, 1]
     return face_id.reshape(size, size), bary.reshape(size, size, 3)
 
 
@@ -119,8 +120,15 @@ def remap_points(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = []
     step = 16384  # rows per call
     for s in range(0, rows, step):
-        out.append(cv2.remap(image, mx.reshape(rows, cols)[s:s + step], my.reshape(rows, cols)[s:s + step],
-                             cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        out.append(
+            cv2.remap(
+                image,
+                mx.reshape(rows, cols)[s : s + step],
+                my.reshape(rows, cols)[s : s + step],
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+        )
     vals = np.concatenate(out, 0)
     return vals.reshape(rows * cols, -1)[:n]
 
@@ -140,9 +148,19 @@ class BakeResult:
     views_used: np.ndarray  # (n views,) int: points each view contributed to (among the top_k)
 
 
-def bake_colors(points: np.ndarray, normals: np.ndarray, views: Iterable[View], verts: np.ndarray,
-                faces: np.ndarray, *, top_k: int = 3, min_cos: float = 0.15, fade: float = 0.25,
-                eps: float | None = None, mask_erode: int = 1) -> BakeResult:
+def bake_colors(
+    points: np.ndarray,
+    normals: np.ndarray,
+    views: Iterable[View],
+    verts: np.ndarray,
+    faces: np.ndarray,
+    *,
+    top_k: int = 3,
+    min_cos: float = 0.15,
+    fade: float = 0.25,
+    eps: float | None = None,
+    mask_erode: int = 1,
+) -> BakeResult:
     """Colours of surface ``points`` (N, 3) with unit ``normals`` (N, 3) from the photos of ``views``.
 
     Occlusion is tested against the mesh ``verts``/``faces``: a ray from the camera must reach the point,
@@ -259,8 +277,15 @@ def _push_pull(tex: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return np.where(ok[..., None], tex, up)
 
 
-def render_textured(verts: np.ndarray, faces: np.ndarray, uv: np.ndarray, texture: np.ndarray,
-                    world_mat: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+def render_textured(
+    verts: np.ndarray,
+    faces: np.ndarray,
+    uv: np.ndarray,
+    texture: np.ndarray,
+    world_mat: np.ndarray,
+    width: int,
+    height: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """The textured mesh seen by a camera: an (H, W, 3) float32 image in [0, 1] (0 where no surface) and the
     (H, W) bool mask of pixels that hit it. ``uv`` per vertex in glTF convention, bilinear texture lookup."""
 

@@ -31,8 +31,9 @@ def decimate(verts: np.ndarray, faces: np.ndarray, target: int) -> tuple[np.ndar
 
     ms = pymeshlab.MeshSet()
     ms.add_mesh(pymeshlab.Mesh(np.asarray(verts, dtype=np.float64), np.asarray(faces, dtype=np.int32)))
-    ms.meshing_decimation_quadric_edge_collapse(targetfacenum=int(target), preservenormal=True,
-                                                preservetopology=True, optimalplacement=True, qualitythr=0.3)
+    ms.meshing_decimation_quadric_edge_collapse(
+        targetfacenum=int(target), preservenormal=True, preservetopology=True, optimalplacement=True, qualitythr=0.3
+    )
     ms.meshing_remove_unreferenced_vertices()
     m = ms.current_mesh()
     return m.vertex_matrix().astype(np.float64), m.face_matrix().astype(np.int64)
@@ -60,9 +61,16 @@ def _xatlas_main(args: list[str] | None = None) -> None:
     if atlas.atlas_count != 1:  # charts that do not fit one atlas of that size: one atlas of its own size
         atlas = generate(0)
     vmapping, indices, uvs = atlas.get_mesh(0)
-    np.savez(dst, vmapping=vmapping.astype(np.int64), faces=indices.astype(np.int64), uv=uvs.astype(np.float64),
-             charts=atlas.chart_count, width=atlas.width, height=atlas.height,
-             utilization=float(np.mean(atlas.utilization)))
+    np.savez(
+        dst,
+        vmapping=vmapping.astype(np.int64),
+        faces=indices.astype(np.int64),
+        uv=uvs.astype(np.float64),
+        charts=atlas.chart_count,
+        width=atlas.width,
+        height=atlas.height,
+        utilization=float(np.mean(atlas.utilization)),
+    )
 
 
 def _child_env() -> dict[str, str]:
@@ -75,8 +83,9 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def unwrap(verts: np.ndarray, faces: np.ndarray, size: int, padding: int = 2, timeout_s: float = 3600
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def unwrap(
+    verts: np.ndarray, faces: np.ndarray, size: int, padding: int = 2, timeout_s: float = 3600
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """xatlas UV atlas of the mesh: (vmapping (V',) into ``verts``, faces (F, 3) into the new vertices,
     uv (V', 2) in [0, 1], stats). Run in a child process; a crash (xatlas segfaults on some perfectly
     symmetric meshes) is retried once on positions jittered by 1/20000 of the mesh's size (the UVs only:
@@ -95,24 +104,40 @@ def unwrap(verts: np.ndarray, faces: np.ndarray, size: int, padding: int = 2, ti
             pos = verts if attempt == 0 else verts + np.random.default_rng(0).normal(0, 5e-5 * diag, verts.shape)
             np.savez(src, verts=pos, faces=np.asarray(faces, dtype=np.int64), size=size, padding=padding)
             try:
-                proc = subprocess.run([sys.executable, "-c", code, str(src), str(dst)], env=env, capture_output=True,
-                                      text=True, timeout=timeout_s)
+                proc = subprocess.run(
+                    [sys.executable, "-c", code, str(src), str(dst)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout_s,
+                )
                 status, err = proc.returncode, proc.stderr.strip().splitlines()[-1:] or [""]
             except subprocess.TimeoutExpired:
                 status, err = "timeout", [f"no result after {timeout_s:.0f} s"]
             if status == 0 and dst.is_file():
                 with np.load(dst) as d:
-                    stats = {"charts": int(d["charts"]), "atlas_size": [int(d["width"]), int(d["height"])],
-                             "utilization": float(d["utilization"]), "attempts": attempt + 1}
+                    stats = {
+                        "charts": int(d["charts"]),
+                        "atlas_size": [int(d["width"]), int(d["height"])],
+                        "utilization": float(d["utilization"]),
+                        "attempts": attempt + 1,
+                    }
                     return d["vmapping"], d["faces"], d["uv"], stats
-            log.warning("xatlas failed on the mesh (exit status %s: %s)%s", status, err[0],
-                        "; retrying with jittered positions" if attempt == 0 else "")
-    raise StageError(f"xatlas could not unwrap the mesh ({len(faces)} faces; exit status {status}: {err[0]}); try "
-                     "another face count (--faces / export.faces) or re-run the mesh stage")
+            log.warning(
+                "xatlas failed on the mesh (exit status %s: %s)%s",
+                status,
+                err[0],
+                "; retrying with jittered positions" if attempt == 0 else "",
+            )
+    raise StageError(
+        f"xatlas could not unwrap the mesh ({len(faces)} faces; exit status {status}: {err[0]}); try "
+        "another face count (--faces / export.faces) or re-run the mesh stage"
+    )
 
 
-def atlas_texels(verts: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def atlas_texels(
+    verts: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Covered texels of a ``size``^2 texture: their flat indices, world points, unit normals, face ids and
     barycentrics."""
     face_id, bary = rasterize_uv(uv, faces, size)
@@ -125,19 +150,35 @@ def atlas_texels(verts: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int
     return flat, points, normals, fid, b
 
 
-def _photo_colors(points: np.ndarray, normals: np.ndarray, views: Sequence[View] | Iterator[View],
-                  verts: np.ndarray, faces: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray, dict]:
+def _photo_colors(
+    points: np.ndarray,
+    normals: np.ndarray,
+    views: Sequence[View] | Iterator[View],
+    verts: np.ndarray,
+    faces: np.ndarray,
+    top_k: int,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Texel colours baked from the photos, which texels some photo sees, and the baking's statistics."""
     result = bake_colors(points, normals, views, verts, faces, top_k=top_k)
-    stats = {"seen_share": float(result.seen.mean()) if len(points) else 0.0,
-             "views_per_texel_median": float(np.median(result.n_views[result.seen])) if result.seen.any() else 0.0,
-             "texels_per_view": result.views_used.tolist()}
+    stats = {
+        "seen_share": float(result.seen.mean()) if len(points) else 0.0,
+        "views_per_texel_median": float(np.median(result.n_views[result.seen])) if result.seen.any() else 0.0,
+        "texels_per_view": result.views_used.tolist(),
+    }
     return result.colors, result.seen, stats
 
 
-def bake_texture(verts: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int, *,
-                 views: Sequence[View] | Iterator[View] | None = None, fallback: np.ndarray | None = None,
-                 colors: np.ndarray | None = None, top_k: int = 3) -> tuple[np.ndarray, dict]:
+def bake_texture(
+    verts: np.ndarray,
+    faces: np.ndarray,
+    uv: np.ndarray,
+    size: int,
+    *,
+    views: Sequence[View] | Iterator[View] | None = None,
+    fallback: np.ndarray | None = None,
+    colors: np.ndarray | None = None,
+    top_k: int = 3,
+) -> tuple[np.ndarray, dict]:
     """The texture (S, S, 3) uint8 of a UV-mapped mesh and what went into it.
 
     Colours come from ``views`` (baked from the photos), or are given per covered texel as ``colors`` (in

@@ -82,13 +82,22 @@ def cameras_up(camera_x: np.ndarray, camera_up: np.ndarray) -> tuple[np.ndarray,
     if w[0] > 0.2 * w[1]:
         return None
     v = V[:, 0]
-    return (v if v @ np.asarray(camera_up, dtype=np.float64).sum(0) >= 0 else -v), \
-        "perpendicular to the cameras' x axes"
+    return (
+        v if v @ np.asarray(camera_up, dtype=np.float64).sum(0) >= 0 else -v
+    ), "perpendicular to the cameras' x axes"
 
 
-def upright_frame(camera_centers: np.ndarray, camera_up: np.ndarray | None, points: np.ndarray,
-                  object_points: np.ndarray, object_voxels: np.ndarray | None = None, *, scale: float = 1.0,
-                  camera_x: np.ndarray | None = None, seed: int = 0) -> UprightFrame:
+def upright_frame(
+    camera_centers: np.ndarray,
+    camera_up: np.ndarray | None,
+    points: np.ndarray,
+    object_points: np.ndarray,
+    object_voxels: np.ndarray | None = None,
+    *,
+    scale: float = 1.0,
+    camera_x: np.ndarray | None = None,
+    seed: int = 0,
+) -> UprightFrame:
     """The upright frame of a scene (see the module docstring).
 
     ``camera_centers`` (M,3) and ``camera_up`` (M,3: minus each camera's y axis, or None) in the SfM frame;
@@ -105,10 +114,12 @@ def upright_frame(camera_centers: np.ndarray, camera_up: np.ndarray | None, poin
     Vx = None if object_voxels is None else np.asarray(object_voxels, dtype=np.float64).reshape(-1, 3)
     search = find_support(P, C, camera_up, seed=seed)
     own = cameras_up(camera_x, camera_up) if camera_x is not None and camera_up is not None else None
-    cam_up, cam_how = (own if own is not None else (search.up, search.up_source))
+    cam_up, cam_how = own if own is not None else (search.up, search.up_source)
     cam_up = _unit(cam_up)
-    rec: dict = {"camera_up": {"direction_sfm": cam_up.tolist(), "how": cam_how},
-                 "support_search": {"reason": search.reason, "message": search.message}}
+    rec: dict = {
+        "camera_up": {"direction_sfm": cam_up.tolist(), "how": cam_how},
+        "support_search": {"reason": search.reason, "message": search.message},
+    }
     # the object: its points, else its hull voxels, else the SfM points where the cameras look
     if len(O):
         body, what = O, "points"
@@ -118,7 +129,7 @@ def upright_frame(camera_centers: np.ndarray, camera_up: np.ndarray | None, poin
         body, what = P, "SfM points"
     # the support: the largest qualifying plane that the object stands on (hardly any of its points below)
     plane, refused = None, []
-    for cand in ([search.plane, *search.alternatives] if search.plane is not None else []):
+    for cand in [search.plane, *search.alternatives] if search.plane is not None else []:
         h = body @ cand.normal + cand.offset
         below = float(np.mean(h < -cand.tolerance))
         if below <= MAX_BELOW_SHARE:
@@ -127,17 +138,18 @@ def upright_frame(camera_centers: np.ndarray, camera_up: np.ndarray | None, poin
         refused.append(f"a plane with {below:.0%} of the object's {what} below it (a face of the object)")
     if plane is not None:
         up = _unit(plane.normal)
-        rec["up"] = {"from": "support plane",
-                     "how": f"the normal of the support plane under the object (through "
-                            f"{int(np.count_nonzero(plane.inliers))} of the SfM points, {plane.inlier_share:.0%}, "
-                            f"rms {plane.rms:.3g}); the cameras' up ({cam_how}) is "
-                            f"{angle_deg(up, cam_up):.2f} deg from it",
-                     "angle_to_camera_up_deg": angle_deg(up, cam_up)}
+        rec["up"] = {
+            "from": "support plane",
+            "how": f"the normal of the support plane under the object (through "
+            f"{int(np.count_nonzero(plane.inliers))} of the SfM points, {plane.inlier_share:.0%}, "
+            f"rms {plane.rms:.3g}); the cameras' up ({cam_how}) is "
+            f"{angle_deg(up, cam_up):.2f} deg from it",
+            "angle_to_camera_up_deg": angle_deg(up, cam_up),
+        }
     else:
         up = cam_up
         why = "; ".join(refused) if refused else search.message
-        rec["up"] = {"from": "cameras", "how": f"the cameras' up ({cam_how}); no support plane under the "
-                                               f"object: {why}"}
+        rec["up"] = {"from": "cameras", "how": f"the cameras' up ({cam_how}); no support plane under the object: {why}"}
     rec["up"]["direction_sfm"] = up.tolist()
     target = np.median(body, axis=0)
     R = rotation_z_up(up, target - C[0])
@@ -148,25 +160,33 @@ def upright_frame(camera_centers: np.ndarray, camera_up: np.ndarray | None, poin
         rec["base"] = {"from": "support plane", "how": "the support plane (the object stands on it)"}
     elif plane is not None:
         base_h = low
-        rec["base"] = {"from": f"object {what}",
-                       "how": f"the object's lowest {what} ({BASE_QUANTILE:.0%} quantile of their heights), "
-                              f"{-float(plane.offset) - low:.3g} SfM units below the support plane (the plane is "
-                              "the top of a base plate)"}
+        rec["base"] = {
+            "from": f"object {what}",
+            "how": f"the object's lowest {what} ({BASE_QUANTILE:.0%} quantile of their heights), "
+            f"{-float(plane.offset) - low:.3g} SfM units below the support plane (the plane is "
+            "the top of a base plate)",
+        }
     else:
         base_h = low
-        rec["base"] = {"from": f"object {what}",
-                       "how": f"the object's lowest {what} ({BASE_QUANTILE:.0%} quantile of their heights)"}
+        rec["base"] = {
+            "from": f"object {what}",
+            "how": f"the object's lowest {what} ({BASE_QUANTILE:.0%} quantile of their heights)",
+        }
     # horizontal centre: the hull above the base (its cone below is no part of the object), else the points
     if Vx is not None and len(Vx) and (Vx @ up >= base_h).any():
         xy = (Vx[Vx @ up >= base_h] @ R.T)[:, :2]
         lo, hi = xy.min(0), xy.max(0)
-        rec["centre"] = {"from": "visual hull",
-                         "how": "the middle of the visual hull's horizontal extent above the base"}
+        rec["centre"] = {
+            "from": "visual hull",
+            "how": "the middle of the visual hull's horizontal extent above the base",
+        }
     else:
         xy = (body @ R.T)[:, :2]
         lo, hi = np.quantile(xy, 0.01, axis=0), np.quantile(xy, 0.99, axis=0)
-        rec["centre"] = {"from": f"object {what}",
-                         "how": f"the middle of the object {what}' horizontal extent (1-99% quantiles)"}
+        rec["centre"] = {
+            "from": f"object {what}",
+            "how": f"the middle of the object {what}' horizontal extent (1-99% quantiles)",
+        }
     c_xy = (lo + hi) / 2
     origin = R.T @ np.array([c_xy[0], c_xy[1], base_h])  # the SfM point that becomes the world origin
     s = float(scale)
@@ -176,5 +196,12 @@ def upright_frame(camera_centers: np.ndarray, camera_up: np.ndarray | None, poin
     return UprightFrame(sim, up, rec)
 
 
-__all__ = ["BASE_QUANTILE", "MAX_BELOW_SHARE", "UprightFrame", "angle_deg", "cameras_up", "rotation_z_up",
-           "upright_frame"]
+__all__ = [
+    "BASE_QUANTILE",
+    "MAX_BELOW_SHARE",
+    "UprightFrame",
+    "angle_deg",
+    "cameras_up",
+    "rotation_z_up",
+    "upright_frame",
+]

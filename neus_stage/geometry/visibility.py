@@ -32,8 +32,15 @@ def face_geometry(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
     return t.mean(1), fn, areas
 
 
-def observed_faces(verts: np.ndarray, faces: np.ndarray, projections: np.ndarray, image_size: tuple[int, int],
-                   *, min_cos: float = 0.1, eps: float | None = None) -> np.ndarray:
+def observed_faces(
+    verts: np.ndarray,
+    faces: np.ndarray,
+    projections: np.ndarray,
+    image_size: tuple[int, int],
+    *,
+    min_cos: float = 0.1,
+    eps: float | None = None,
+) -> np.ndarray:
     """Per face (bool (F,)): whether some view observes it. ``projections`` (N,3,4) map the mesh's frame to
     pixels (integer pixel centres) of images ``image_size`` = (width, height). ``eps``: how much nearer
     than the face centre a ray may hit and still count as reaching it (default two median edge lengths)."""
@@ -93,8 +100,15 @@ def unobserved_regions(faces: np.ndarray, observed: np.ndarray, areas: np.ndarra
     return labels, np.bincount(lab, weights=np.asarray(areas)[idx])
 
 
-def visibility_cull(verts: np.ndarray, faces: np.ndarray, projections: np.ndarray, image_size: tuple[int, int],
-                    *, min_cos: float = 0.1, min_region: float = 0.01) -> tuple[np.ndarray, dict]:
+def visibility_cull(
+    verts: np.ndarray,
+    faces: np.ndarray,
+    projections: np.ndarray,
+    image_size: tuple[int, int],
+    *,
+    min_cos: float = 0.1,
+    min_region: float = 0.01,
+) -> tuple[np.ndarray, dict]:
     """Faces to keep (bool (F,)): all but the unobserved regions larger than ``min_region`` of the mesh's
     area (a smaller unseen region, a crevice, stays: removing it would only punch a hole), with figures
     (areas in the mesh's units squared)."""
@@ -104,11 +118,18 @@ def visibility_cull(verts: np.ndarray, faces: np.ndarray, projections: np.ndarra
     total = float(areas.sum())
     big = np.flatnonzero(region_area >= min_region * total)
     remove = np.isin(labels, big)
-    stats = {"faces_unobserved": int((~seen).sum()), "area_unobserved": float(areas[~seen].sum()),
-             "faces_removed": int(remove.sum()), "area_removed": float(areas[remove].sum()),
-             "area_total": total, "area_removed_share": float(areas[remove].sum() / total) if total else 0.0,
-             "regions_removed": int(len(big)), "regions_kept_unobserved": int(len(region_area) - len(big)),
-             "min_cos": float(min_cos), "min_region": float(min_region)}
+    stats = {
+        "faces_unobserved": int((~seen).sum()),
+        "area_unobserved": float(areas[~seen].sum()),
+        "faces_removed": int(remove.sum()),
+        "area_removed": float(areas[remove].sum()),
+        "area_total": total,
+        "area_removed_share": float(areas[remove].sum() / total) if total else 0.0,
+        "regions_removed": int(len(big)),
+        "regions_kept_unobserved": int(len(region_area) - len(big)),
+        "min_cos": float(min_cos),
+        "min_region": float(min_region),
+    }
     return ~remove, stats
 
 

@@ -27,8 +27,15 @@ from .html import CSS, Missing, Section, esc, missing_note
 from .sections import SECTIONS
 from .training_sections import rule_times
 
-__all__ = ["SECTIONS", "ViewFrame", "build_report", "hull_surface_points", "read_error_cloud", "render_mesh_views",
-           "rule_times"]
+__all__ = [
+    "SECTIONS",
+    "ViewFrame",
+    "build_report",
+    "hull_surface_points",
+    "read_error_cloud",
+    "render_mesh_views",
+    "rule_times",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +82,30 @@ def build_report(
         log.info("section %-10s %s", key, sec.status)
         sections.append(sec)
 
-    nav = " ".join(f'<a href="#{s.key}">{esc(s.title)}</a><span class="status-{s.status}">'
-                   f'{"" if s.status == "ok" else f" ({s.status})"}</span>' for s in sections)
+    nav = " ".join(
+        f'<a href="#{s.key}">{esc(s.title)}</a><span class="status-{s.status}">'
+        f"{'' if s.status == 'ok' else f' ({s.status})'}</span>"
+        for s in sections
+    )
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    body = "\n".join(f'<section id="{s.key}" data-status="{s.status}"><h2>{esc(s.title)}</h2>\n{s.body}\n</section>'
-                     for s in sections)
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>neus-stage report: {esc(files.scene)}</title><style>{CSS}</style></head><body>\n"
-            f"<h1>neus-stage report: {esc(files.scene)}</h1>\n"
-            f"<p class='caption'>{esc(scene_dir)} &middot; generated {now}</p>\n<nav>{nav}</nav>\n{body}\n"
-            "</body></html>\n")
+    body = "\n".join(
+        f'<section id="{s.key}" data-status="{s.status}"><h2>{esc(s.title)}</h2>\n{s.body}\n</section>'
+        for s in sections
+    )
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>neus-stage report: {esc(files.scene)}</title><style>{CSS}</style></head><body>\n"
+        f"<h1>neus-stage report: {esc(files.scene)}</h1>\n"
+        f"<p class='caption'>{esc(scene_dir)} &middot; generated {now}</p>\n<nav>{nav}</nav>\n{body}\n"
+        "</body></html>\n"
+    )
     write_text_atomic(out, page)
     status = {s.key: s.status for s in sections}
-    log.info("report: %s (%.0f kB; %d of %d sections shown)", out, out.stat().st_size / 1024,
-             sum(v == "ok" for v in status.values()), len(status))
+    log.info(
+        "report: %s (%.0f kB; %d of %d sections shown)",
+        out,
+        out.stat().st_size / 1024,
+        sum(v == "ok" for v in status.values()),
+        len(status),
+    )
     return status

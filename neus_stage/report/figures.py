@@ -180,8 +180,9 @@ def render_mesh_views(
     else:
         base = np.tile([0.78, 0.80, 0.86], (len(F), 1))
     dpi = 100
-    fig = Figure(figsize=(panel_px * len(views) / dpi, panel_px / dpi + (0.6 if face_values is not None else 0)),
-                 dpi=dpi)
+    fig = Figure(
+        figsize=(panel_px * len(views) / dpi, panel_px / dpi + (0.6 if face_values is not None else 0)), dpi=dpi
+    )
     for i, (elev, azim) in enumerate(views):
         ax = fig.add_subplot(1, len(views), i + 1, projection="3d")
         e, a = np.radians(elev), np.radians(azim)
@@ -244,8 +245,13 @@ def camera_figure(
     if len(pts):
         lo, hi = extent.min(0) - 0.1 * size, extent.max(0) + 0.1 * size
         inside = ((pts >= lo) & (pts <= hi)).all(1)
-        ax.scatter(*pts[inside].T, s=0.6, c=point_colors[inside] if point_colors is not None else "0.4",
-                   depthshade=False, linewidths=0)
+        ax.scatter(
+            *pts[inside].T,
+            s=0.6,
+            c=point_colors[inside] if point_colors is not None else "0.4",
+            depthshade=False,
+            linewidths=0,
+        )
     if poses is not None:
         depth = 0.08 * size
         w, h = 2 * Ks[:, 0, 2], 2 * Ks[:, 1, 2]  # principal point near the image centre
@@ -271,14 +277,18 @@ def camera_figure(
         a = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 else [0.0, 1.0, 0.0])
         a /= np.linalg.norm(a)
         b = np.cross(n, a)
-        square = frame.apply(np.array([foot + half * (sa * a + sb * b) for sa, sb in ((-1, -1), (1, -1), (1, 1),
-                                                                                       (-1, 1))]))
+        square = frame.apply(
+            np.array([foot + half * (sa * a + sb * b) for sa, sb in ((-1, -1), (1, -1), (1, 1), (-1, 1))])
+        )
         ax.add_collection3d(Poly3DCollection([square], facecolors=(1.0, 0.55, 0.0, 0.25), edgecolors="tab:orange"))
         if plane_inliers is not None and len(plane_inliers):
             ax.scatter(*frame.apply(plane_inliers).T, s=0.8, c="tab:orange", depthshade=False, linewidths=0)
     _set_equal(ax, extent)
-    ax.set_title("cameras (blue), sparse points, object box (red)"
-                 + (", support plane and its points (orange)" if plane is not None else ""), fontsize=9)
+    ax.set_title(
+        "cameras (blue), sparse points, object box (red)"
+        + (", support plane and its points (orange)" if plane is not None else ""),
+        fontsize=9,
+    )
     ax.tick_params(labelsize=6)
 
     ax2 = fig.add_subplot(1, 2, 2, projection="3d")
@@ -296,11 +306,20 @@ def camera_figure(
             ax2.scatter(*pts[inside].T, s=2, c="tab:green", depthshade=False, linewidths=0)
     if square is not None:  # a tighter, fainter square: matplotlib draws it over the hull whatever the depth
         mid2 = square.mean(0)
-        ax2.add_collection3d(Poly3DCollection([mid2 + 0.6 * (square - mid2)], facecolors=(1.0, 0.55, 0.0, 0.1),
-                                              edgecolors="tab:orange", linewidths=1.2))
+        ax2.add_collection3d(
+            Poly3DCollection(
+                [mid2 + 0.6 * (square - mid2)],
+                facecolors=(1.0, 0.55, 0.0, 0.1),
+                edgecolors="tab:orange",
+                linewidths=1.2,
+            )
+        )
     _set_equal(ax2, np.concatenate(inner) if inner else extent)
-    ax2.set_title("object: visual hull surface, box (red), sparse points in the box (green)"
-                  + (", support plane (orange)" if square is not None else ""), fontsize=9)
+    ax2.set_title(
+        "object: visual hull surface, box (red), sparse points in the box (green)"
+        + (", support plane (orange)" if square is not None else ""),
+        fontsize=9,
+    )
     ax2.tick_params(labelsize=6)
     fig.subplots_adjust(left=0, right=1, top=0.93, bottom=0.02, wspace=0.05)
     return figure_png(fig)

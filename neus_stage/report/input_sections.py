@@ -20,30 +20,44 @@ def photos_section(ctx: ReportContext) -> str:
     parts = []
     if overlay.is_file():
         parts.append(img_tag(overlay.read_bytes(), "image/jpeg", "photos with mask overlay", "wide"))
-        parts.append("<p class='caption'>masks/overlay.jpg: the part of each photo outside its mask is tinted "
-                     "red (up to 16 views, evenly spaced).</p>")
+        parts.append(
+            "<p class='caption'>masks/overlay.jpg: the part of each photo outside its mask is tinted "
+            "red (up to 16 views, evenly spaced).</p>"
+        )
     elif f.path("dataset/image").is_dir():
-        parts.append(img_tag(contact_sheet(f.path("dataset/image"), f.path("dataset/mask")), "image/jpeg",
-                              "dataset images with mask overlay", "wide"))
-        parts.append("<p class='caption'>dataset/image with dataset/mask: outside the mask tinted red "
-                     "(masks/overlay.jpg not found).</p>")
+        parts.append(
+            img_tag(
+                contact_sheet(f.path("dataset/image"), f.path("dataset/mask")),
+                "image/jpeg",
+                "dataset images with mask overlay",
+                "wide",
+            )
+        )
+        parts.append(
+            "<p class='caption'>dataset/image with dataset/mask: outside the mask tinted red "
+            "(masks/overlay.jpg not found).</p>"
+        )
     else:
-        raise Missing("neither masks/overlay.jpg nor dataset/image/ exists: the masks and dataset stages have "
-                      "not run")
+        raise Missing("neither masks/overlay.jpg nor dataset/image/ exists: the masks and dataset stages have not run")
     rep = f.path("masks/report.json")
     if rep.is_file():
         r = read_report_if_any(rep)
         shares = list((r.get("final_foreground_share") or {}).values())
         cons = r.get("consistency") or {}
-        parts.append("<h3>Masks</h3>" + kv_table([
-            ("source", r.get("source")),
-            ("model", r.get("model")),
-            ("images", r.get("n_images")),
-            ("degenerate views", ", ".join(r.get("degenerate_views") or []) or "none"),
-            ("mean foreground share", float(np.mean(shares)) if shares else None),
-            ("median IoU with the multi-view hull", cons.get("median_iou")),
-            ("time (s)", (r.get("timings") or {}).get("total_s")),
-        ]))
+        parts.append(
+            "<h3>Masks</h3>"
+            + kv_table(
+                [
+                    ("source", r.get("source")),
+                    ("model", r.get("model")),
+                    ("images", r.get("n_images")),
+                    ("degenerate views", ", ".join(r.get("degenerate_views") or []) or "none"),
+                    ("mean foreground share", float(np.mean(shares)) if shares else None),
+                    ("median IoU with the multi-view hull", cons.get("median_iou")),
+                    ("time (s)", (r.get("timings") or {}).get("total_s")),
+                ]
+            )
+        )
     else:
         parts.append(missing_note("masks/report.json not found: no masks summary (masks given with the dataset?)"))
     return "\n".join(parts)
@@ -83,22 +97,35 @@ def frame_section(ctx: ReportContext) -> str:
         raise Missing("dataset/meta.json not found: the dataset stage has not run")
     fr = meta.get("frame")
     if not fr:
-        raise Missing("dataset/meta.json records no world frame (written before the upright frame): the world is "
-                      "the SfM model's frame; re-run the dataset stage")
+        raise Missing(
+            "dataset/meta.json records no world frame (written before the upright frame): the world is "
+            "the SfM model's frame; re-run the dataset stage"
+        )
     rows: list[tuple[str, object]] = [("world frame", fr.get("summary")), ("units", meta.get("units"))]
     if fr.get("name") == "upright":
         up, sc = fr.get("up") or {}, fr.get("scale") or {}
-        rows += [("up (z)", up.get("how")), ("the cameras' up", (fr.get("camera_up") or {}).get("how")),
-                 ("base (z = 0)", (fr.get("base") or {}).get("how")), ("centre (on the z axis)",
-                                                                     (fr.get("centre") or {}).get("how")),
-                 ("azimuth", fr.get("azimuth")), ("scale", sc.get("message")),
-                 ("similarity from the SfM frame: scale", (fr.get("from_sfm") or {}).get("scale"))]
-        for m in ((sc.get("marker") or {}).get("markers") or []):
-            rows.append((f"marker id {m['id']}", f"{m['photos']} photos, side {m['side_sfm']:.5g} SfM units, corners "
-                         f"reprojected within {m['reprojection_px']:.2f} px RMS, edges agree within "
-                         f"{100 * m['edge_spread']:.2f}%"))
-    return kv_table(rows) + ("<p class='caption'>dataset/meta.json: every artifact in world units (cameras, "
-                              "bbox.json, meshes) uses this frame; frame.from_sfm maps the SfM model into it.</p>")
+        rows += [
+            ("up (z)", up.get("how")),
+            ("the cameras' up", (fr.get("camera_up") or {}).get("how")),
+            ("base (z = 0)", (fr.get("base") or {}).get("how")),
+            ("centre (on the z axis)", (fr.get("centre") or {}).get("how")),
+            ("azimuth", fr.get("azimuth")),
+            ("scale", sc.get("message")),
+            ("similarity from the SfM frame: scale", (fr.get("from_sfm") or {}).get("scale")),
+        ]
+        for m in (sc.get("marker") or {}).get("markers") or []:
+            rows.append(
+                (
+                    f"marker id {m['id']}",
+                    f"{m['photos']} photos, side {m['side_sfm']:.5g} SfM units, corners "
+                    f"reprojected within {m['reprojection_px']:.2f} px RMS, edges agree within "
+                    f"{100 * m['edge_spread']:.2f}%",
+                )
+            )
+    return kv_table(rows) + (
+        "<p class='caption'>dataset/meta.json: every artifact in world units (cameras, "
+        "bbox.json, meshes) uses this frame; frame.from_sfm maps the SfM model into it.</p>"
+    )
 
 
 def cameras_section(ctx: ReportContext) -> str:
@@ -127,20 +154,39 @@ def cameras_section(ctx: ReportContext) -> str:
     plane, inliers, support_line = _support_summary(f)
     if points is None and f.path("hull.npz").is_file():
         points = read_hull_file(f.path("hull.npz")).support_points  # triangulated with the reference cameras
-    png = camera_figure(ctx.poses, ctx.Ks, ctx.frame, points=points, point_colors=colors, box=ctx.box, hull=hull,
-                        plane=plane, plane_inliers=inliers)
+    png = camera_figure(
+        ctx.poses,
+        ctx.Ks,
+        ctx.frame,
+        points=points,
+        point_colors=colors,
+        box=ctx.box,
+        hull=hull,
+        plane=plane,
+        plane_inliers=inliers,
+    )
     units = read_report_if_any(f.path("dataset/meta.json")).get("units")
-    cap = (f"{len(ctx.poses)} cameras from dataset/cameras_sphere.npz (frusta; camera 0 labelled), in world "
-           f"units ({units or 'world units'}), z up (the world's z where the dataset is upright, else the cameras' "
-           "mean up direction)"
-           + (f"; {len(points)} sparse points from sfm/sparse/0" if points is not None and sparse.is_dir() else "")
-           + (f"; {len(points)} points triangulated with these cameras (hull.npz)"
-              if points is not None and not sparse.is_dir() else "")
-           + (f"; {len(hull)} hull surface voxels from hull.npz" if hull is not None else "") + ".")
-    return "\n".join([img_tag(png, "image/png", "cameras and sparse points", "wide"),
-                      f"<p class='caption'>{esc(cap)}</p>",
-                      *([f"<p class='caption'>{esc(support_line)}</p>"] if support_line else []),
-                      *(missing_note(n) for n in notes)])
+    cap = (
+        f"{len(ctx.poses)} cameras from dataset/cameras_sphere.npz (frusta; camera 0 labelled), in world "
+        f"units ({units or 'world units'}), z up (the world's z where the dataset is upright, else the cameras' "
+        "mean up direction)"
+        + (f"; {len(points)} sparse points from sfm/sparse/0" if points is not None and sparse.is_dir() else "")
+        + (
+            f"; {len(points)} points triangulated with these cameras (hull.npz)"
+            if points is not None and not sparse.is_dir()
+            else ""
+        )
+        + (f"; {len(hull)} hull surface voxels from hull.npz" if hull is not None else "")
+        + "."
+    )
+    return "\n".join(
+        [
+            img_tag(png, "image/png", "cameras and sparse points", "wide"),
+            f"<p class='caption'>{esc(cap)}</p>",
+            *([f"<p class='caption'>{esc(support_line)}</p>"] if support_line else []),
+            *(missing_note(n) for n in notes),
+        ]
+    )
 
 
 def _support_summary(f: SceneFiles) -> tuple[tuple[np.ndarray, float] | None, np.ndarray | None, str]:
@@ -156,8 +202,10 @@ def _support_summary(f: SceneFiles) -> tuple[tuple[np.ndarray, float] | None, np
         m = read_report_if_any(f.path("mesh.json")).get("support") or {}
         vis = m.get("visibility")
         if vis:
-            mesh_note = (f" The mesh stage removed {vis['area_removed']:.4g} world units^2 "
-                         f"({vis['area_removed_share']:.1%} of the surface) that no camera observes.")
+            mesh_note = (
+                f" The mesh stage removed {vis['area_removed']:.4g} world units^2 "
+                f"({vis['area_removed_share']:.1%} of the surface) that no camera observes."
+            )
         elif m.get("cut"):
             mesh_note = f" The mesh ends on the plane (a flat cap {m.get('margin_world', 0):.3g} below it)."
         elif m:
@@ -165,9 +213,11 @@ def _support_summary(f: SceneFiles) -> tuple[tuple[np.ndarray, float] | None, np
     if sup.get("method") == "plane":
         src = sup.get("source", {})
         w = sup["plane"]["world"]
-        line = (f"Support plane: {sup.get('message', '')} ({src.get('kind', '?')}: {src.get('points', '?')} points); "
-                f"{'the hull is cut there' if sup.get('hull_cut') else 'recorded only (visual_hull.support: record)'}."
-                + mesh_note)
+        line = (
+            f"Support plane: {sup.get('message', '')} ({src.get('kind', '?')}: {src.get('points', '?')} points); "
+            f"{'the hull is cut there' if sup.get('hull_cut') else 'recorded only (visual_hull.support: record)'}."
+            + mesh_note
+        )
         inl = None
         if f.path("hull.npz").is_file():
             h = read_hull_file(f.path("hull.npz"))
@@ -176,5 +226,11 @@ def _support_summary(f: SceneFiles) -> tuple[tuple[np.ndarray, float] | None, np
         return (np.asarray(w["normal"], dtype=np.float64), float(w["offset"])), inl, line
     if sup.get("method") == "none":
         return None, None, "Support: search switched off (visual_hull.support: off)." + mesh_note
-    return None, None, (f"No support plane ({sup.get('reason', '?')}): {sup.get('message', '')}. The visual hull is "
-                        "not cut; the mesh stage culls what no camera observes instead." + mesh_note)
+    return (
+        None,
+        None,
+        (
+            f"No support plane ({sup.get('reason', '?')}): {sup.get('message', '')}. The visual hull is "
+            "not cut; the mesh stage culls what no camera observes instead." + mesh_note
+        ),
+    )

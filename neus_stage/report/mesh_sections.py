@@ -43,28 +43,46 @@ def mesh_section(ctx: ReportContext) -> str:
     parts = []
     meta = read_report_if_any(f.path("mesh.json"))
     info = meta.get("mesh_clean" if path.name == "mesh_clean.ply" else "mesh", {}) if meta else {}
-    parts.append(kv_table([
-        ("mesh", path.name),
-        ("faces", n_faces),
-        ("vertices", info.get("vertices")),
-        ("watertight", info.get("watertight")),
-        ("resolution", meta.get("resolution")),
-        ("shown with", f"{len(F)} faces (quadric decimation)" if len(F) < n_faces else f"{len(F)} faces"),
-    ]))
+    parts.append(
+        kv_table(
+            [
+                ("mesh", path.name),
+                ("faces", n_faces),
+                ("vertices", info.get("vertices")),
+                ("watertight", info.get("watertight")),
+                ("resolution", meta.get("resolution")),
+                ("shown with", f"{len(F)} faces (quadric decimation)" if len(F) < n_faces else f"{len(F)} faces"),
+            ]
+        )
+    )
     parts.append(img_tag(render_mesh_views(V, F, frame=frame), "image/png", f"{path.name} shaded", "wide"))
-    parts.append(f"<p class='caption'>{esc(path.name)}, Lambert-shaded, orthographic; azimuth 0 looks from "
-                 "camera 0's side, z up (the world's z in an upright dataset, else the cameras' up).</p>")
+    parts.append(
+        f"<p class='caption'>{esc(path.name)}, Lambert-shaded, orthographic; azimuth 0 looks from "
+        "camera 0's side, z up (the world's z in an upright dataset, else the cameras' up).</p>"
+    )
     errors = _error_values(ctx, V)
     if errors is None:
-        parts.append(missing_note("eval_errors.ply not found: no error colouring (no ground truth for this scene, the "
-                              "DTU protocol, or the evaluate stage has not run)"))
+        parts.append(
+            missing_note(
+                "eval_errors.ply not found: no error colouring (no ground truth for this scene, the "
+                "DTU protocol, or the evaluate stage has not run)"
+            )
+        )
     else:
         vals, vmax, label = errors
         face_err = vals[F].mean(1)
-        parts.append(img_tag(render_mesh_views(V, F, frame=frame, face_values=face_err, vmax=vmax,
-                                                value_label=label), "image/png", "mesh coloured by error", "wide"))
-        parts.append(f"<p class='caption'>coloured by the distance of each part of the mesh to the ground truth "
-                     f"(eval_errors.ply; yellow = {fmt(vmax)} or more, the largest F-score threshold).</p>")
+        parts.append(
+            img_tag(
+                render_mesh_views(V, F, frame=frame, face_values=face_err, vmax=vmax, value_label=label),
+                "image/png",
+                "mesh coloured by error",
+                "wide",
+            )
+        )
+        parts.append(
+            f"<p class='caption'>coloured by the distance of each part of the mesh to the ground truth "
+            f"(eval_errors.ply; yellow = {fmt(vmax)} or more, the largest F-score threshold).</p>"
+        )
     parts.extend(_textured_view(ctx))
     return "\n".join(parts)
 
@@ -79,22 +97,29 @@ def _textured_view(ctx: ReportContext) -> list[str]:
     x = read_report(meta_path, "the export stage")
     psnr = x.get("psnr") or {}
     bake = x.get("bake") or {}
-    parts = ["<h3>Textured export</h3>", kv_table([
-        ("files", ", ".join(f"export/{v}" for v in (x.get("files") or {}).values())),
-        ("faces", f"{x.get('faces')} (from {x.get('faces_in')}; target {x.get('target_faces')})"),
-        ("texture", f"{x.get('texture_size')}^2 from the {x.get('texture_from')}"),
-        ("surface seen by a photo", f"{100 * bake['seen_share']:.1f}%" if "seen_share" in bake else None),
-        (f"re-render PSNR (dB), {psnr.get('kind', '')}", psnr.get("mean")),
-        ("frame", (x.get("frame") or {}).get("description")),
-    ])]
+    parts = [
+        "<h3>Textured export</h3>",
+        kv_table(
+            [
+                ("files", ", ".join(f"export/{v}" for v in (x.get("files") or {}).values())),
+                ("faces", f"{x.get('faces')} (from {x.get('faces_in')}; target {x.get('target_faces')})"),
+                ("texture", f"{x.get('texture_size')}^2 from the {x.get('texture_from')}"),
+                ("surface seen by a photo", f"{100 * bake['seen_share']:.1f}%" if "seen_share" in bake else None),
+                (f"re-render PSNR (dB), {psnr.get('kind', '')}", psnr.get("mean")),
+                ("frame", (x.get("frame") or {}).get("description")),
+            ]
+        ),
+    ]
     preview = f.path("export/preview.jpg")
     if preview.is_file():
         views = (x.get("preview") or {}).get("views") or []
         per_view = psnr.get("views") or {}
         parts.append(img_tag(preview.read_bytes(), "image/jpeg", "photos beside the textured mesh", "wide"))
-        parts.append("<p class='caption'>left: the photo; right: the textured mesh rendered from that photo's camera "
-                     f"(views {', '.join(f'{v} ({fmt(per_view.get(v))} dB)' for v in views)}; PSNR inside the "
-                     "mask).</p>")
+        parts.append(
+            "<p class='caption'>left: the photo; right: the textured mesh rendered from that photo's camera "
+            f"(views {', '.join(f'{v} ({fmt(per_view.get(v))} dB)' for v in views)}; PSNR inside the "
+            "mask).</p>"
+        )
     return parts
 
 
@@ -112,32 +137,47 @@ def quality_section(ctx: ReportContext) -> str:
     units = q.get("units", "world units")
     rows: list[tuple[str, object]] = [("verdict", q.get("line"))]
     if g.get("available"):
-        rows += [("object points", f"{g['points']} ({g.get('kind')})"),
-                 (f"distance to the mesh, median ({units})", f"{fmt(g['median'])} ({100 * g['median_share']:.2f}% "
-                                                            "of the object size)"),
-                 (f"distance to the mesh, 90th percentile ({units})",
-                  f"{fmt(g['p90'])} ({100 * g['p90_share']:.2f}% of the object size)"),
-                 ("points within 1% of the size", f"{100 * g['within_1pct_share']:.1f}%"),
-                 (f"object size ({g.get('object_size_is')})", g.get("object_size")),
-                 (f"points farther than {100 * g['far_share_limit']:.0f}% of the size", g.get("far_points"))]
+        rows += [
+            ("object points", f"{g['points']} ({g.get('kind')})"),
+            (
+                f"distance to the mesh, median ({units})",
+                f"{fmt(g['median'])} ({100 * g['median_share']:.2f}% of the object size)",
+            ),
+            (
+                f"distance to the mesh, 90th percentile ({units})",
+                f"{fmt(g['p90'])} ({100 * g['p90_share']:.2f}% of the object size)",
+            ),
+            ("points within 1% of the size", f"{100 * g['within_1pct_share']:.1f}%"),
+            (f"object size ({g.get('object_size_is')})", g.get("object_size")),
+            (f"points farther than {100 * g['far_share_limit']:.0f}% of the size", g.get("far_points")),
+        ]
         if g.get("photos_to_check"):
             rows.append(("photos seeing most far points", ", ".join(g["photos_to_check"])))
     else:
         rows.append(("geometry check", f"not available: {g.get('reason')}"))
     if h.get("available"):
-        rows += [("held-out views (never trained on)", h["views"]), ("held-out PSNR (dB, mean)", h.get("psnr")),
-                 ("held-out mask IoU (mean)", h.get("mask_iou")),
-                 ("held-out SSIM (mean)", h.get("ssim") if h.get("ssim") is not None else h.get("ssim_note"))]
+        rows += [
+            ("held-out views (never trained on)", h["views"]),
+            ("held-out PSNR (dB, mean)", h.get("psnr")),
+            ("held-out mask IoU (mean)", h.get("mask_iou")),
+            ("held-out SSIM (mean)", h.get("ssim") if h.get("ssim") is not None else h.get("ssim_note")),
+        ]
     else:
         rows.append(("held-out views", f"none: {h.get('reason')}"))
-    rows.append(("training-batch PSNR (dB, last tenth of the steps; training views, for contrast)",
-                 q.get("training_batch_psnr")))
+    rows.append(
+        (
+            "training-batch PSNR (dB, last tenth of the steps; training views, for contrast)",
+            q.get("training_batch_psnr"),
+        )
+    )
     parts = [kv_table(rows)]
     if h.get("per_view"):
         parts.append("<h3>Held-out views</h3>" + df_table(pd.DataFrame(h["per_view"])))
-    parts.append("<p class='caption'>quality.json. The SfM points were triangulated from the photos by COLMAP, "
-                 "independently of the trained surface. Held-out views are never trained on (train.holdout_every); "
-                 "their masks still shape the visual hull that bounds training and the mesh's mask culling.</p>")
+    parts.append(
+        "<p class='caption'>quality.json. The SfM points were triangulated from the photos by COLMAP, "
+        "independently of the trained surface. Held-out views are never trained on (train.holdout_every); "
+        "their masks still shape the visual hull that bounds training and the mesh's mask culling.</p>"
+    )
     return "\n".join(parts)
 
 
@@ -158,15 +198,20 @@ def evaluation_section(ctx: ReportContext) -> str:
         ("Chamfer (overall)", e.get("overall")),
         ("accuracy / completeness median", f"{fmt(e.get('accuracy_median'))} / {fmt(e.get('completeness_median'))}"),
         ("Chamfer, % of the GT box diagonal", pct.get("overall")),
-        ("accuracy / completeness, % of diagonal",
-         f"{fmt(pct.get('accuracy'))} / {fmt(pct.get('completeness'))}" if pct else None),
+        (
+            "accuracy / completeness, % of diagonal",
+            f"{fmt(pct.get('accuracy'))} / {fmt(pct.get('completeness'))}" if pct else None,
+        ),
         ("GT box diagonal", e.get("gt_bbox_diag")),
     ]
     al = e.get("alignment")
     if al:
         method = al.get("method", "similarity") + (" + ICP" if "icp" in al else "")
-        rows += [("alignment (mesh to ground truth)", method), ("alignment scale", al.get("scale")),
-                 ("alignment RMS (camera centres)", al.get("rms"))]
+        rows += [
+            ("alignment (mesh to ground truth)", method),
+            ("alignment scale", al.get("scale")),
+            ("alignment RMS (camera centres)", al.get("rms")),
+        ]
         for k, v in al.items():
             if k in {"method", "scale", "rms", "matrix"} or isinstance(v, list):
                 continue

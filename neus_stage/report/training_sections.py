@@ -58,24 +58,43 @@ def training_section(ctx: ReportContext) -> str:
         import yaml
 
         cfg = yaml.safe_load(f.path("neus/config.yaml").read_text()) or {}
-    parts.append(kv_table([
-        ("preset", cfg.get("preset")),
-        ("steps", metrics.get("steps", int(df["step"].iloc[-1]) + 1)),
-        ("time (s)", metrics.get("seconds", float(df["seconds"].iloc[-1]) if "seconds" in df else None)),
-        ("device", metrics.get("device")),
-        *([("held-out views (never trained on)", f"{n_held}: {', '.join(metrics.get('heldout_views') or [])}"),
-           ("held-out PSNR (dB, mean)", metrics.get("heldout_psnr")),
-           ("held-out mask IoU (mean)", metrics.get("heldout_mask_iou")),
-           *([("held-out SSIM (mean)", metrics["heldout_ssim"])] if "heldout_ssim" in metrics else [])]
-          if held else
-          [("PSNR of a training view (dB; no view held out, so not a validation)", metrics.get("val_psnr")),
-           ("mask IoU of that training view", metrics.get("val_mask_iou")),
-           ("that training view", metrics.get("val_view"))]),
-        ("training-batch PSNR (dB, last row of train_log.csv)", float(df["psnr"].iloc[-1]) if "psnr" in df else None),
-        ("final inv_s", metrics.get("inv_s", float(df["inv_s"].iloc[-1]) if "inv_s" in df else None)),
-        ("ray samples per second", metrics.get("samples_per_s")),
-        ("config hash", cfg.get("hash")),
-    ]))
+    parts.append(
+        kv_table(
+            [
+                ("preset", cfg.get("preset")),
+                ("steps", metrics.get("steps", int(df["step"].iloc[-1]) + 1)),
+                ("time (s)", metrics.get("seconds", float(df["seconds"].iloc[-1]) if "seconds" in df else None)),
+                ("device", metrics.get("device")),
+                *(
+                    [
+                        (
+                            "held-out views (never trained on)",
+                            f"{n_held}: {', '.join(metrics.get('heldout_views') or [])}",
+                        ),
+                        ("held-out PSNR (dB, mean)", metrics.get("heldout_psnr")),
+                        ("held-out mask IoU (mean)", metrics.get("heldout_mask_iou")),
+                        *([("held-out SSIM (mean)", metrics["heldout_ssim"])] if "heldout_ssim" in metrics else []),
+                    ]
+                    if held
+                    else [
+                        (
+                            "PSNR of a training view (dB; no view held out, so not a validation)",
+                            metrics.get("val_psnr"),
+                        ),
+                        ("mask IoU of that training view", metrics.get("val_mask_iou")),
+                        ("that training view", metrics.get("val_view")),
+                    ]
+                ),
+                (
+                    "training-batch PSNR (dB, last row of train_log.csv)",
+                    float(df["psnr"].iloc[-1]) if "psnr" in df else None,
+                ),
+                ("final inv_s", metrics.get("inv_s", float(df["inv_s"].iloc[-1]) if "inv_s" in df else None)),
+                ("ray samples per second", metrics.get("samples_per_s")),
+                ("config hash", cfg.get("hash")),
+            ]
+        )
+    )
     if not metrics:
         parts.append(missing_note("neus/metrics.json not found: training has not finished"))
     return "\n".join(parts)
@@ -90,13 +109,22 @@ def renders_section(ctx: ReportContext, n_latest: int = 3) -> str:
     steps = [p for p in files if p.stem != "final"][-n_latest:]
     chosen = steps + [p for p in files if p.stem == "final"]
     metrics = read_report_if_any(ctx.files.path("neus/metrics.json"))
-    which = (f"held-out view {metrics.get('val_view', '?')} (never trained on)" if "heldout_psnr" in metrics
-             else f"training view {metrics.get('val_view', '?')} (no view held out)" if metrics else "first view")
-    parts = [f"<p class='caption'>Each panel: ground truth | rendered colour | normals | opacity of {esc(which)}, "
-             "the latest renders last.</p>"]
+    which = (
+        f"held-out view {metrics.get('val_view', '?')} (never trained on)"
+        if "heldout_psnr" in metrics
+        else f"training view {metrics.get('val_view', '?')} (no view held out)"
+        if metrics
+        else "first view"
+    )
+    parts = [
+        f"<p class='caption'>Each panel: ground truth | rendered colour | normals | opacity of {esc(which)}, "
+        "the latest renders last.</p>"
+    ]
     for p in chosen:
-        parts.append(f"<figure>{img_tag(p.read_bytes(), 'image/png', p.name, 'render')}"
-                     f"<figcaption>{esc(p.name)}</figcaption></figure>")
+        parts.append(
+            f"<figure>{img_tag(p.read_bytes(), 'image/png', p.name, 'render')}"
+            f"<figcaption>{esc(p.name)}</figcaption></figure>"
+        )
     return "\n".join(parts)
 
 
@@ -112,4 +140,5 @@ def timings_section(ctx: ReportContext) -> str:
     total = pd.DataFrame([{"rule": "total", "seconds": df["seconds"].sum()}])
     return df_table(pd.concat([df, total], ignore_index=True)) + (
         "<p class='caption'>From Snakemake's benchmark files (wall-clock seconds, peak resident memory); the "
-        "report's own time is not included.</p>")
+        "report's own time is not included.</p>"
+    )

@@ -43,12 +43,15 @@ def _bilinear(tone: np.ndarray, col: np.ndarray, row: np.ndarray) -> np.ndarray:
     c0, r0 = np.floor(col).astype(int), np.floor(row).astype(int)
     c1, r1 = np.minimum(c0 + 1, n - 1), np.minimum(r0 + 1, n - 1)
     fc, fr = col - c0, row - r0
-    return ((1 - fr) * ((1 - fc) * tone[r0, c0] + fc * tone[r0, c1])
-            + fr * ((1 - fc) * tone[r1, c0] + fc * tone[r1, c1]))
+    return (1 - fr) * ((1 - fc) * tone[r0, c0] + fc * tone[r0, c1]) + fr * ((1 - fc) * tone[r1, c0] + fc * tone[r1, c1])
 
 
-def marker_albedo(floor: Albedo, side: float = MARKER_SIDE, centre: tuple[float, float] = MARKER_CENTRE,
-                  yaw_deg: float = MARKER_YAW_DEG) -> Albedo:
+def marker_albedo(
+    floor: Albedo,
+    side: float = MARKER_SIDE,
+    centre: tuple[float, float] = MARKER_CENTRE,
+    yaw_deg: float = MARKER_YAW_DEG,
+) -> Albedo:
     """``floor`` with a printed ArUco marker (MARKER_DICTIONARY, MARKER_ID) lying on it: a black-bordered
     square of ``side`` on a white sheet one cell wider all round, its edges softened by a fraction of a cell
     (as a printed sheet seen through a lens)."""

@@ -35,8 +35,9 @@ def look_at(center: np.ndarray, target: np.ndarray, roll_deg: float) -> np.ndarr
     return roll @ R
 
 
-def _ring_placements(rings: tuple[tuple[float, float, float], ...], n_views: int, phase: float,
-                     rng: np.random.Generator) -> list[tuple[float, float, float]]:
+def _ring_placements(
+    rings: tuple[tuple[float, float, float], ...], n_views: int, phase: float, rng: np.random.Generator
+) -> list[tuple[float, float, float]]:
     """(azimuth, elevation, distance factor) of views on rings at fixed elevations, interleaved in azimuth."""
     counts = np.floor(np.array([r[2] for r in rings]) * n_views).astype(int)
     counts[0] += n_views - counts.sum()
@@ -178,8 +179,15 @@ def _shade(scene: Scene, p: np.ndarray, n: np.ndarray, albedo: np.ndarray, shado
 
 
 # sample classes: 0 backdrop, 1 object, 2 floor
-def _shade_floor(scene: Scene, o: np.ndarray, d: np.ndarray, shadow_len: float,
-                 colour: np.ndarray, cls: np.ndarray, depth: np.ndarray) -> None:
+def _shade_floor(
+    scene: Scene,
+    o: np.ndarray,
+    d: np.ndarray,
+    shadow_len: float,
+    colour: np.ndarray,
+    cls: np.ndarray,
+    depth: np.ndarray,
+) -> None:
     """Where a ray meets the scene's floor before the object: its shaded colour, class 2 and depth (in place)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         tf = (scene.floor_z - o[2]) / d[:, 2]
@@ -232,8 +240,9 @@ def _edge_pixels(cls_img: np.ndarray, dep_img: np.ndarray) -> np.ndarray:
     return edge
 
 
-def render_view(scene: Scene, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int
-                ) -> tuple[np.ndarray, np.ndarray]:
+def render_view(
+    scene: Scene, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(image float (H,W,3) linear-ish in [0,1], mask bool (H,W)) for one upright view."""
     center = (-R.T @ t).astype(np.float32)
     Kinv = np.linalg.inv(K)

@@ -111,9 +111,15 @@ def _write_photo(path: Path, pixels: np.ndarray, scene: str, orient: int | None)
     photo.save(path, quality=95, exif=exif.tobytes())
 
 
-def _render_views(out_dir: Path, scene: str, sc: Scene, cameras: tuple[np.ndarray, np.ndarray, np.ndarray],
-                  size: tuple[int, int], rng: np.random.Generator, exif_rotate: bool
-                  ) -> tuple[list[str], dict[str, int], list[float]]:
+def _render_views(
+    out_dir: Path,
+    scene: str,
+    sc: Scene,
+    cameras: tuple[np.ndarray, np.ndarray, np.ndarray],
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    exif_rotate: bool,
+) -> tuple[list[str], dict[str, int], list[float]]:
     """Render and write every view's photo and mask; (names, EXIF orientations of turned photos, mask
     fractions)."""
     K, Rs, ts = cameras
@@ -133,8 +139,15 @@ def _render_views(out_dir: Path, scene: str, sc: Scene, cameras: tuple[np.ndarra
 
 
 # ---------------------------------------------------------------------------------------- top level
-def _scene_record(request: dict, rotated: dict[str, int], truth: _Truth, K: np.ndarray, floor_z: float | None,
-                  names: list[str], mask_fracs: list[float]) -> dict:
+def _scene_record(
+    request: dict,
+    rotated: dict[str, int],
+    truth: _Truth,
+    K: np.ndarray,
+    floor_z: float | None,
+    names: list[str],
+    mask_fracs: list[float],
+) -> dict:
     """The content of scene.json: the request, the object's box and spheres, the intrinsics, the views."""
     return {
         **request,
@@ -152,8 +165,12 @@ def _scene_record(request: dict, rotated: dict[str, int], truth: _Truth, K: np.n
             "pixel_convention": "integer pixel centres (NeuS/OpenCV): cx = (width - 1) / 2",
         },
         "floor_z": floor_z,
-        "gt": {"file": "gt.ply", "resolution": truth.resolution, "vertices": len(truth.verts),
-               "faces": len(truth.faces)},
+        "gt": {
+            "file": "gt.ply",
+            "resolution": truth.resolution,
+            "vertices": len(truth.verts),
+            "faces": len(truth.faces),
+        },
         "mask_fraction": {"min": min(mask_fracs), "mean": float(np.mean(mask_fracs)), "max": max(mask_fracs)},
         "photos": [f"{n}.jpg" for n in names],
     }
@@ -205,6 +222,7 @@ def render_scene(
     info = _scene_record(request, rotated, truth, K, sc.floor_z, names, mask_fracs)
     write_report(out_dir / "scene.json", info)  # deterministic for a given seed
     info["render_seconds"] = round(time.perf_counter() - t_start, 2)
-    log.info("rendered %s: %d views %dx%d in %.1f s -> %s", scene, n_views, width, height, info["render_seconds"],
-             out_dir)
+    log.info(
+        "rendered %s: %d views %dx%d in %.1f s -> %s", scene, n_views, width, height, info["render_seconds"], out_dir
+    )
     return info

@@ -108,8 +108,9 @@ def _house_sdf(p: np.ndarray) -> np.ndarray:
     b = _house_block(p @ rot_z(90).astype(np.float32), [-0.1, -0.55, 0.08], [0.35, 0.2, 0.22], 0.15)
     c = _house_block(p, [0.35, -0.4, 0.08], [0.3, 0.25, 0.4], 0.2)
     tower = sd_capped_cylinder_z(p - np.float32([0.7, 0.45, 0.58]), 0.14, 0.5)
-    cone = np.maximum(length(p[:, 0] - 0.7, p[:, 1] - 0.45) - 0.16 * (1.36 - p[:, 2]) / 0.28,
-                      np.abs(p[:, 2] - 1.22) - 0.14)
+    cone = np.maximum(
+        length(p[:, 0] - 0.7, p[:, 1] - 0.45) - 0.16 * (1.36 - p[:, 2]) / 0.28, np.abs(p[:, 2] - 1.22) - 0.14
+    )
     return np.minimum.reduce([base, a, b, c, tower, cone])
 
 
@@ -131,8 +132,7 @@ def house_scene(rng: np.random.Generator) -> Scene:
         return np.clip(out, 0.0, 1.0)
 
     def table(p: np.ndarray) -> np.ndarray:
-        return np.tile(np.float32([0.93, 0.93, 0.92]), (len(p), 1)) * (
-            0.97 + 0.03 * noise(p * 3.0)[:, None])
+        return np.tile(np.float32([0.93, 0.93, 0.92]), (len(p), 1)) * (0.97 + 0.03 * noise(p * 3.0)[:, None])
 
     return Scene(
         name="house",

@@ -49,9 +49,18 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     return state
 
 
-def resume_training(path: Path, config_hash: str, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, scaler: torch.amp.GradScaler, occupancy, seed: int,
-                    n_rays: int) -> tuple[int, int]:
+def resume_training(
+    path: Path,
+    config_hash: str,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    scaler: torch.amp.GradScaler,
+    occupancy,
+    seed: int,
+    n_rays: int,
+) -> tuple[int, int]:
     """Restore the training state of ``path`` where it belongs to this configuration; (first step, ray count):
     (0, ``n_rays``) when there is nothing to resume."""
     if not Path(path).is_file():
@@ -116,8 +125,10 @@ def load_model(checkpoint: Path, device: str = "auto") -> tuple[NeuSModel, Train
     try:
         model, cfg = model_from_state(state, dev)
     except (KeyError, TypeError, RuntimeError) as exc:
-        raise StageError(f"{checkpoint}: the checkpoint does not fit this version's model ({type(exc).__name__}: "
-                         f"{exc}); re-run training") from exc
+        raise StageError(
+            f"{checkpoint}: the checkpoint does not fit this version's model ({type(exc).__name__}: "
+            f"{exc}); re-run training"
+        ) from exc
     return model, cfg, state
 
 

@@ -24,9 +24,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def _glob_images(folder: Path) -> list[Path]:
-    return (
-        sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-    )
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
 
 
 def _downscale_K(K: np.ndarray, s: int) -> np.ndarray:
@@ -56,9 +54,7 @@ def _read_rgb(path: Path) -> Image.Image:
         raw = np.asarray(im, dtype=np.float64)
         if not np.isfinite(raw).all():
             bad = int((~np.isfinite(raw)).sum())
-            raise StageError(
-                f"{path}: {bad} pixel(s) are NaN or infinite; re-export the image as an 8-bit PNG or JPEG"
-            )
+            raise StageError(f"{path}: {bad} pixel(s) are NaN or infinite; re-export the image as an 8-bit PNG or JPEG")
         scale = 255.0 if im.mode == "F" and raw.max() <= 1.0 else 1.0 / 257.0 if im.mode != "F" else 1.0
         im = Image.fromarray(np.clip(np.rint(raw * scale), 0, 255).astype(np.uint8))
     return im.convert("RGB")
@@ -118,10 +114,13 @@ class NeusScene:
         with Image.open(image_paths[0]) as first:
             w, h = first.size
         n = len(image_paths)
-        memory.require(memory.image_bytes(n, w // max(downscale, 1), h // max(downscale, 1)),
-                       f"{root / 'image'}: {n} views of {w}x{h} (downscale {downscale}) on the {device.type}",
-                       f"raise train.image_downscale (now {downscale}) or lower images.max_size and re-run the "
-                       "workflow from the sfm stage", device=str(device))
+        memory.require(
+            memory.image_bytes(n, w // max(downscale, 1), h // max(downscale, 1)),
+            f"{root / 'image'}: {n} views of {w}x{h} (downscale {downscale}) on the {device.type}",
+            f"raise train.image_downscale (now {downscale}) or lower images.max_size and re-run the "
+            "workflow from the sfm stage",
+            device=str(device),
+        )
         self.cameras_path = root / "cameras_sphere.npz"
         world_mats, scale_mat = read_cameras_sphere(self.cameras_path, n_views=len(image_paths))
         if not (np.isfinite(world_mats).all() and np.isfinite(scale_mat).all()):

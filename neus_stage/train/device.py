@@ -19,8 +19,10 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StageError(f"device {name} was asked for but torch sees no CUDA device here (see `neus-stage doctor`); "
-                         "use device cpu or auto")
+        raise StageError(
+            f"device {name} was asked for but torch sees no CUDA device here (see `neus-stage doctor`); "
+            "use device cpu or auto"
+        )
     if name != "cpu" and not name.startswith("cuda"):
         raise StageError(f"unknown device {name!r}: use cpu, cuda or auto")
     return torch.device(name)
@@ -56,6 +58,7 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
             "use precision=fp32 (or bf16 on a CPU)"
         ) from exc
     if cfg.sdf_backend == "mlp":
-        log.info("precision=%s: the mlp model has no encoding to run in reduced precision: it computes in fp32",
-                 precision)
+        log.info(
+            "precision=%s: the mlp model has no encoding to run in reduced precision: it computes in fp32", precision
+        )
     return dtype

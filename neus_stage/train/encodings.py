@@ -198,4 +198,3 @@ def sh_encoding(d: torch.Tensor, degree: int) -> torch.Tensor:
             0.59004358992664352 * x * (-xx + 3.0 * yy),
         ]
     return torch.stack(out, -1)
-

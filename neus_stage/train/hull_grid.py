@@ -98,4 +98,3 @@ def trilinear_dense(grid: torch.Tensor, u: torch.Tensor, corners: torch.Tensor |
     vals = grid.reshape(-1)[((i0 * n1 + i1) * n2 + i2)[:, None] + corners]  # (N,8)
     weights = (w[0][:, :, None, None] * w[1][:, None, :, None] * w[2][:, None, None, :]).reshape(-1, 8)
     return (weights * vals).sum(-1)
-

@@ -71,4 +71,3 @@ def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
         m = np.asarray(mask, dtype=bool)
         return float(s[m].mean()) if m.any() else float("nan")
     return float(s.mean())
-

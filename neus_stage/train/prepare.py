@@ -87,9 +87,14 @@ def make_optimizer(model: NeuSModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=True)
 
 
-
-def make_occupancy(cfg: TrainConfig, model: NeuSModel, hull: np.ndarray | None, box_min: np.ndarray,
-                   box_max: np.ndarray, device: torch.device) -> OccupancyGrid | None:
+def make_occupancy(
+    cfg: TrainConfig,
+    model: NeuSModel,
+    hull: np.ndarray | None,
+    box_min: np.ndarray,
+    box_max: np.ndarray,
+    device: torch.device,
+) -> OccupancyGrid | None:
     """The occupancy grid that skips empty space (hash grid with use_occupancy), starting from the hull."""
     if not (cfg.use_occupancy and cfg.sdf_backend == "hashgrid"):
         return None
@@ -169,44 +174,86 @@ def training_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype | None]
     return device, autocast_dtype(cfg, device)
 
 
-def write_run_config(out_dir: Path, cfg: TrainConfig, chash: str, dataset_dir: Path, device: torch.device,
-                     amp: torch.dtype | None) -> None:
+def write_run_config(
+    out_dir: Path, cfg: TrainConfig, chash: str, dataset_dir: Path, device: torch.device, amp: torch.dtype | None
+) -> None:
     """config.yaml: the resolved config with its hash, the dataset, the device and the precision."""
     (out_dir / "config.yaml").write_text(
         yaml.safe_dump(
-            {**config_dict(cfg), "hash": chash, "dataset": str(dataset_dir), "device": str(device),
-             "autocast": precision_name(amp)},
+            {
+                **config_dict(cfg),
+                "hash": chash,
+                "dataset": str(dataset_dir),
+                "device": str(device),
+                "autocast": precision_name(amp),
+            },
             sort_keys=False,
         )
     )
 
 
-def prepare_run(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, hull_path: Path | None,
-                bbox_path: Path | None) -> TrainingRun:
+def prepare_run(
+    cfg: TrainConfig, dataset_dir: Path, out_dir: Path, hull_path: Path | None, bbox_path: Path | None
+) -> TrainingRun:
     """Check every input, seed, build the model, its occupancy grid and optimiser, resume from ckpt/last.pt
     where it holds this config, and write config.yaml."""
     device, amp = training_device(cfg)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     box_min, box_max, hull = training_box(hull_path, bbox_path)
-    scene = NeusScene(dataset_dir, downscale=cfg.image_downscale, holdout_every=cfg.holdout_every,
-                      require_masks=cfg.use_mask, device=device)
+    scene = NeusScene(
+        dataset_dir,
+        downscale=cfg.image_downscale,
+        holdout_every=cfg.holdout_every,
+        require_masks=cfg.use_mask,
+        device=device,
+    )
     scene.check_cameras(box_min, box_max)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = build_model(cfg, box_min, box_max, hull_prior(cfg, hull, box_min, box_max), device,
-                        half=amp == torch.float16)
+    model = build_model(
+        cfg, box_min, box_max, hull_prior(cfg, hull, box_min, box_max), device, half=amp == torch.float16
+    )
     occupancy = make_occupancy(cfg, model, hull, box_min, box_max, device)
     opt = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     chash = config_hash(cfg)
     resume_path = out_dir / "ckpt" / "last.pt"
-    start, n_rays = resume_training(resume_path, chash, model=model, optimizer=opt, generator=gen, scaler=scaler,
-                                    occupancy=occupancy, seed=cfg.seed, n_rays=cfg.n_rays)
+    start, n_rays = resume_training(
+        resume_path,
+        chash,
+        model=model,
+        optimizer=opt,
+        generator=gen,
+        scaler=scaler,
+        occupancy=occupancy,
+        seed=cfg.seed,
+        n_rays=cfg.n_rays,
+    )
     write_run_config(out_dir, cfg, chash, dataset_dir, device, amp)
     tlog = TrainLog(out_dir, resume=start > 0)
     outside = getattr(model.sdf_net, "prior_keep", torch.ones(1)).shape[0] > 1
     dropped = outside and not bool((model.sdf_net.prior_keep > 0).any())
-    return TrainingRun(cfg=cfg, out_dir=out_dir, device=device, amp=amp, gen=gen, scene=scene, box_min=box_min,
-                       box_max=box_max, hull=hull, model=model, occupancy=occupancy, opt=opt, scaler=scaler,
-                       chash=chash, resume_path=resume_path, start=start, n_rays=n_rays, tlog=tlog,
-                       sched=Schedule(cfg), outside=outside, dropped=dropped, t0=time.time())
+    return TrainingRun(
+        cfg=cfg,
+        out_dir=out_dir,
+        device=device,
+        amp=amp,
+        gen=gen,
+        scene=scene,
+        box_min=box_min,
+        box_max=box_max,
+        hull=hull,
+        model=model,
+        occupancy=occupancy,
+        opt=opt,
+        scaler=scaler,
+        chash=chash,
+        resume_path=resume_path,
+        start=start,
+        n_rays=n_rays,
+        tlog=tlog,
+        sched=Schedule(cfg),
+        outside=outside,
+        dropped=dropped,
+        t0=time.time(),
+    )

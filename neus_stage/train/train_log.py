@@ -14,9 +14,19 @@ from .losses import psnr
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = ["step", "loss", "color_loss", "psnr", "mask_loss", "eikonal", "inv_s", "n_rays", "samples", "seconds",
-               "curvature"]
-
+LOG_COLUMNS = [
+    "step",
+    "loss",
+    "color_loss",
+    "psnr",
+    "mask_loss",
+    "eikonal",
+    "inv_s",
+    "n_rays",
+    "samples",
+    "seconds",
+    "curvature",
+]
 
 
 class TrainLog:
@@ -38,19 +48,47 @@ class TrainLog:
         else:
             self.writer = SummaryWriter(str(out_dir / "tb"))
 
-    def row(self, step: int, terms: dict, loss: torch.Tensor, out: dict, batch: dict, model: NeuSModel,
-            n_rays: int, seconds: float) -> dict[str, float]:
+    def row(
+        self,
+        step: int,
+        terms: dict,
+        loss: torch.Tensor,
+        out: dict,
+        batch: dict,
+        model: NeuSModel,
+        n_rays: int,
+        seconds: float,
+    ) -> dict[str, float]:
         """Read this step's values (one device sync), check them, write the row; returns it."""
-        watch = torch.stack([loss.detach(), terms["color"].detach(), terms["mask"].detach(),
-                             terms["eikonal"].detach(), terms["curvature"].detach(), model.inv_s().detach()])
+        watch = torch.stack(
+            [
+                loss.detach(),
+                terms["color"].detach(),
+                terms["mask"].detach(),
+                terms["eikonal"].detach(),
+                terms["curvature"].detach(),
+                model.inv_s().detach(),
+            ]
+        )
         finite = torch.isfinite(out["rgb"]).all() & torch.isfinite(out["opacity"]).all()
         values, ok = watch.float().tolist(), bool(finite) and all(math.isfinite(x) for x in watch.float().tolist())
         if not ok:
             return {"finite": False, "loss": values[0]}
         m = batch["mask"].bool()
         p = psnr(out["rgb"][m].detach(), batch["rgb"][m]) if bool(m.any()) else float("nan")
-        row = dict(step=step, loss=values[0], color_loss=values[1], psnr=p, mask_loss=values[2], eikonal=values[3],
-                   inv_s=values[5], n_rays=n_rays, samples=out["n_eval"], seconds=seconds, curvature=values[4])
+        row = dict(
+            step=step,
+            loss=values[0],
+            color_loss=values[1],
+            psnr=p,
+            mask_loss=values[2],
+            eikonal=values[3],
+            inv_s=values[5],
+            n_rays=n_rays,
+            samples=out["n_eval"],
+            seconds=seconds,
+            curvature=values[4],
+        )
         self.csv.writerow([row[c] for c in LOG_COLUMNS])
         self.file.flush()
         if self.writer is not None:
@@ -66,4 +104,3 @@ class TrainLog:
         if self.writer is not None:
             self.writer.close()
         self.file.close()
-

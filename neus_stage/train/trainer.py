@@ -73,8 +73,9 @@ def train(
 def run_steps(run: TrainingRun) -> int:
     """The loop from the resumed step to cfg.steps (or the time budget, or a signal); returns the steps done."""
     cfg, done = run.cfg, run.start
-    bar = tqdm(range(run.start, cfg.steps), initial=run.start, total=cfg.steps, desc="train", mininterval=5.0,
-               disable=None)
+    bar = tqdm(
+        range(run.start, cfg.steps), initial=run.start, total=cfg.steps, desc="train", mininterval=5.0, disable=None
+    )
     with _Stop() as stop:
         for step in bar:
             if step >= run.sched.length:
@@ -115,8 +116,16 @@ def train_step(run: TrainingRun, step: int, v: StepValues) -> tuple[dict, dict, 
             occupancy.update(run.model, run.gen, every_cell=v.occupancy_every_cell)
     batch = run.scene.sample(run.n_rays, cfg.foreground_share, run.gen)
     with reduced_precision(run.device.type, run.amp):
-        out = render_rays(run.model, batch["rays_o"], batch["rays_d"], cfg, occupancy=occupancy,
-                          cos_anneal=v.cos_anneal, train=True, gen=run.gen)
+        out = render_rays(
+            run.model,
+            batch["rays_o"],
+            batch["rays_d"],
+            cfg,
+            occupancy=occupancy,
+            cos_anneal=v.cos_anneal,
+            train=True,
+            gen=run.gen,
+        )
         eik = eikonal_points(run.model, cfg.eikonal_points, cfg, run.gen) if cfg.eikonal_points > 0 else None
     n_eval = out["n_eval"]
     if n_eval == 0:  # every sample fell in empty cells: nothing to learn from
@@ -143,11 +152,17 @@ def log_step(run: TrainingRun, bar: tqdm, step: int, out: dict, batch: dict, ter
     row = run.tlog.row(step, terms, loss, out, batch, run.model, run.n_rays, time.time() - run.t0)
     if not row["finite"]:
         raise _diverged(step, run.cfg, f"loss {row['loss']}, or the render holds NaN or inf")
-    bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}", inv_s=f"{row['inv_s']:.0f}",
-                    rays=run.n_rays)
+    bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}", inv_s=f"{row['inv_s']:.0f}", rays=run.n_rays)
     if bar.disable:  # no terminal (a rule's log file): plain log lines instead of a bar
-        log.info("step %d loss %.4f psnr %.2f inv_s %.0f rays %d samples %d", step, row["loss"], row["psnr"],
-                 row["inv_s"], run.n_rays, out["n_eval"])
+        log.info(
+            "step %d loss %.4f psnr %.2f inv_s %.0f rays %d samples %d",
+            step,
+            row["loss"],
+            row["psnr"],
+            row["inv_s"],
+            run.n_rays,
+            out["n_eval"],
+        )
 
 
 def checkpoint_and_validate(run: TrainingRun, stop: _Stop, done: int) -> None:
@@ -163,11 +178,11 @@ def checkpoint_and_validate(run: TrainingRun, stop: _Stop, done: int) -> None:
             f"{run.resume_path} is resumed automatically when the rule runs again"
         )
     if cfg.validate_every and done % cfg.validate_every == 0 and done < cfg.steps:
-        metrics = validation(run.model, run.scene, cfg, run.occupancy, run.device, run.out_dir, f"step_{done:06d}",
-                             amp=run.amp)
+        metrics = validation(
+            run.model, run.scene, cfg, run.occupancy, run.device, run.out_dir, f"step_{done:06d}", amp=run.amp
+        )
         run.tlog.scalar("val/psnr", metrics["val_psnr"], done)
-        log.info("validation at step %d: PSNR %.2f, mask IoU %.3f", done, metrics["val_psnr"],
-                 metrics["val_mask_iou"])
+        log.info("validation at step %d: PSNR %.2f, mask IoU %.3f", done, metrics["val_psnr"], metrics["val_mask_iou"])
 
 
 def out_of_time(run: TrainingRun, done: int) -> bool:
@@ -191,8 +206,9 @@ def finish(run: TrainingRun, step: int) -> dict:
     if cfg.hull_fill_unseen and run.occupancy is not None and run.dropped:
         fill_unseen(model, run.scene, cfg, run.occupancy, run.amp)
     seconds = time.time() - run.t0
-    metrics = validation(model, run.scene, cfg, run.occupancy, run.device, run.out_dir, "final", all_views=True,
-                         amp=run.amp)
+    metrics = validation(
+        model, run.scene, cfg, run.occupancy, run.device, run.out_dir, "final", all_views=True, amp=run.amp
+    )
     metrics.update(run_metrics(run, step, seconds))
     run.tlog.scalar("val/psnr", metrics["val_psnr"], step)
     run.tlog.close()

@@ -108,7 +108,8 @@ def fill_unseen(model: NeuSModel, scene: NeusScene, cfg: TrainConfig, occupancy:
     keep = model.sdf_net.prior_keep
     keep.copy_((~seen).float())
     filled = float((~seen & occupancy.base).sum() / occupancy.base.sum().clamp(min=1))
-    log.info("hull_fill_unseen: %.0f%% of the hull's cells lie where no training camera sees; they keep the hull's "
-             "inside", 100 * filled)
+    log.info(
+        "hull_fill_unseen: %.0f%% of the hull's cells lie where no training camera sees; they keep the hull's inside",
+        100 * filled,
+    )
     return filled
-
