@@ -19,8 +19,8 @@ precision / recall / F-score at distance thresholds and everything also as a sha
 
 Both are memory-safe at full size (chunked sampling and queries) and raise StageError naming the file for bad input.
 This module is the stage (read, score, write ``eval.json``); the point steps are in
-:mod:`neus_stage.geometry.dtu`, the distances and scores in :mod:`neus_stage.geometry.distances`, the DTU files
-and the error cloud in :mod:`neus_stage.artifacts.evaluation`.
+:mod:`neus_stage.geometry.dtu` and :mod:`neus_stage.geometry.generic_chamfer`, the distances and scores in
+:mod:`neus_stage.geometry.distances`, the DTU files and the error cloud in :mod:`neus_stage.artifacts.evaluation`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .artifacts.evaluation import DTUEvalFiles, read_dtu_eval_files, read_dtu_points, write_error_cloud
+from .artifacts.mesh_record import mesh_support
 from .artifacts.meshes import read_geometry, read_mesh
-from .artifacts.reports import read_report_if_any, write_report
+from .artifacts.reports import write_report
 from .errors import StageError
 from .geometry.cameras import Similarity
 from .geometry.distances import (
@@ -55,6 +56,7 @@ from .geometry.dtu import (
     points_in_box,
     random_greedy_thin,
 )
+from .geometry.generic_chamfer import CentredPair, accuracy_distances, centred_pair, gt_samples
 from .timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -65,40 +67,6 @@ MAX_DTU_SAMPLES = 150_000_000  # ~3.6 GB of points; a real DTU mesh gives a few 
 def _bbox_str(lo, hi) -> str:
     f = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v) + ")"  # noqa: E731
     return f"{f(lo)} .. {f(hi)}"
-
-
-def _support_record(meta: dict, meta_path: Path, mesh_path: Path, names: list[str]) -> dict:
-    """What mesh.json's ``support`` says about the mesh ``mesh_path`` (the raw ``names[0]`` or clean ``names[1]``)."""
-    sup = meta.get("support")
-    if not isinstance(sup, dict):
-        return {
-            "cut": False,
-            "method": "none",
-            "meta": str(meta_path),
-            "note": "written before the mesh stage cut at the support: the raw extent",
-        }
-    out = {"cut": bool(sup.get("cut")), "method": sup.get("method"), "how": sup.get("how"), "meta": str(meta_path)}
-    vis = sup.get("visibility")
-    if vis and (mesh_path.name == names[1] or sup.get("method") != "visibility"):
-        out["area_removed"] = vis.get("area_removed")
-        out["area_removed_share"] = vis.get("area_removed_share")
-    elif vis:  # the raw mesh: the visibility cull applies to the clean mesh only
-        out["cut"] = False
-    if sup.get("margin_world") is not None:
-        out["margin_world"] = sup["margin_world"]
-    return out
-
-
-def mesh_support(mesh_path: Path) -> dict:
-    """Whether the mesh stage cut the mesh where the object ends (its support plane, or what no camera
-    observes), from the mesh.json written beside it; ``cut`` is None where there is none."""
-    mesh_path = Path(mesh_path)
-    for meta_path in dict.fromkeys([mesh_path.with_suffix(".json"), mesh_path.parent / "mesh.json"]):
-        meta = read_report_if_any(meta_path)
-        names = [Path(str((meta.get(k) or {}).get("path", ""))).name for k in ("mesh", "mesh_clean")]
-        if meta and mesh_path.name in names:
-            return _support_record(meta, meta_path, mesh_path, names)
-    return {"cut": None, "note": f"no mesh.json beside {mesh_path.name}: whether it was cut is unknown"}
 
 
 # ------------------------------------------------------------------------------------------- DTU steps
@@ -113,9 +81,13 @@ def _wrong_frame(mesh_path: Path, scan: int, lo: np.ndarray, hi: np.ndarray, V: 
 
 def _dtu_mesh_near_box(
     V: np.ndarray, F: np.ndarray, lo: np.ndarray, hi: np.ndarray, downsample: float, mesh_path: Path, scan: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The faces and vertices within a margin of the evaluation box ``lo`` .. ``hi``; an error when there are
-    none or when sampling them would give far too many points (wrong units or frame)."""
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The non-zero-area faces and the vertices within a margin of the evaluation box ``lo`` .. ``hi``, and
+    their counts for eval.json; an error when there are none or when sampling them would give far too many
+    points (wrong units or frame)."""
+    counts = {"mesh_vertices": int(len(V)), "mesh_faces": int(len(F))}
+    F, _ = nonzero_faces(V, F, mesh_path)
+    counts["faces_nonzero_area"] = int(len(F))
     # Faces and vertices more than a margin outside the evaluation box cannot give points in it: skip them
     # (far-away junk and background shells then cost nothing; thinning near the box faces is unaffected).
     margin = 5.0 * downsample
@@ -131,7 +103,7 @@ def _dtu_mesh_near_box(
             f"{MAX_DTU_SAMPLES:.0e}); the mesh spans {_bbox_str(V.min(0), V.max(0))}, which is far too large for "
             "a DTU object in mm: probably the wrong units or frame"
         )
-    return F, v_near
+    return F, v_near, {**counts, "faces_near_box": int(len(F)), "vertices_near_box": int(len(v_near))}
 
 
 def _dtu_observed_samples(
@@ -208,11 +180,8 @@ def evaluate_dtu(
 
     if alignment is not None:
         V = alignment.apply(V)
-    n_faces = len(F)
-    F, _ = nonzero_faces(V, F, mesh_path)
-    n_nonzero = len(F)
     lo, hi = gt.bb[:1] - patch, gt.bb[1:] + patch * 2
-    F, v_near = _dtu_mesh_near_box(V, F, lo[0], hi[0], downsample, mesh_path, scan)
+    F, v_near, mesh_counts = _dtu_mesh_near_box(V, F, lo[0], hi[0], downsample, mesh_path, scan)
     pts = dtu_sample_mesh(V, F, thresh=downsample, vertices=v_near)
     n_sampled = len(pts)
     t = timer.lap("sample", t)
@@ -231,11 +200,7 @@ def evaluate_dtu(
     t = timer.lap("completeness", t)
 
     n_points = {
-        "mesh_vertices": int(len(V)),
-        "mesh_faces": int(n_faces),
-        "faces_nonzero_area": int(n_nonzero),
-        "faces_near_box": int(len(F)),
-        "vertices_near_box": int(len(v_near)),
+        **mesh_counts,
         "sampled": int(n_sampled),
         "thinned": int(len(data_down)),
         "in_box": int(len(data_in)),
@@ -263,26 +228,6 @@ def evaluate_dtu(
 
 
 # ------------------------------------------------------------------------------------------ generic
-def _fscore_thresholds(thresholds: list[float] | None, diag: float) -> list[float]:
-    """The F-score thresholds: as given (all positive), else 0.5 %, 1 % and 2 % of the GT box diagonal."""
-    if thresholds is None:
-        thresholds = [0.005 * diag, 0.01 * diag, 0.02 * diag]
-    thresholds = [float(x) for x in thresholds]
-    if any(not x > 0 for x in thresholds):
-        raise StageError(f"F-score thresholds must be positive, got {thresholds}")
-    return thresholds
-
-
-def _gt_box(Vg: np.ndarray, Fg: np.ndarray, gt_path: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """Corners and diagonal of the ground truth's box (the vertices its faces use; all points of a cloud)."""
-    Vg_used = Vg[used_vertices(Vg, Fg)] if len(Fg) else Vg
-    glo, ghi = Vg_used.min(0), Vg_used.max(0)
-    diag = float(np.linalg.norm(ghi - glo))
-    if not diag > 0:
-        raise StageError(f"{gt_path}: the ground truth has a zero-size bounding box (all points coincide)")
-    return glo, ghi, diag
-
-
 def _warn_if_far(V: np.ndarray, F: np.ndarray, glo: np.ndarray, ghi: np.ndarray, diag: float, mesh_path: Path) -> None:
     Vu = V[used_vertices(V, F)]
     lo, hi = Vu.min(0), Vu.max(0)
@@ -295,28 +240,39 @@ def _warn_if_far(V: np.ndarray, F: np.ndarray, glo: np.ndarray, ghi: np.ndarray,
         )
 
 
-def _gt_samples(
-    Vgc: np.ndarray, Fg: np.ndarray, areas_g: np.ndarray | None, n_samples: int, rng: np.random.Generator
-) -> tuple[np.ndarray, str]:
-    """The GT points whose distance to the mesh is the completeness, and how they were chosen."""
-    if len(Fg):
-        return sample_surface(Vgc, Fg, areas_g, n_samples, rng), f"{n_samples} area-uniform GT samples"
-    if len(Vgc) > n_samples:  # a random subset bounds the cost; accuracy still uses every GT point
-        pick = np.sort(rng.choice(len(Vgc), n_samples, replace=False))
-        return Vgc[pick], f"{n_samples} random GT points of {len(Vgc)}"
-    return Vgc, f"every GT point ({len(Vgc)})"
-
-
-def _accuracy_distances(
-    pred_s: np.ndarray, Vgc: np.ndarray, Fg: np.ndarray, areas_g: np.ndarray | None, rng: np.random.Generator
-) -> tuple[np.ndarray, str]:
-    """Distances of the mesh samples to the GT surface (GT mesh) or nearest GT point (GT cloud), and which."""
-    if len(Fg):
-        return SurfaceDistance(Vgc, Fg, areas_g, rng)(pred_s), "mesh samples -> GT surface"
-    return (
-        nearest_distances(cKDTree(Vgc, balanced_tree=False), pred_s),
-        "mesh samples -> nearest GT point (every GT point)",
-    )
+def _generic_result(
+    mesh_path: Path,
+    gt_path: Path,
+    s: CentredPair,
+    samples: tuple[np.ndarray, np.ndarray],
+    distances: tuple[np.ndarray, np.ndarray],
+    method: dict,
+    parameters: dict,
+    timings: dict,
+) -> dict:
+    """eval.json of a generic evaluation: the scores of the accuracy and completeness ``distances`` of the mesh
+    and GT ``samples``, how they were measured (``method``), ``parameters``, the point counts, ``timings``."""
+    (pred_s, gt_s), (acc_d, comp_d) = samples, distances
+    return {
+        "protocol": "generic Chamfer / F-score",
+        "mesh": str(mesh_path),
+        "gt": str(gt_path),
+        "gt_kind": "mesh" if s.gt_is_mesh else "point cloud",
+        "units": "ground-truth units",
+        **chamfer_scores(acc_d, comp_d, s.thresholds, s.diag),
+        "method": method,
+        "parameters": parameters,
+        "n_points": {
+            "mesh_vertices": int(len(s.V)),
+            "mesh_faces": int(s.n_faces),
+            "faces_nonzero_area": int(len(s.F)),
+            "mesh_samples": int(len(pred_s)),
+            "gt_vertices": int(len(s.Vg)),
+            "gt_faces": int(len(s.Fg)),
+            "gt_samples": int(len(gt_s)),
+        },
+        "timings_s": timings,
+    }
 
 
 def evaluate_generic(
@@ -348,54 +304,26 @@ def evaluate_generic(
     t = timer.lap("read", t)
     if alignment is not None:
         V = alignment.apply(V)
-    n_faces = len(F)
-    F, areas = nonzero_faces(V, F, mesh_path)
-    gt_is_mesh = len(Fg) > 0
-    Fg, areas_g = nonzero_faces(Vg, Fg, gt_path) if gt_is_mesh else (Fg, None)
-    glo, ghi, diag = _gt_box(Vg, Fg, gt_path)
-    thresholds = _fscore_thresholds(thresholds, diag)
-    _warn_if_far(V, F, glo, ghi, diag, mesh_path)
-    center = (glo + ghi) / 2  # centred coordinates keep float32 distance queries precise
-    Vc, Vgc = V - center, Vg - center
-
-    pred_s = sample_surface(Vc, F, areas, n_samples, rng)
-    gt_s, comp_from = _gt_samples(Vgc, Fg, areas_g, n_samples, rng)
+    s = centred_pair(V, F, Vg, Fg, thresholds, mesh_path, gt_path)
+    _warn_if_far(V, s.F, s.glo, s.ghi, s.diag, mesh_path)
+    pred_s = sample_surface(s.V, s.F, s.areas, n_samples, rng)
+    gt_s, comp_from = gt_samples(s.Vg, s.Fg, s.areas_g, n_samples, rng)
     t = timer.lap("sample", t)
-    acc_d, method_acc = _accuracy_distances(pred_s, Vgc, Fg, areas_g, rng)
+    acc_d, method_acc = accuracy_distances(pred_s, s.Vg, s.Fg, s.areas_g, rng)
     t = timer.lap("accuracy", t)
-    dist_pred = SurfaceDistance(Vc, F, areas, rng)
+    dist_pred = SurfaceDistance(s.V, s.F, s.areas, rng)
     comp_d = dist_pred(gt_s)
     t = timer.lap("completeness", t)
 
-    result = {
-        "protocol": "generic Chamfer / F-score",
-        "mesh": str(mesh_path),
-        "gt": str(gt_path),
-        "gt_kind": "mesh" if gt_is_mesh else "point cloud",
-        "units": "ground-truth units",
-        **chamfer_scores(acc_d, comp_d, thresholds, diag),
-        "method": {
-            "accuracy": method_acc,
-            "completeness": comp_from + " -> mesh surface",
-            "distance": dist_pred.method,
-        },
-        "parameters": {"n_samples": int(n_samples), "thresholds": thresholds, "seed": seed},
-        "n_points": {
-            "mesh_vertices": int(len(V)),
-            "mesh_faces": int(n_faces),
-            "faces_nonzero_area": int(len(F)),
-            "mesh_samples": int(len(pred_s)),
-            "gt_vertices": int(len(Vg)),
-            "gt_faces": int(len(Fg)),
-            "gt_samples": int(len(gt_s)),
-        },
-        "timings_s": timer.timings,
-    }
+    method = {"accuracy": method_acc, "completeness": comp_from + " -> mesh surface", "distance": dist_pred.method}
+    parameters = {"n_samples": int(n_samples), "thresholds": s.thresholds, "seed": seed}
+    result = _generic_result(mesh_path, gt_path, s, (pred_s, gt_s), (acc_d, comp_d), method, parameters, timer.timings)
     if alignment is not None:
         result["alignment"] = alignment.to_json()
     if error_cloud is not None:
-        write_error_cloud(error_cloud, pred_s + center, acc_d, thresholds[-1])
-        result["error_cloud"] = {"path": str(error_cloud), "colormap": "viridis", "vmax": thresholds[-1]}
+        vmax = s.thresholds[-1]
+        write_error_cloud(error_cloud, pred_s + s.center, acc_d, vmax)
+        result["error_cloud"] = {"path": str(error_cloud), "colormap": "viridis", "vmax": vmax}
         t = timer.lap("error_cloud", t)
     timer.total()
     result["support"] = mesh_support(mesh_path)  # whether the mesh ends where the object ends (or is raw)
@@ -408,7 +336,7 @@ def evaluate_generic(
         result["completeness"],
         result["overall"],
         result["chamfer_pct_diag"]["overall"],
-        thresholds[0],
+        s.thresholds[0],
         result["fscores"][0]["fscore"],
         timer.timings["total"],
     )

@@ -15,14 +15,14 @@ the mesh's vertex colours (the colour network's, which the mesh stage writes), e
 Frame: glTF is y-up; the workflow's world is z-up (DESIGN.md), so both files hold ``(x, z, -y)`` of the
 world point, in world units (``export.json`` records the matrix). OBJ has no axis convention of its own;
 it is written like the GLB, as Blender's and most tools' OBJ importers assume y-up. The files are read and
-written by :mod:`neus_stage.artifacts.textured`.
+written by :mod:`neus_stage.artifacts.textured`; the views and the colour network the texture comes from are
+:mod:`neus_stage.export_sources`'.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,16 +30,9 @@ import numpy as np
 
 from .artifacts.dataset import mask_files
 from .artifacts.reports import write_report
-from .artifacts.textured import (
-    dataset_views,
-    png_bytes,
-    read_colored_mesh,
-    read_view,
-    write_glb,
-    write_obj,
-    write_preview,
-)
+from .artifacts.textured import png_bytes, read_colored_mesh, write_glb, write_obj, write_preview
 from .errors import StageError
+from .export_sources import ExportViews, network_colors
 from .geometry.texture import View, masked_psnr, render_textured, vertex_normals
 from .geometry.textured_mesh import atlas_texels, bake_texture, decimate, unwrap
 from .progress import Progress
@@ -54,8 +47,6 @@ TEXTURE_SOURCES = ("photos", "network")
 WORLD_TO_EXPORT = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1.0]])
 """World (z-up) to glTF's y-up frame: a rotation of -90 degrees about x, (x, y, z) -> (x, z, -y)."""
 PREVIEW_VIEWS = 3
-CHECK_VIEWS = 8
-"""Views re-rendered from the textured mesh for the PSNR in export.json (evenly spaced; all held-out ones)."""
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -105,97 +96,7 @@ def from_export_frame(verts: np.ndarray) -> np.ndarray:
     return np.asarray(verts, dtype=np.float64) @ WORLD_TO_EXPORT[:3, :3]
 
 
-# ------------------------------------------------------------------------------------------------ views
-def holdout_names(names: Sequence[str], every: int) -> list[str]:
-    """Every ``every``-th view (0: none), starting with the middle one of the first block."""
-    if every <= 0:
-        return []
-    return [n for i, n in enumerate(names) if i % every == every // 2]
-
-
-@dataclass
-class ExportViews:
-    """The dataset's views as the export uses them: names (sorted image stems), cameras, image size, and the
-    views held out of the texture (re-rendered to measure it)."""
-
-    dataset_dir: Path
-    names: list[str]
-    world_mats: np.ndarray
-    size: tuple[int, int]
-    held: list[str]
-
-    @classmethod
-    def read(cls, dataset_dir: Path, holdout_every: int) -> ExportViews:
-        """The views of ``dataset_dir``, every ``holdout_every``-th one held out (0: none)."""
-        names, world_mats, size = dataset_views(dataset_dir)
-        held = holdout_names(names, holdout_every)
-        if held and len(held) >= len(names):
-            raise StageError(f"--holdout-every {holdout_every} leaves no view for the texture; use 0 or a larger value")
-        return cls(Path(dataset_dir), names, world_mats, size, held)
-
-    def view(self, name: str) -> View:
-        return read_view(self.dataset_dir, name, self.world_mats[self.names.index(name)])
-
-    def texture_names(self) -> list[str]:
-        return [n for n in self.names if n not in self.held]
-
-    def texture_views(self, progress: Progress) -> Iterator[View]:
-        """The views the texture is baked from, read one at a time."""
-        for name, wm in zip(self.names, self.world_mats):
-            if name not in self.held:
-                yield read_view(self.dataset_dir, name, wm)
-                progress.update()
-
-    def check_names(self) -> list[str]:
-        """The views re-rendered for the PSNR: the held-out ones, else CHECK_VIEWS evenly spaced ones."""
-        if self.held:
-            return list(self.held)
-        return [self.names[i] for i in np.unique(np.linspace(0, len(self.names) - 1, CHECK_VIEWS).round().astype(int))]
-
-
 # ------------------------------------------------------------------------------------------------ texture
-def network_colors(
-    checkpoint: Path,
-    dataset_dir: Path,
-    points: np.ndarray,
-    normals: np.ndarray,
-    device: str = "auto",
-    chunk: int = 1 << 16,
-) -> np.ndarray:
-    """The trained colour network's colour (N, 3) in [0, 1] at world points, seen head-on (along -normal)."""
-    import torch
-
-    from .artifacts.dataset import read_cameras_sphere
-
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise StageError(f"{checkpoint}: checkpoint not found; run the train stage first (texture from the network)")
-    try:
-        from .train.checkpoint import load_color_function
-        from .train.device import pick_device
-
-        device = str(pick_device(device))
-        color = load_color_function(checkpoint, device)
-    except (OSError, RuntimeError, KeyError, EOFError, NotImplementedError, ImportError) as exc:
-        raise StageError(
-            f"{checkpoint}: cannot load the colour network ({type(exc).__name__}: {exc}); re-run the "
-            "train stage, or bake the texture from the photos (--texture-from photos)"
-        ) from exc
-    _, scale_mat = read_cameras_sphere(Path(dataset_dir) / "cameras_sphere.npz")
-    A, c = scale_mat[:3, :3], scale_mat[:3, 3]
-    pts_n = np.linalg.solve(A, (points - c).T).T
-    nrm_n = normals @ A  # the inverse transpose of A^-1: a normal stays a normal
-    nrm_n /= np.maximum(np.linalg.norm(nrm_n, axis=1, keepdims=True), 1e-30)
-    out = np.empty((len(points), 3), dtype=np.float32)
-    with torch.no_grad(), Progress("colour network", len(points), "texels") as bar:
-        for s in range(0, len(points), chunk):
-            p = torch.as_tensor(pts_n[s : s + chunk], dtype=torch.float32, device=device)
-            n = torch.as_tensor(nrm_n[s : s + chunk], dtype=torch.float32, device=device)
-            out[s : s + chunk] = color(p, n).reshape(-1, 3).float().cpu().numpy()
-            bar.update(len(p))
-    return np.clip(out, 0, 1)
-
-
 @dataclass
 class UVMesh:
     """The decimated mesh cut along its UV seams: per-vertex positions, unit normals, texture coordinates
@@ -239,11 +140,14 @@ def _bake(
     checkpoint: Path | None,
     top_k: int,
     device: str,
+    timer: StageTimer,
 ) -> tuple[np.ndarray, dict]:
-    """The texture, from the photos not held out or from the colour network, and what went into it."""
+    """The texture, from the photos not held out or from the colour network, and what went into it (timed,
+    logged)."""
+    t = time.perf_counter()
     if texture_from == "photos":
         with Progress("baking the texture", len(views.texture_names()), "views") as bar:
-            return bake_texture(
+            texture, bake = bake_texture(
                 mesh.verts,
                 mesh.faces,
                 mesh.uv,
@@ -252,9 +156,18 @@ def _bake(
                 fallback=mesh.fallback,
                 top_k=top_k,
             )
-    _, points, nrm, _, _ = atlas_texels(mesh.verts, mesh.faces, mesh.uv, texture_size)
-    cols = network_colors(checkpoint, views.dataset_dir, points, nrm, device=device)
-    return bake_texture(mesh.verts, mesh.faces, mesh.uv, texture_size, colors=cols)
+    else:
+        _, points, nrm, _, _ = atlas_texels(mesh.verts, mesh.faces, mesh.uv, texture_size)
+        cols = network_colors(checkpoint, views.dataset_dir, points, nrm, device=device)
+        texture, bake = bake_texture(mesh.verts, mesh.faces, mesh.uv, texture_size, colors=cols)
+    timer.lap("bake_s", t)
+    log.info(
+        "texture: %.0f%% of the atlas covered, %.1f%% of the surface seen by a photo, in %.1f s",
+        100 * bake["texels_share"],
+        100 * bake["seen_share"],
+        timer.timings["bake_s"],
+    )
+    return texture, bake
 
 
 def _write_files(out_dir: Path, name: str, mesh: UVMesh, texture: np.ndarray) -> dict[str, Path]:
@@ -299,6 +212,62 @@ def _rerender_check(mesh: UVMesh, texture: np.ndarray, views: ExportViews, previ
     }
 
 
+def _uv_mesh(
+    verts0: np.ndarray, faces0: np.ndarray, colors0: np.ndarray | None, faces: int, texture_size: int, timer: StageTimer
+) -> UVMesh:
+    """The mesh decimated to ``faces`` and unwrapped for a ``texture_size``^2 texture (timed, logged)."""
+    t = time.perf_counter()
+    verts, tris = decimate(verts0, faces0, faces)
+    t = timer.lap("decimate_s", t)
+    log.info("decimated to %d faces, %d vertices in %.1f s", len(tris), len(verts), timer.timings["decimate_s"])
+    mesh = _unwrapped(verts0, colors0, verts, tris, texture_size)
+    timer.lap("unwrap_s", t)
+    log.info(
+        "xatlas: %d charts, atlas %dx%d, %.0f%% used, in %.1f s",
+        mesh.atlas["charts"],
+        *mesh.atlas["atlas_size"],
+        100 * mesh.atlas["utilization"],
+        timer.timings["unwrap_s"],
+    )
+    return mesh
+
+
+def _export_record(
+    mesh_path: Path,
+    dataset_dir: Path,
+    name: str,
+    paths: dict[str, Path],
+    faces_in: int,
+    mesh: UVMesh,
+    settings: dict,
+    bake: dict,
+    views: ExportViews,
+    check: dict,
+) -> dict:
+    """export.json without its timings: the files, the counts, ``settings`` (faces, texture_size, texture_from,
+    top_k), the frame, the atlas, the bake, the held-out views and the re-render ``check``."""
+    return {
+        "mesh": str(mesh_path),
+        "dataset": str(dataset_dir),
+        "name": name,
+        "files": {k: p.name for k, p in paths.items()},
+        "faces_in": int(faces_in),
+        "faces": int(len(mesh.faces)),
+        "vertices": int(len(mesh.verts)),
+        "target_faces": int(settings["faces"]),
+        "texture_size": int(settings["texture_size"]),
+        "texture_from": settings["texture_from"],
+        "frame": {
+            "description": "glTF y-up: (x, y, z) of the files = (x, z, -y) of the world frame, world units",
+            "world_to_export": WORLD_TO_EXPORT.tolist(),
+        },
+        "atlas": mesh.atlas,
+        "bake": {**bake, "top_k": settings["top_k"], "views": len(views.names) - len(views.held)},
+        "held_out": views.held,
+        **check,
+    }
+
+
 # ---------------------------------------------------------------------------------------------- the stage
 def export_textured(
     mesh_path: Path,
@@ -329,7 +298,6 @@ def export_textured(
 
     verts0, faces0, colors0 = read_colored_mesh(mesh_path)
     views = ExportViews.read(dataset_dir, holdout_every)
-    n_texture = len(views.names) - len(views.held)
     log.info(
         "export: %s (%d faces) -> %d faces, %d^2 texture from the %s (%d views%s)",
         mesh_path,
@@ -337,54 +305,20 @@ def export_textured(
         min(faces, len(faces0)),
         texture_size,
         texture_from,
-        n_texture,
+        len(views.names) - len(views.held),
         f", {len(views.held)} held out" if views.held else "",
     )
+    mesh = _uv_mesh(verts0, faces0, colors0, faces, texture_size, timer)
+    texture, bake = _bake(mesh, views, texture_size, texture_from, checkpoint, top_k, device, timer)
     t = time.perf_counter()
-    verts, tris = decimate(verts0, faces0, faces)
-    t = timer.lap("decimate_s", t)
-    log.info("decimated to %d faces, %d vertices in %.1f s", len(tris), len(verts), timings["decimate_s"])
-    mesh = _unwrapped(verts0, colors0, verts, tris, texture_size)
-    t = timer.lap("unwrap_s", t)
-    log.info(
-        "xatlas: %d charts, atlas %dx%d, %.0f%% used, in %.1f s",
-        mesh.atlas["charts"],
-        *mesh.atlas["atlas_size"],
-        100 * mesh.atlas["utilization"],
-        timings["unwrap_s"],
-    )
-    texture, bake = _bake(mesh, views, texture_size, texture_from, checkpoint, top_k, device)
-    t = timer.lap("bake_s", t)
-    log.info(
-        "texture: %.0f%% of the atlas covered, %.1f%% of the surface seen by a photo, in %.1f s",
-        100 * bake["texels_share"],
-        100 * bake["seen_share"],
-        timings["bake_s"],
-    )
     paths = _write_files(out_dir, name, mesh, texture)
     t = timer.lap("write_s", t)
     check = _rerender_check(mesh, texture, views, out_dir / "preview.jpg")
     timer.lap("check_s", t)
     timer.total("total_s")
+    settings = {"faces": faces, "texture_size": texture_size, "texture_from": texture_from, "top_k": top_k}
     meta = {
-        "mesh": str(mesh_path),
-        "dataset": str(dataset_dir),
-        "name": name,
-        "files": {k: p.name for k, p in paths.items()},
-        "faces_in": int(len(faces0)),
-        "faces": int(len(mesh.faces)),
-        "vertices": int(len(mesh.verts)),
-        "target_faces": int(faces),
-        "texture_size": int(texture_size),
-        "texture_from": texture_from,
-        "frame": {
-            "description": "glTF y-up: (x, y, z) of the files = (x, z, -y) of the world frame, world units",
-            "world_to_export": WORLD_TO_EXPORT.tolist(),
-        },
-        "atlas": mesh.atlas,
-        "bake": {**bake, "top_k": top_k, "views": n_texture},
-        "held_out": views.held,
-        **check,
+        **_export_record(mesh_path, dataset_dir, name, paths, len(faces0), mesh, settings, bake, views, check),
         "timings": timings,
     }
     write_report(out_dir / "export.json", meta)

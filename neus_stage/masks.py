@@ -107,6 +107,27 @@ def _read_views(
     return None, None
 
 
+def _views_for(
+    mode: str,
+    multiview: bool,
+    images: dict[str, Path],
+    sizes: dict[str, tuple[int, int]],
+    sfm_dir: Path | None,
+    cameras: Path | None,
+) -> tuple[MaskViews | None, tuple[np.ndarray, np.ndarray] | None]:
+    """The views (and reference cameras' object box) the mode needs: for the multi-view check, or to seed
+    geometry masks (a StageError where those have no SfM points); (None, None) where it needs none."""
+    views, region = None, None
+    if (multiview or mode == "geometry") and mode != "none":
+        views, region = _read_views(images, sizes, sfm_dir, cameras)
+    if mode == "geometry" and not (views is not None and views.has_points):
+        raise StageError(
+            "masks mode 'geometry' seeds the masks with SfM points: it needs poses from sfm (a scene with "
+            "reference cameras has none); use masks mode auto, rembg or user"
+        )
+    return views, region
+
+
 # ---------------------------------------------------------------------------------------- user masks
 def _user_masks(
     user_masks: Path,
@@ -164,6 +185,13 @@ def _contact_sheet(images: dict[str, Path], masks: dict[str, np.ndarray], path: 
     sheet.save(path, quality=85)
 
 
+def _clear_masks(out_dir: Path) -> None:
+    """Create ``out_dir`` and remove the masks an earlier run left in it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.png"):
+        old.unlink()
+
+
 def _write_masks(out_dir: Path, images: dict[str, Path], final: dict[str, np.ndarray]) -> None:
     for s, m in final.items():
         write_mask(out_dir / f"{s}.png", m)
@@ -183,6 +211,34 @@ def _log_done(final: dict[str, np.ndarray] | None, mode: str, why: str, seconds:
             why,
             float(np.mean([m.mean() for m in final.values()])),
         )
+
+
+# ------------------------------------------------------------------------------------------- report
+def _new_report(images_dir: Path, n_images: int, requested: str, threshold: float) -> dict:
+    """The report's fields known before any mask is computed (the candidates' judgements are added to it)."""
+    return {
+        "images_dir": str(images_dir),
+        "n_images": n_images,
+        "mode_requested": requested,
+        "threshold": threshold,
+        "model": None,
+        "user_masks_undistorted": 0,
+        "candidates": {},
+    }
+
+
+def _outcome(
+    mode: str, why: str, final: dict[str, np.ndarray] | None, consistency: dict | None, timings: dict[str, float]
+) -> dict:
+    """The report's fields on the masks written: their source, why, foreground shares, consistency, timings."""
+    return {
+        "mode": mode,
+        "why": why,
+        "source": {"user": "user", "rembg": "rembg", "geometry": "geometry", "none": None}[mode],
+        "final_foreground_share": None if final is None else {s: round(float(m.mean()), 5) for s, m in final.items()},
+        "consistency": consistency,
+        "timings": timings,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- stage
@@ -218,27 +274,10 @@ def compute_masks(
     mode = requested = _checked_mode(mode, threshold, user_masks, sfm_dir, cameras)
     images = {p.stem: p for p in list_photos(images_dir, min_photos=1)}
     sizes = _image_sizes(images)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.png"):
-        old.unlink()
-    views, region = None, None
-    if (multiview or mode == "geometry") and mode != "none":
-        views, region = _read_views(images, sizes, sfm_dir, cameras)
-    if mode == "geometry" and not (views is not None and views.has_points):
-        raise StageError(
-            "masks mode 'geometry' seeds the masks with SfM points: it needs poses from sfm (a scene with "
-            "reference cameras has none); use masks mode auto, rembg or user"
-        )
+    _clear_masks(out_dir)
+    views, region = _views_for(mode, multiview, images, sizes, sfm_dir, cameras)
 
-    report: dict = {
-        "images_dir": str(images_dir),
-        "n_images": len(images),
-        "mode_requested": requested,
-        "threshold": threshold,
-        "model": None,
-        "user_masks_undistorted": 0,
-        "candidates": {},
-    }
+    report = _new_report(images_dir, len(images), requested, threshold)
     timings: dict[str, float] = {}
     final, why, consistency = None, "masks mode none: the scene is trained without masks", None
     t = time.perf_counter()
@@ -254,18 +293,7 @@ def compute_masks(
     if final is not None:
         _write_masks(out_dir, images, final)
     timings["total_s"] = round(time.perf_counter() - t0, 2)
-    report.update(
-        {
-            "mode": mode,
-            "why": why,
-            "source": {"user": "user", "rembg": "rembg", "geometry": "geometry", "none": None}[mode],
-            "final_foreground_share": None
-            if final is None
-            else {s: round(float(m.mean()), 5) for s, m in final.items()},
-            "consistency": consistency,
-            "timings": timings,
-        }
-    )
+    report.update(_outcome(mode, why, final, consistency, timings))
     write_report(out_dir / "report.json", report)
     _log_done(final, mode, why, timings["total_s"])
     return report

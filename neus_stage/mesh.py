@@ -1,9 +1,9 @@
 """The mesh stage: marching cubes on a trained SDF over the bbox, then a clean, mask-culled mesh, in world units.
 
 The stage reads the checkpoint, the dataset's cameras and masks, bbox.json and hull.npz, and writes the raw
-mesh, the clean mesh and mesh.json. The geometry is pure and lives apart: the SDF is sampled and
-triangulated by :mod:`neus_stage.geometry.extraction`, cleaned and culled by
-:mod:`neus_stage.geometry.mesh_tools`.
+mesh, the clean mesh (:mod:`neus_stage.mesh_clean`) and mesh.json. The geometry is pure and lives apart: the
+SDF is sampled and triangulated by :mod:`neus_stage.geometry.extraction`, mapped to the world by
+:mod:`neus_stage.geometry.normalized_frame`, cleaned and culled by :mod:`neus_stage.geometry.mesh_tools`.
 
 Where the object ends: under an object standing on a surface no camera looks, so a trained SDF keeps the
 visual hull's cone there. With the support plane that the visual-hull stage recorded in bbox.json, the
@@ -16,33 +16,58 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .artifacts.box import read_bbox, read_hull, read_support
-from .artifacts.dataset import dataset_masks, read_cameras_sphere
+from .artifacts.dataset import read_cameras_sphere
 from .artifacts.meshes import check_mesh_path, write_mesh
 from .artifacts.reports import write_report
 from .errors import StageError
 from .geometry.extraction import EmptySurfaceError, SdfFunc, marching_cubes_grid, sample_sdf_grid
 from .geometry.halfspace import cut_sdf_grid
-from .geometry.mesh_tools import clean_mesh_indexed, cull_keep, edge_stats, vertex_normals
-from .geometry.visibility import visibility_cull
+from .geometry.mesh_tools import vertex_normals
+from .geometry.normalized_frame import mesh_to_world, world_scale
+from .mesh_clean import mesh_info, timed, write_clean_mesh
 from .train.device import pick_device
 
 log = logging.getLogger(__name__)
 
 
-@contextmanager
-def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
-    """``timings[key]``: the seconds the block took."""
-    t = time.perf_counter()
-    yield
-    timings[key] = time.perf_counter() - t
+@dataclass
+class _Settings:
+    """The settings of :func:`mesh_from_checkpoint` its steps share (their defaults live in its signature)."""
+
+    resolution: int
+    block: int
+    coarse: int
+    cut_at_support: bool
+    dilation: int
+    min_component: float
+    visibility_min_cos: float
+
+
+@dataclass
+class _Inputs:
+    """What a run reads before the trained fields: its input files, the dataset's cameras and ``scale_mat``,
+    the extraction box (normalised frame) with bbox.json's support record, the hull ((occupancy, min, max)
+    or None), and the device it runs on."""
+
+    checkpoint: Path
+    dataset_dir: Path
+    bbox_path: Path
+    hull_path: Path | None
+    world_mats: np.ndarray
+    scale_mat: np.ndarray
+    bmin: np.ndarray
+    bmax: np.ndarray
+    support: dict
+    hull: tuple | None
+    device: str
 
 
 def _check_inputs(checkpoint: Path, out_path: Path, clean_path: Path | None) -> None:
@@ -65,17 +90,25 @@ def _extraction_box(bbox_path: Path, resolution: int, cut_at_support: bool) -> t
     return bmin, bmax, support
 
 
-def _image_size(dataset_dir: Path, masks: list[np.ndarray]) -> tuple[int, int]:
-    """(width, height) of the dataset's views: its masks', else its first image's."""
-    if masks:
-        return int(masks[0].shape[1]), int(masks[0].shape[0])
-    from PIL import Image
-
-    images = sorted((Path(dataset_dir) / "image").glob("*.png"))
-    if not images:
-        raise StageError(f"{Path(dataset_dir) / 'image'}: no images to size the views for the visibility cull")
-    with Image.open(images[0]) as im:
-        return im.size
+def _read_inputs(
+    checkpoint: Path, dataset_dir: Path, bbox_path: Path, hull_path: Path | None, settings: _Settings, device: str
+) -> _Inputs:
+    """The cameras, the box, the hull and the device the mesh is extracted with (logged)."""
+    world_mats, scale_mat = read_cameras_sphere(dataset_dir / "cameras_sphere.npz")
+    bmin, bmax, support = _extraction_box(bbox_path, settings.resolution, settings.cut_at_support)
+    hull = None if hull_path is None else read_hull(hull_path)
+    device = str(pick_device(device))
+    log.info(
+        "mesh: %s on %s, resolution %d, box %s .. %s",
+        checkpoint,
+        device,
+        settings.resolution,
+        np.round(bmin, 4).tolist(),
+        np.round(bmax, 4).tolist(),
+    )
+    return _Inputs(
+        checkpoint, dataset_dir, bbox_path, hull_path, world_mats, scale_mat, bmin, bmax, support, hull, device
+    )
 
 
 def _load_fields(checkpoint: Path, device: str) -> tuple[SdfFunc, Callable | None]:
@@ -116,7 +149,7 @@ def _cut_at_plane(
     # never more than one voxel below it (a larger margin only grows a skirt nothing observed)
     margin = min(support["margin"], 0.5 * spacing) + 0.5 * spacing
     grid, changed = cut_sdf_grid(grid, origin, spacing, support["plane"], margin)
-    scale_w = float(abs(np.linalg.det(scale_mat[:3, :3])) ** (1 / 3))
+    scale_w = world_scale(scale_mat)
     record.update(
         cut=True,
         how="SDF intersected with the half-space above the support plane",
@@ -134,39 +167,29 @@ def _cut_at_plane(
 
 
 def _surface(
-    sdf_func: SdfFunc,
-    bmin: np.ndarray,
-    bmax: np.ndarray,
-    hull: tuple | None,
-    support: dict | None,
-    scale_mat: np.ndarray,
-    *,
-    resolution: int,
-    block: int,
-    coarse: int,
-    device: str,
-    timings: dict[str, float],
-    record: dict,
+    sdf_func: SdfFunc, inputs: _Inputs, settings: _Settings, timings: dict[str, float], record: dict
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The zero level set of ``sdf_func`` over [bmin, bmax] (normalised frame), queried only inside ``hull``
-    ((occupancy, min, max) or None) and cut at ``support``'s plane where it has one: (verts, faces, the grid's
-    shape, spacing and sampling figures)."""
+    """The zero level set of ``sdf_func`` over the inputs' box (normalised frame), queried only inside their
+    hull where they have one and cut at their support plane where they have one and ``cut_at_support`` is
+    set: (verts, faces, the grid's shape, spacing and sampling figures)."""
+    hull, bmin, bmax, device = inputs.hull, inputs.bmin, inputs.bmax, inputs.device
+    support = inputs.support if settings.cut_at_support else None
     occ, occ_min, occ_max = hull if hull is not None else (None, None, None)
-    with _timed(timings, "sdf_grid"):
+    with timed(timings, "sdf_grid"):
         grid, origin, spacing, stats = sample_sdf_grid(
             sdf_func,
             bmin,
             bmax,
-            resolution,
-            block=block,
+            settings.resolution,
+            block=settings.block,
             occupancy=occ,
             occupancy_bounds=None if occ is None else (occ_min, occ_max),
             device=device,
-            coarse=coarse,
+            coarse=settings.coarse,
         )
     if support is not None and support["plane"] is not None:
-        grid = _cut_at_plane(grid, origin, spacing, support, scale_mat, record)
-    with _timed(timings, "marching_cubes"):
+        grid = _cut_at_plane(grid, origin, spacing, support, inputs.scale_mat, record)
+    with timed(timings, "marching_cubes"):
         verts, faces = marching_cubes_grid(grid, origin, spacing)
         shape = grid.shape
         del grid
@@ -177,6 +200,8 @@ def _surface(
 def _vertex_colors(
     color_func: Callable, verts: np.ndarray, faces: np.ndarray, device: str, chunk: int = 2**16
 ) -> np.ndarray | None:
+    """The colour network's colours (uint8 (V, 3)) at the vertices, seen along their normals; None where the
+    trainer's colour function is not implemented."""
     normals = vertex_normals(verts, faces)
     out = np.empty((len(verts), 3), dtype=np.float32)
     try:
@@ -191,95 +216,72 @@ def _vertex_colors(
     return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
 
 
-def _to_world(verts_n: np.ndarray, faces: np.ndarray, scale_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The mesh mapped from the normalised frame by ``scale_mat``, still wound outward."""
-    A, c = scale_mat[:3, :3], scale_mat[:3, 3]
-    if np.linalg.det(A) < 0:  # a mirroring scale_mat would turn the mesh inside out
-        faces = faces[:, ::-1].copy()
-    return verts_n @ A.T + c, faces
+def _raw_mesh(
+    inputs: _Inputs, settings: _Settings, out_path: Path, timings: dict[str, float], record: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """Write the raw mesh: the trained SDF's surface in world units with the colour network's vertex colours.
+    Returns its vertices, faces, colours (or None) and the grid's figures."""
+    with timed(timings, "load"):
+        sdf_func, color_func = _load_fields(inputs.checkpoint, inputs.device)
+    try:
+        verts_n, faces, grid = _surface(sdf_func, inputs, settings, timings, record)
+    except EmptySurfaceError as exc:
+        raise EmptySurfaceError(f"{inputs.checkpoint}: {exc} (box from {inputs.bbox_path})") from exc
+    colors = None
+    if color_func is not None:
+        with timed(timings, "colors"):
+            colors = _vertex_colors(color_func, verts_n, faces, inputs.device)
+    verts_w, faces = mesh_to_world(verts_n, faces, inputs.scale_mat)
+    write_mesh(out_path, verts_w, faces, colors)
+    return verts_w, faces, colors, grid
 
 
-def _mesh_info(verts: np.ndarray, faces: np.ndarray) -> dict:
-    return {"vertices": int(len(verts)), "faces": int(len(faces)), **edge_stats(faces)}
-
-
-def _mask_keep(
-    verts_w: np.ndarray, world_mats: np.ndarray, masks: list[np.ndarray], dilation: int, dataset_dir: Path
-) -> np.ndarray:
-    """Per vertex: whether the mask culling keeps it (all of them for a scene without masks)."""
-    if not masks:  # a scene trained without masks (use_mask=false): clean it without culling
-        log.warning(
-            "%s: no masks, so the clean mesh is not mask-culled (small parts are still removed)", dataset_dir / "mask"
-        )
-        return np.ones(len(verts_w), dtype=bool)
-    keep = cull_keep(verts_w, world_mats, masks, dilation)
-    log.info("mask culling (dilation %d px): kept %d of %d vertices", dilation, int(keep.sum()), len(keep))
-    return keep
-
-
-def _observed_keep(
-    verts_w: np.ndarray,
-    faces: np.ndarray,
-    world_mats: np.ndarray,
-    image_size: tuple[int, int],
-    min_cos: float,
-    support: dict,
-    record: dict,
-) -> np.ndarray:
-    """Per face: whether the visibility cull keeps it (no support plane); ``record`` gets the figures."""
-    t = time.perf_counter()
-    keep, vis = visibility_cull(verts_w, faces, world_mats[:, :3, :4], image_size, min_cos=min_cos)
-    record.update(
-        cut=vis["faces_removed"] > 0,
-        how="regions no camera observes removed from the clean mesh (no support plane)",
-        visibility=vis,
-        visibility_s=round(time.perf_counter() - t, 2),
-    )
-    log.info(
-        "visibility cull (no support plane: %s): removed %d faces, %.4g world units^2 (%.1f%% of the area)",
-        support.get("reason") or support["message"],
-        vis["faces_removed"],
-        vis["area_removed"],
-        100 * vis["area_removed_share"],
-    )
-    return keep
+def _mesh_record(inputs: _Inputs, settings: _Settings, grid: dict, colors: bool, mesh: dict) -> dict:
+    """mesh.json's entries for the raw mesh (``mesh``: its path and figures), in their order."""
+    return {
+        "checkpoint": str(inputs.checkpoint),
+        "dataset": str(inputs.dataset_dir),
+        "bbox": str(inputs.bbox_path),
+        "hull": None if inputs.hull_path is None else str(inputs.hull_path),
+        "device": inputs.device,
+        "resolution": int(settings.resolution),
+        "block": int(settings.block),
+        "grid_shape": list(grid["shape"]),
+        "voxel_size_normalized": grid["spacing"],
+        "voxel_size_world": grid["spacing"] * world_scale(inputs.scale_mat),
+        "box_normalized": {"min": inputs.bmin.tolist(), "max": inputs.bmax.tolist()},
+        "scale_mat": inputs.scale_mat.tolist(),
+        **{f"grid_{k}": v for k, v in grid["stats"].items()},
+        "colors": colors,
+        "dilation": int(settings.dilation),
+        "min_component": float(settings.min_component),
+        "mesh": mesh,
+    }
 
 
 def _clean_mesh(
-    verts_w: np.ndarray,
-    faces: np.ndarray,
-    colors: np.ndarray | None,
-    world_mats: np.ndarray,
-    dataset_dir: Path,
+    inputs: _Inputs,
+    settings: _Settings,
+    mesh: tuple[np.ndarray, np.ndarray, np.ndarray | None],
     clean_path: Path,
-    *,
-    dilation: int,
-    min_component: float,
-    visibility_min_cos: float | None,
-    support: dict,
-    record: dict,
     timings: dict[str, float],
+    record: dict,
 ) -> dict:
-    """Write the clean mesh: mask-culled, without the regions no camera observes where ``visibility_min_cos``
-    is given, cleaned of small parts. Returns mesh.json's entries for it."""
-    with _timed(timings, "cull"):
-        masks = dataset_masks(dataset_dir, len(world_mats))
-        face_keep = _mask_keep(verts_w, world_mats, masks, dilation, dataset_dir)[faces].all(axis=1)
-        if visibility_min_cos is not None:
-            face_keep &= _observed_keep(
-                verts_w, faces, world_mats, _image_size(dataset_dir, masks), visibility_min_cos, support, record
-            )
-        f = faces[face_keep]
-        if len(f) == 0:
-            raise StageError(
-                f"{clean_path}: mask culling removed the whole mesh: the mesh does not project "
-                f"onto the masks of {dataset_dir} (wrong frame or cameras?)"
-            )
-    with _timed(timings, "clean"):
-        v_c, f_c, index = clean_mesh_indexed(verts_w, f, min_component)
-    write_mesh(clean_path, v_c, f_c, None if colors is None else colors[index])
-    log.info("clean mesh: %d vertices, %d faces -> %s", len(v_c), len(f_c), clean_path)
-    return {"mask_culled": bool(masks), "mesh_clean": {"path": str(clean_path), **_mesh_info(v_c, f_c)}}
+    """Write the clean mesh of the raw ``mesh`` (vertices, faces, colours); the visibility cull where bbox.json
+    found no support plane and ``cut_at_support`` is set. Returns mesh.json's entries for it."""
+    visibility = settings.cut_at_support and inputs.support["method"] == "visibility"
+    return write_clean_mesh(
+        *mesh,
+        inputs.world_mats,
+        inputs.dataset_dir,
+        clean_path,
+        dilation=settings.dilation,
+        min_component=settings.min_component,
+        visibility_min_cos=settings.visibility_min_cos if visibility else None,
+        support=inputs.support,
+        record=record,
+        timings=timings,
+    )
 
 
 def mesh_from_checkpoint(
@@ -313,85 +315,24 @@ def mesh_from_checkpoint(
     t_start = time.perf_counter()
     checkpoint, dataset_dir, bbox_path, out_path = map(Path, (checkpoint, dataset_dir, bbox_path, out_path))
     _check_inputs(checkpoint, out_path, clean_path)
-    world_mats, scale_mat = read_cameras_sphere(dataset_dir / "cameras_sphere.npz")
-    bmin, bmax, support = _extraction_box(bbox_path, resolution, cut_at_support)
-    hull = None if hull_path is None else read_hull(hull_path)
-    device = str(pick_device(device))
-    log.info(
-        "mesh: %s on %s, resolution %d, box %s .. %s",
-        checkpoint,
-        device,
-        resolution,
-        np.round(bmin, 4).tolist(),
-        np.round(bmax, 4).tolist(),
+    settings = _Settings(
+        resolution=resolution,
+        block=block,
+        coarse=coarse,
+        cut_at_support=cut_at_support,
+        dilation=dilation,
+        min_component=min_component,
+        visibility_min_cos=visibility_min_cos,
     )
-
+    inputs = _read_inputs(checkpoint, dataset_dir, bbox_path, hull_path, settings, device)
     timings: dict[str, float] = {}
-    with _timed(timings, "load"):
-        sdf_func, color_func = _load_fields(checkpoint, device)
-    support_rec = _support_record(support, cut_at_support)
-    try:
-        verts_n, faces, grid = _surface(
-            sdf_func,
-            bmin,
-            bmax,
-            hull,
-            support if cut_at_support else None,
-            scale_mat,
-            resolution=resolution,
-            block=block,
-            coarse=coarse,
-            device=device,
-            timings=timings,
-            record=support_rec,
-        )
-    except EmptySurfaceError as exc:
-        raise EmptySurfaceError(f"{checkpoint}: {exc} (box from {bbox_path})") from exc
-
-    colors = None
-    if color_func is not None:
-        with _timed(timings, "colors"):
-            colors = _vertex_colors(color_func, verts_n, faces, device)
-    verts_w, faces = _to_world(verts_n, faces, scale_mat)
-    write_mesh(out_path, verts_w, faces, colors)
-    scale = float(abs(np.linalg.det(scale_mat[:3, :3])) ** (1 / 3))
-    meta: dict = {
-        "checkpoint": str(checkpoint),
-        "dataset": str(dataset_dir),
-        "bbox": str(bbox_path),
-        "hull": None if hull_path is None else str(hull_path),
-        "device": device,
-        "resolution": int(resolution),
-        "block": int(block),
-        "grid_shape": list(grid["shape"]),
-        "voxel_size_normalized": grid["spacing"],
-        "voxel_size_world": grid["spacing"] * scale,
-        "box_normalized": {"min": bmin.tolist(), "max": bmax.tolist()},
-        "scale_mat": scale_mat.tolist(),
-        **{f"grid_{k}": v for k, v in grid["stats"].items()},
-        "colors": colors is not None,
-        "dilation": int(dilation),
-        "min_component": float(min_component),
-        "mesh": {"path": str(out_path), **_mesh_info(verts_w, faces)},
-    }
+    support_rec = _support_record(inputs.support, cut_at_support)
+    verts_w, faces, colors, grid = _raw_mesh(inputs, settings, out_path, timings, support_rec)
+    meta = _mesh_record(
+        inputs, settings, grid, colors is not None, {"path": str(out_path), **mesh_info(verts_w, faces)}
+    )
     if clean_path is not None:
-        min_cos = visibility_min_cos if cut_at_support and support["method"] == "visibility" else None
-        meta.update(
-            _clean_mesh(
-                verts_w,
-                faces,
-                colors,
-                world_mats,
-                dataset_dir,
-                clean_path,
-                dilation=dilation,
-                min_component=min_component,
-                visibility_min_cos=min_cos,
-                support=support,
-                record=support_rec,
-                timings=timings,
-            )
-        )
+        meta.update(_clean_mesh(inputs, settings, (verts_w, faces, colors), clean_path, timings, support_rec))
     meta["support"] = support_rec
     timings["total"] = time.perf_counter() - t_start
     meta["timings_s"] = {k: round(v, 3) for k, v in timings.items()}

@@ -63,17 +63,9 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     return out
 
 
-def read_scene_table(path: Path, base: Path | None = None, *, bases: Sequence[Path] | None = None) -> pd.DataFrame:
-    """Read and check the scene table; every path column comes back absolute.
-
-    Relative paths are looked up in ``bases`` in order (the workflow passes the working directory, then its
-    own folder, where the demo's photos are; see :mod:`neus_stage.settings`), by default ``base`` or the
-    working directory.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise StageError(f"{path}: scene table not found; set 'scenes' in the config to a TSV file")
-    rows = _rows(path)
+def _table_frame(path: Path, rows: list[tuple[int, list[str]]]) -> pd.DataFrame:
+    """The table's rows under its header, every column of :data:`COLUMNS` present (empty where not given) and
+    stripped; a StageError for missing or unknown columns."""
     header = rows[0][1]
     df = (
         pd.DataFrame([f for _, f in rows[1:]], columns=header, dtype=str)
@@ -94,6 +86,11 @@ def read_scene_table(path: Path, base: Path | None = None, *, bases: Sequence[Pa
         if c not in df.columns:
             df[c] = ""
         df[c] = df[c].str.strip()
+    return df
+
+
+def _check_scene_names(path: Path, df: pd.DataFrame) -> None:
+    """A StageError for a table without rows, or with duplicate or invalid scene names."""
     if df.empty:
         raise StageError(f"{path}: the scene table has no rows; add one row per scene")
     dup = df["scene"][df["scene"].duplicated()].unique().tolist()
@@ -102,50 +99,75 @@ def read_scene_table(path: Path, base: Path | None = None, *, bases: Sequence[Pa
     bad = [s for s in df["scene"] if not s or not all(ch.isalnum() or ch in "-_" for ch in s)]
     if bad:
         raise StageError(f"{path}: invalid scene name(s) {bad}; use letters, digits, '-' and '_'")
+
+
+def _check_photos(where: str, row, photos: Path) -> None:
+    """A StageError unless ``photos`` (the row's resolved photos) is a video that decodes, with neither
+    reference poses nor masks, or a folder of photos."""
+    if photos.is_file() and photos.suffix.lower() in VIDEO_SUFFIXES:
+        # a video: the frames stage picks its frames; here only that it decodes, and what cannot go with it
+        if row.poses == "reference" or row.masks:
+            raise StageError(
+                f"{where}: photos names a video ({row.photos}), whose frames are chosen by the frames stage, so "
+                f"{'reference cameras' if row.poses == 'reference' else 'a masks folder'} cannot be matched to "
+                "them; leave 'poses' (sfm) and 'masks' empty for a video, or give a folder of photos instead"
+            )
+        from .video import probe_video
+
+        try:
+            probe_video(photos)
+        except StageError as exc:
+            raise StageError(f"{where}: {exc}") from exc
+    elif photos.is_file():
+        raise StageError(
+            f"{where}: photos names the file {row.photos}, neither a folder of photos nor a video "
+            f"({', '.join(sorted(VIDEO_SUFFIXES))}); name the folder that holds the photos"
+        )
+    else:
+        try:
+            list_photos(photos)
+        except StageError as exc:
+            raise StageError(f"{where}: {exc}") from exc
+
+
+def _checked_paths(path: Path, row, roots: list[Path]) -> dict[str, str]:
+    """The row's path columns resolved against ``roots`` (absolute; empty where not given), after checking the
+    row: its poses, photos, masks folder, files and DTU scan number."""
+    where = f"{path}, scene '{row.scene}'"
+    if row.poses not in ("sfm", "reference"):
+        raise StageError(f"{where}: poses is '{row.poses}'; write 'sfm' or 'reference'")
+    if row.poses == "reference" and not row.cameras:
+        raise StageError(f"{where}: poses 'reference' needs a 'cameras' file (a NeuS cameras_sphere.npz)")
+    resolved = {col: str(find_path(getattr(row, col), *roots)) if getattr(row, col) else "" for col in PATH_COLUMNS}
+    _check_photos(where, row, Path(resolved["photos"]))
+    for col in ("masks",):
+        value = getattr(row, col)
+        if value and not Path(resolved[col]).is_dir():
+            raise StageError(f"{where}: {col} folder {value} not found")
+    for col in ("cameras", "gt"):
+        value = getattr(row, col)
+        if value and not Path(resolved[col]).is_file():
+            raise StageError(f"{where}: {col} file {value} not found")
+    if row.dtu_scan and not row.dtu_scan.isdigit():
+        raise StageError(f"{where}: dtu_scan '{row.dtu_scan}' is not a scan number")
+    return resolved
+
+
+def read_scene_table(path: Path, base: Path | None = None, *, bases: Sequence[Path] | None = None) -> pd.DataFrame:
+    """Read and check the scene table; every path column comes back absolute.
+
+    Relative paths are looked up in ``bases`` in order (the workflow passes the working directory, then its
+    own folder, where the demo's photos are; see :mod:`neus_stage.settings`), by default ``base`` or the
+    working directory.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{path}: scene table not found; set 'scenes' in the config to a TSV file")
+    df = _table_frame(path, _rows(path))
+    _check_scene_names(path, df)
     df["poses"] = df["poses"].replace("", "sfm")
     roots = [Path(b) for b in (bases or [base or Path.cwd()])]
     for i, row in enumerate(df.itertuples()):
-        where = f"{path}, scene '{row.scene}'"
-        if row.poses not in ("sfm", "reference"):
-            raise StageError(f"{where}: poses is '{row.poses}'; write 'sfm' or 'reference'")
-        if row.poses == "reference" and not row.cameras:
-            raise StageError(f"{where}: poses 'reference' needs a 'cameras' file (a NeuS cameras_sphere.npz)")
-        resolved = {col: str(find_path(getattr(row, col), *roots)) if getattr(row, col) else "" for col in PATH_COLUMNS}
-        photos = Path(resolved["photos"])
-        if photos.is_file() and photos.suffix.lower() in VIDEO_SUFFIXES:
-            # a video: the frames stage picks its frames; here only that it decodes, and what cannot go with it
-            if row.poses == "reference" or row.masks:
-                raise StageError(
-                    f"{where}: photos names a video ({row.photos}), whose frames are chosen by the frames stage, so "
-                    f"{'reference cameras' if row.poses == 'reference' else 'a masks folder'} cannot be matched to "
-                    "them; leave 'poses' (sfm) and 'masks' empty for a video, or give a folder of photos instead"
-                )
-            from .video import probe_video
-
-            try:
-                probe_video(photos)
-            except StageError as exc:
-                raise StageError(f"{where}: {exc}") from exc
-        elif photos.is_file():
-            raise StageError(
-                f"{where}: photos names the file {row.photos}, neither a folder of photos nor a video "
-                f"({', '.join(sorted(VIDEO_SUFFIXES))}); name the folder that holds the photos"
-            )
-        else:
-            try:
-                list_photos(photos)
-            except StageError as exc:
-                raise StageError(f"{where}: {exc}") from exc
-        for col in ("masks",):
-            value = getattr(row, col)
-            if value and not Path(resolved[col]).is_dir():
-                raise StageError(f"{where}: {col} folder {value} not found")
-        for col in ("cameras", "gt"):
-            value = getattr(row, col)
-            if value and not Path(resolved[col]).is_file():
-                raise StageError(f"{where}: {col} file {value} not found")
-        if row.dtu_scan and not row.dtu_scan.isdigit():
-            raise StageError(f"{where}: dtu_scan '{row.dtu_scan}' is not a scan number")
-        for col, value in resolved.items():
+        for col, value in _checked_paths(path, row, roots).items():
             df.iloc[i, df.columns.get_loc(col)] = value
     return df.set_index("scene", drop=False)

@@ -256,6 +256,19 @@ def _write_and_undistort(pycolmap, rec, out_dir: Path, images_dir: Path, registe
     return _camera_json(next(iter(und.cameras.values())))
 
 
+def _log_done(report: dict) -> None:
+    """The run's summary line: time, registered photos, reprojection error, camera."""
+    log.info(
+        "sfm done in %.1f s: %d/%d registered, %.3f px reprojection error, camera %s %s",
+        report["timings"]["total_s"],
+        report["n_registered"],
+        report["n_photos"],
+        report["mean_reprojection_error_px"],
+        report["camera"]["model"],
+        np.round(report["camera"]["params"], 2).tolist(),
+    )
+
+
 def run_sfm(
     photos_dir: Path,
     out_dir: Path,
@@ -295,16 +308,8 @@ def run_sfm(
     t = timer.lap("prepare_s", t)
 
     log.info("[1/4] extracting SIFT features")
-    extract_features(
-        pycolmap,
-        db_path,
-        images_dir,
-        [f"{s}.png" for s in plan.stems],
-        mapping_model(camera_model),
-        max_image_size,
-        threads,
-        max_features,
-    )
+    names, model = [f"{s}.png" for s in plan.stems], mapping_model(camera_model)
+    extract_features(pycolmap, db_path, images_dir, names, model, max_image_size, threads, max_features)
     keypoints = check_features(pycolmap, db_path, photos_dir)
     t = timer.lap("features_s", t)
 
@@ -328,13 +333,5 @@ def run_sfm(
     timer.lap("undistort_s", t)
     timer.total("total_s")
     write_report(out_dir / "report.json", report)
-    log.info(
-        "sfm done in %.1f s: %d/%d registered, %.3f px reprojection error, camera %s %s",
-        report["timings"]["total_s"],
-        report["n_registered"],
-        report["n_photos"],
-        report["mean_reprojection_error_px"],
-        report["camera"]["model"],
-        np.round(report["camera"]["params"], 2).tolist(),
-    )
+    _log_done(report)
     return report

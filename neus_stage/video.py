@@ -3,7 +3,8 @@
 Decoding is PyAV's (FFmpeg's libraries ship inside its wheel; nothing is downloaded). Every frame is
 decoded once for its scores and once more for the frames kept; memory holds a second's worth of small
 grey thumbnails, whatever the video's length.
-Phone videos store a display rotation instead of turning the pixels; it is applied to every frame.
+Phone videos store a display rotation instead of turning the pixels; it is applied to every frame. The video
+is read and the frames are written by :mod:`neus_stage.artifacts.video`.
 
 Which frames are kept (every frame gets a reason in ``report.json``):
 
@@ -31,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .artifacts.reports import write_report
+from .artifacts.video import VideoInfo, decode_frames, probe_video, write_frame
 from .errors import StageError
 from .photos import FRAMES_KIND, VIDEO_SUFFIXES
 from .progress import Progress
@@ -45,103 +46,6 @@ THUMB_SIZE = 320
 BLUR_SIZE = 960
 """Long side (px) of the grey image the blur score is computed on (finer detail is mostly noise)."""
 MIN_FRAMES = 20
-
-
-@dataclass
-class VideoInfo:
-    path: Path
-    frames: int | None  # from the container (may be missing or approximate)
-    fps: float | None
-    width: int  # after rotation
-    height: int
-    rotation: int  # degrees counter-clockwise the decoded picture is turned for display
-    codec: str
-    duration_s: float | None
-
-
-def _open(path: Path):
-    """The container, its first video stream; a StageError naming the file for anything unreadable."""
-    try:
-        import av
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise StageError("PyAV (the 'av' package) is not installed: run `make setup`") from exc
-    path = Path(path)
-    if not path.is_file():
-        raise StageError(f"{path}: video not found; check the 'photos' column of the scene table")
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise StageError(
-            f"{path}: cannot open this video ({exc}); it is damaged or not a video: re-export or "
-            "re-copy it (mp4 with H.264 works everywhere)"
-        ) from exc
-    if not container.streams.video:
-        container.close()
-        raise StageError(f"{path}: holds no video stream; give a video file of the object")
-    return container, container.streams.video[0]
-
-
-def _rotation_of(stream, frame=None) -> int:
-    """The display rotation (degrees, counter-clockwise, a multiple of 90) of a stream or its first frame."""
-    rot = getattr(frame, "rotation", None) if frame is not None else None
-    if rot is None:
-        try:
-            rot = int(float(stream.metadata.get("rotate", 0)))
-            rot = -rot  # the legacy tag says how far to turn clockwise
-        except (TypeError, ValueError):
-            rot = 0
-    return int(round(float(rot) / 90.0)) * 90 % 360
-
-
-def probe_video(path: Path) -> VideoInfo:
-    """What a video holds, read from its header and first frame (fast): a StageError if it does not decode."""
-    import av
-
-    container, stream = _open(path)
-    try:
-        try:
-            frame = next(container.decode(stream))
-        except (StopIteration, av.error.FFmpegError, ValueError) as exc:
-            raise StageError(
-                f"{path}: cannot decode this video ({exc or 'no frames'}); it is damaged or uses a "
-                "codec FFmpeg cannot read: re-export it (mp4 with H.264 works everywhere)"
-            ) from exc
-        rotation = _rotation_of(stream, frame)
-        w, h = frame.width, frame.height
-        if rotation in (90, 270):
-            w, h = h, w
-        fps = float(stream.average_rate) if stream.average_rate else None
-        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-        return VideoInfo(
-            Path(path), int(stream.frames) or None, fps, w, h, rotation, stream.codec_context.name, duration
-        )
-    finally:
-        container.close()
-
-
-def _upright(frame, rotation: int) -> np.ndarray:
-    """RGB uint8 of a decoded frame, turned for display (``rotation`` degrees counter-clockwise)."""
-    rgb = frame.to_ndarray(format="rgb24")
-    k = (rotation // 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, k=k)) if k else rgb
-
-
-def decode_frames(path: Path):
-    """Yield (index, RGB uint8 upright frame) of every frame of the video, with the display rotation applied."""
-    import av
-
-    container, stream = _open(path)
-    stream.thread_type = "AUTO"
-    rotation = None
-    try:
-        for i, frame in enumerate(container.decode(stream)):
-            if rotation is None:
-                rotation = _rotation_of(stream, frame)
-            yield i, _upright(frame, rotation)
-    except av.error.FFmpegError as exc:
-        raise StageError(f"{path}: the video is damaged: decoding stopped ({exc}); re-export or re-copy it") from exc
-    finally:
-        container.close()
 
 
 # ---------------------------------------------------------------------------------------------- scores
@@ -270,20 +174,9 @@ REASONS = {
 }
 
 
-def extract_frames(
-    video: Path,
-    out_dir: Path,
-    *,
-    target: int = 80,
-    min_frames: int = MIN_FRAMES,
-    blur_ratio: float = 0.5,
-    min_motion: float = 0.002,
-    quality: int = 95,
-) -> dict:
-    """The frames stage: decode ``video``, keep sharp, distinct frames, write ``out_dir/NNNNN.jpg`` and
-    ``out_dir/report.json``; returns the report. StageErrors for a video that does not decode or holds fewer
-    than ``min_frames`` usable frames (with the counts and what to do)."""
-    video, out_dir = Path(video), Path(out_dir)
+def _check_settings(video: Path, target: int, min_frames: int, blur_ratio: float) -> None:
+    """A StageError naming the setting for counts below 1 or out of order, a blur ratio outside (0, 1) or a
+    file that is not named as a video."""
     if target < 1 or min_frames < 1:
         raise StageError(f"frames.target ({target}) and frames.min ({min_frames}) must be at least 1")
     if min_frames > target:
@@ -294,7 +187,10 @@ def extract_frames(
         raise StageError(f"frames.blur_ratio {blur_ratio}: give a share between 0 and 1 (default 0.5)")
     if video.suffix.lower() not in VIDEO_SUFFIXES:
         raise StageError(f"{video}: not a video file name (accepted: {', '.join(sorted(VIDEO_SUFFIXES))})")
-    t0 = time.perf_counter()
+
+
+def _probe(video: Path) -> VideoInfo:
+    """:func:`probe_video`, logged."""
     info = probe_video(video)
     log.info(
         "video %s: %s frames, %s fps, %dx%d after a rotation of %d deg, codec %s",
@@ -306,11 +202,15 @@ def extract_frames(
         info.rotation,
         info.codec,
     )
-    window = max(3, round((info.fps or 30.0) / 2))
-    selector = FrameSelector(blur_ratio=blur_ratio, min_motion=min_motion)
+    return info
+
+
+def _score_frames(video: Path, n_frames: int | None, selector: FrameSelector, window: int) -> int:
+    """The first pass: every frame decoded, scored and pushed to ``selector`` (its blur score once the
+    ``window`` frames after it are decoded); the number of frames."""
     scores: list[float] = []
     pending: deque[tuple[int, np.ndarray]] = deque()  # thumbnails whose blur score waits for later frames
-    with Progress("decoding the video", info.frames, "frames") as bar:
+    with Progress("decoding the video", n_frames, "frames") as bar:
         for i, rgb in decode_frames(video):
             scores.append(laplacian_variance(_grey(rgb, BLUR_SIZE)))
             pending.append((i, _grey(rgb, THUMB_SIZE)))
@@ -320,8 +220,14 @@ def extract_frames(
             bar.update()
     for j, thumb in pending:
         selector.push(j, relative_blur_at(scores, j, window), thumb)
-    n = len(scores)
-    t_decode = time.perf_counter() - t0
+    return len(scores)
+
+
+def _selection(
+    video: Path, selector: FrameSelector, n: int, target: int, min_frames: int
+) -> tuple[Selection, dict[str, int]]:
+    """The frames kept of the ``n`` scored ones and the count of each reason; a StageError (with the counts
+    and what to do) when the video holds fewer than ``min_frames`` usable frames."""
     if n < min_frames:
         raise StageError(
             f"{video}: holds only {n} frame(s), fewer than the minimum of {min_frames}; film the object "
@@ -336,45 +242,82 @@ def extract_frames(
             "(less motion blur), move around the object rather than holding still, or lower frames.min "
             "(frames.blur_ratio and frames.min_motion set what counts as blurred and as a duplicate)"
         )
+    return sel, counts
 
-    # second pass: write the kept frames (the folder starts over, so no stale frame is left)
+
+def _write_kept(video: Path, out_dir: Path, kept: list[int], quality: int) -> None:
+    """The second pass: the kept frames written to ``out_dir`` (it starts over, so no stale frame is left)."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    keep = set(sel.kept)
+    keep = set(kept)
     with Progress("writing the kept frames", len(keep), "frames") as bar:
         for i, rgb in decode_frames(video):
             if i in keep:
-                Image.fromarray(rgb).save(out_dir / f"{i:05d}.jpg", quality=int(quality))
+                write_frame(out_dir, i, rgb, quality)
                 bar.update()
             if i >= max(keep):
                 break
 
+
+def _report(info: VideoInfo, n: int, sel: Selection, counts: dict[str, int], settings: dict, timings: dict) -> dict:
+    """report.json: the video, the settings, and every frame with its blur score and the reason it was kept
+    or dropped."""
+
     def item(i: int) -> dict:
         return {"frame": i, "blur": round(float(sel.blur[i]), 3), "reason": sel.reasons[i]}
 
-    report = {
+    keep = set(sel.kept)
+    return {
         "kind": FRAMES_KIND,
-        "video": str(video),
+        "video": str(info.path),
         "n_frames": n,
         "fps": info.fps,
         "duration_s": info.duration_s,
         "size": [info.width, info.height],
         "rotation_deg": info.rotation,
         "codec": info.codec,
-        "settings": {
-            "target": target,
-            "min": min_frames,
-            "blur_ratio": blur_ratio,
-            "min_motion": min_motion,
-            "blur_window_frames": window,
-        },
+        "settings": settings,
         "counts": counts,
         "reasons": REASONS,
         "kept": [item(i) for i in sel.kept],
         "dropped": [item(i) for i in range(n) if i not in keep],
-        "timings": {"decode_s": round(t_decode, 2), "total_s": round(time.perf_counter() - t0, 2)},
+        "timings": timings,
     }
+
+
+def extract_frames(
+    video: Path,
+    out_dir: Path,
+    *,
+    target: int = 80,
+    min_frames: int = MIN_FRAMES,
+    blur_ratio: float = 0.5,
+    min_motion: float = 0.002,
+    quality: int = 95,
+) -> dict:
+    """The frames stage: decode ``video``, keep sharp, distinct frames, write ``out_dir/NNNNN.jpg`` and
+    ``out_dir/report.json``; returns the report. StageErrors for a video that does not decode or holds fewer
+    than ``min_frames`` usable frames (with the counts and what to do)."""
+    video, out_dir = Path(video), Path(out_dir)
+    _check_settings(video, target, min_frames, blur_ratio)
+    t0 = time.perf_counter()
+    info = _probe(video)
+    window = max(3, round((info.fps or 30.0) / 2))
+    selector = FrameSelector(blur_ratio=blur_ratio, min_motion=min_motion)
+    n = _score_frames(video, info.frames, selector, window)
+    t_decode = time.perf_counter() - t0
+    sel, counts = _selection(video, selector, n, target, min_frames)
+    _write_kept(video, out_dir, sel.kept, quality)
+    settings = {
+        "target": target,
+        "min": min_frames,
+        "blur_ratio": blur_ratio,
+        "min_motion": min_motion,
+        "blur_window_frames": window,
+    }
+    timings = {"decode_s": round(t_decode, 2), "total_s": round(time.perf_counter() - t0, 2)}
+    report = _report(info, n, sel, counts, settings, timings)
     write_report(out_dir / "report.json", report)
     log.info(
         "frames: kept %d of %d (%d blurred, %d near-duplicates, %d not needed for the target of %d) in %.1f s",

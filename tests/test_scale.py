@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw
 
 from neus_stage.dataset import build_dataset_from_sfm
 from neus_stage.errors import StageError
-from neus_stage.scale import ScaleSettings, detect_markers, triangulate
+from neus_stage.geometry.markers import triangulate
+from neus_stage.scale import ScaleSettings, detect_markers
 from neus_stage.synth import MARKER_DICTIONARY, MARKER_ID, MARKER_SIDE
 
 BOX_HEIGHT = 0.55  # the marker scene's box: 1.0 x 0.7 x 0.55 on the floor (synth._box)

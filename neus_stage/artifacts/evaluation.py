@@ -6,7 +6,7 @@ files it reads and the error cloud it writes.
   ``Points/stl/stl<scan:03>_total.ply``; a missing or unreadable file is a StageError naming it and the layout.
 - :func:`read_dtu_points`: the points of that STL ground-truth cloud.
 - :func:`write_error_cloud`: ``eval_errors.ply``, the mesh samples coloured by their error (read back by the
-  report's :func:`neus_stage.report.figures.read_error_cloud`).
+  report reads it back with :func:`read_error_cloud`).
 """
 
 from __future__ import annotations
@@ -116,3 +116,34 @@ def write_error_cloud(path: Path, pts: np.ndarray, err: np.ndarray, vmax: float)
     with atomic_write(Path(path)) as fh:
         fh.write(header.encode("ascii"))
         fh.write(rec.tobytes())
+
+
+def read_error_cloud(path: Path) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Points (n,3), per-point errors (n,) and the colour scale's top (from the header comment, if any) of
+    the binary PLY the evaluate stage writes (``x y z red green blue error``)."""
+    data = Path(path).read_bytes()
+    end = data.find(b"end_header\n")
+    if not data.startswith(b"ply") or end < 0:
+        raise StageError(f"{path}: not a PLY file")
+    header = data[:end].decode("ascii", "replace").splitlines()
+    if "format binary_little_endian 1.0" not in header:
+        raise StageError(f"{path}: expected a binary little-endian PLY (as the evaluate stage writes)")
+    types = {"float": "<f4", "float32": "<f4", "double": "<f8", "uchar": "u1", "uint8": "u1", "int": "<i4"}
+    props, n, vmax = [], 0, None
+    for line in header:
+        parts = line.split()
+        if parts[:2] == ["element", "vertex"]:
+            n = int(parts[2])
+        elif parts[:1] == ["property"] and len(parts) == 3:
+            props.append((parts[2], types[parts[1]]))
+        elif parts[:1] == ["comment"] and "0.." in line:
+            try:
+                vmax = float(line.rsplit("0..", 1)[1])
+            except ValueError:
+                vmax = None
+    names = [p[0] for p in props]
+    if "error" not in names:
+        raise StageError(f"{path}: no per-point 'error' property")
+    rec = np.frombuffer(data, dtype=np.dtype(props), count=n, offset=end + len(b"end_header\n"))
+    pts = np.stack([rec["x"], rec["y"], rec["z"]], 1).astype(np.float64)
+    return pts, rec["error"].astype(np.float64), vmax

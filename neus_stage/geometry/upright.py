@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cameras import Similarity
-from .support import find_support
+from .support import SupportPlane, SupportSearch, find_support
 
 BASE_QUANTILE = 0.01
 """Without a support plane under it, the object's base is this quantile of its points' heights."""
@@ -87,6 +87,83 @@ def cameras_up(camera_x: np.ndarray, camera_up: np.ndarray) -> tuple[np.ndarray,
     ), "perpendicular to the cameras' x axes"
 
 
+def _object_body(O: np.ndarray, Vx: np.ndarray | None, P: np.ndarray) -> tuple[np.ndarray, str]:
+    """The object: its points, else its hull voxels, else the SfM points where the cameras look; and what
+    they are."""
+    if len(O):
+        return O, "points"
+    if Vx is not None and len(Vx):
+        return Vx, "visual-hull voxels"
+    return P, "SfM points"
+
+
+def _plane_under(search: SupportSearch, body: np.ndarray, what: str) -> tuple[SupportPlane | None, list[str]]:
+    """The largest qualifying plane that the object stands on (hardly any of its points below), and why
+    each larger one was refused."""
+    refused = []
+    for cand in [search.plane, *search.alternatives] if search.plane is not None else []:
+        h = body @ cand.normal + cand.offset
+        below = float(np.mean(h < -cand.tolerance))
+        if below <= MAX_BELOW_SHARE:
+            return cand, refused
+        refused.append(f"a plane with {below:.0%} of the object's {what} below it (a face of the object)")
+    return None, refused
+
+
+def _up(
+    plane: SupportPlane | None, cam_up: np.ndarray, cam_how: str, refused: list[str], search: SupportSearch
+) -> tuple[np.ndarray, dict]:
+    """The up direction (the support plane's normal, else the cameras' up) and its record."""
+    if plane is not None:
+        up = _unit(plane.normal)
+        rec = {
+            "from": "support plane",
+            "how": f"the normal of the support plane under the object (through "
+            f"{int(np.count_nonzero(plane.inliers))} of the SfM points, {plane.inlier_share:.0%}, "
+            f"rms {plane.rms:.3g}); the cameras' up ({cam_how}) is "
+            f"{angle_deg(up, cam_up):.2f} deg from it",
+            "angle_to_camera_up_deg": angle_deg(up, cam_up),
+        }
+    else:
+        up = cam_up
+        why = "; ".join(refused) if refused else search.message
+        rec = {"from": "cameras", "how": f"the cameras' up ({cam_how}); no support plane under the object: {why}"}
+    rec["direction_sfm"] = up.tolist()
+    return up, rec
+
+
+def _base(plane: SupportPlane | None, body: np.ndarray, up: np.ndarray, what: str) -> tuple[float, dict]:
+    """The base's height along ``up`` (the support plane, unless the object reaches below it: then its
+    lowest points) and its record."""
+    low = float(np.quantile(body @ up, BASE_QUANTILE))
+    if plane is not None and low >= -float(plane.offset) - plane.tolerance:
+        # the height of the plane along ``up`` (normal @ x + offset = 0)
+        return -float(plane.offset), {"from": "support plane", "how": "the support plane (the object stands on it)"}
+    how = f"the object's lowest {what} ({BASE_QUANTILE:.0%} quantile of their heights)"
+    if plane is not None:
+        how += (
+            f", {-float(plane.offset) - low:.3g} SfM units below the support plane (the plane is "
+            "the top of a base plate)"
+        )
+    return low, {"from": f"object {what}", "how": how}
+
+
+def _centre(
+    Vx: np.ndarray | None, body: np.ndarray, what: str, up: np.ndarray, R: np.ndarray, base_h: float
+) -> tuple[np.ndarray, dict]:
+    """The middle of the object's horizontal extent (in the upright rotation ``R``'s x, y) and its record:
+    the hull above the base (its cone below is no part of the object), else the points."""
+    if Vx is not None and len(Vx) and (Vx @ up >= base_h).any():
+        xy = (Vx[Vx @ up >= base_h] @ R.T)[:, :2]
+        lo, hi = xy.min(0), xy.max(0)
+        rec = {"from": "visual hull", "how": "the middle of the visual hull's horizontal extent above the base"}
+    else:
+        xy = (body @ R.T)[:, :2]
+        lo, hi = np.quantile(xy, 0.01, axis=0), np.quantile(xy, 0.99, axis=0)
+        rec = {"from": f"object {what}", "how": f"the middle of the object {what}' horizontal extent (1-99% quantiles)"}
+    return (lo + hi) / 2, rec
+
+
 def upright_frame(
     camera_centers: np.ndarray,
     camera_up: np.ndarray | None,
@@ -120,74 +197,12 @@ def upright_frame(
         "camera_up": {"direction_sfm": cam_up.tolist(), "how": cam_how},
         "support_search": {"reason": search.reason, "message": search.message},
     }
-    # the object: its points, else its hull voxels, else the SfM points where the cameras look
-    if len(O):
-        body, what = O, "points"
-    elif Vx is not None and len(Vx):
-        body, what = Vx, "visual-hull voxels"
-    else:
-        body, what = P, "SfM points"
-    # the support: the largest qualifying plane that the object stands on (hardly any of its points below)
-    plane, refused = None, []
-    for cand in [search.plane, *search.alternatives] if search.plane is not None else []:
-        h = body @ cand.normal + cand.offset
-        below = float(np.mean(h < -cand.tolerance))
-        if below <= MAX_BELOW_SHARE:
-            plane = cand
-            break
-        refused.append(f"a plane with {below:.0%} of the object's {what} below it (a face of the object)")
-    if plane is not None:
-        up = _unit(plane.normal)
-        rec["up"] = {
-            "from": "support plane",
-            "how": f"the normal of the support plane under the object (through "
-            f"{int(np.count_nonzero(plane.inliers))} of the SfM points, {plane.inlier_share:.0%}, "
-            f"rms {plane.rms:.3g}); the cameras' up ({cam_how}) is "
-            f"{angle_deg(up, cam_up):.2f} deg from it",
-            "angle_to_camera_up_deg": angle_deg(up, cam_up),
-        }
-    else:
-        up = cam_up
-        why = "; ".join(refused) if refused else search.message
-        rec["up"] = {"from": "cameras", "how": f"the cameras' up ({cam_how}); no support plane under the object: {why}"}
-    rec["up"]["direction_sfm"] = up.tolist()
-    target = np.median(body, axis=0)
-    R = rotation_z_up(up, target - C[0])
-    h_body = body @ up
-    low = float(np.quantile(h_body, BASE_QUANTILE))
-    if plane is not None and low >= -float(plane.offset) - plane.tolerance:
-        base_h = -float(plane.offset)  # height of the plane along ``up`` (normal @ x + offset = 0)
-        rec["base"] = {"from": "support plane", "how": "the support plane (the object stands on it)"}
-    elif plane is not None:
-        base_h = low
-        rec["base"] = {
-            "from": f"object {what}",
-            "how": f"the object's lowest {what} ({BASE_QUANTILE:.0%} quantile of their heights), "
-            f"{-float(plane.offset) - low:.3g} SfM units below the support plane (the plane is "
-            "the top of a base plate)",
-        }
-    else:
-        base_h = low
-        rec["base"] = {
-            "from": f"object {what}",
-            "how": f"the object's lowest {what} ({BASE_QUANTILE:.0%} quantile of their heights)",
-        }
-    # horizontal centre: the hull above the base (its cone below is no part of the object), else the points
-    if Vx is not None and len(Vx) and (Vx @ up >= base_h).any():
-        xy = (Vx[Vx @ up >= base_h] @ R.T)[:, :2]
-        lo, hi = xy.min(0), xy.max(0)
-        rec["centre"] = {
-            "from": "visual hull",
-            "how": "the middle of the visual hull's horizontal extent above the base",
-        }
-    else:
-        xy = (body @ R.T)[:, :2]
-        lo, hi = np.quantile(xy, 0.01, axis=0), np.quantile(xy, 0.99, axis=0)
-        rec["centre"] = {
-            "from": f"object {what}",
-            "how": f"the middle of the object {what}' horizontal extent (1-99% quantiles)",
-        }
-    c_xy = (lo + hi) / 2
+    body, what = _object_body(O, Vx, P)
+    plane, refused = _plane_under(search, body, what)
+    up, rec["up"] = _up(plane, cam_up, cam_how, refused, search)
+    R = rotation_z_up(up, np.median(body, axis=0) - C[0])
+    base_h, rec["base"] = _base(plane, body, up, what)
+    c_xy, rec["centre"] = _centre(Vx, body, what, up, R, base_h)
     origin = R.T @ np.array([c_xy[0], c_xy[1], base_h])  # the SfM point that becomes the world origin
     s = float(scale)
     sim = Similarity(s, R, -s * R @ origin, 0.0)

@@ -19,10 +19,11 @@ import datetime as _dt
 import logging
 from pathlib import Path
 
+from ..artifacts.evaluation import read_error_cloud
 from ..atomic import write_text_atomic
 from ..errors import StageError
 from .context import ReportContext, SceneFiles
-from .figures import ViewFrame, hull_surface_points, read_error_cloud, render_mesh_views
+from .figures import ViewFrame, hull_surface_points, render_mesh_views
 from .html import CSS, Missing, Section, esc, missing_note
 from .sections import SECTIONS
 from .training_sections import rule_times

@@ -1,6 +1,6 @@
-"""The report's pictures, drawn with matplotlib's object API (no pyplot, no global backend): camera plots
-with the sparse points, object box and visual hull, training curves, Lambert-shaded mesh previews (see
-:mod:`neus_stage.report`) and the photo/mask contact sheet; and the readers of what they draw."""
+"""The report's pictures, drawn with matplotlib's object API (no pyplot, no global backend): the plot frame,
+training curves, Lambert-shaded mesh previews (see :mod:`neus_stage.report`) and the photo/mask contact sheet;
+and the readers of what they draw. The camera figure is in :mod:`neus_stage.report.camera_plot`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from PIL import Image
 
 from ..artifacts.box import read_hull_file
 from ..artifacts.dataset import read_cameras_sphere, read_mask
-from ..errors import StageError
 from ..geometry.cameras import decompose_projection
 from .html import Missing
 
@@ -70,14 +69,8 @@ def view_frame(poses: np.ndarray | None, center: np.ndarray, up: np.ndarray | No
     return ViewFrame(np.stack([x, np.cross(z, x), z]), np.asarray(center, dtype=np.float64))
 
 
-def _box_edges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """(12,2,3) edges of an axis-aligned box."""
-    c = np.array([[hi[i] if (k >> i) & 1 else lo[i] for i in range(3)] for k in range(8)])
-    pairs = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
-    return np.stack([c[[a, b]] for a, b in pairs])
-
-
-def _set_equal(ax, pts: np.ndarray, pad: float = 0.05, zoom: float = 1.0) -> None:
+def set_equal_axes(ax, pts: np.ndarray, pad: float = 0.05, zoom: float = 1.0) -> None:
+    """Equal, cubic axis limits around ``pts`` (n,3) of a 3D axes, ``pad`` a share of the half-size added."""
     lo, hi = pts.min(0), pts.max(0)
     mid, half = (lo + hi) / 2, (hi - lo).max() / 2 * (1 + pad) + 1e-9
     ax.set_xlim(mid[0] - half, mid[0] + half)
@@ -114,37 +107,6 @@ def hull_surface_points(hull_npz: Path, max_points: int = 6000, seed: int = 0) -
         raise Missing(f"{hull_npz} holds no scale_mat: run the visual-hull stage again")
     s = h.scale_mat
     return norm * s[0, 0] + s[:3, 3]
-
-
-def read_error_cloud(path: Path) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """Points (n,3), per-point errors (n,) and the colour scale's top (from the header comment, if any) of
-    the binary PLY the evaluate stage writes (``x y z red green blue error``)."""
-    data = Path(path).read_bytes()
-    end = data.find(b"end_header\n")
-    if not data.startswith(b"ply") or end < 0:
-        raise StageError(f"{path}: not a PLY file")
-    header = data[:end].decode("ascii", "replace").splitlines()
-    if "format binary_little_endian 1.0" not in header:
-        raise StageError(f"{path}: expected a binary little-endian PLY (as the evaluate stage writes)")
-    types = {"float": "<f4", "float32": "<f4", "double": "<f8", "uchar": "u1", "uint8": "u1", "int": "<i4"}
-    props, n, vmax = [], 0, None
-    for line in header:
-        parts = line.split()
-        if parts[:2] == ["element", "vertex"]:
-            n = int(parts[2])
-        elif parts[:1] == ["property"] and len(parts) == 3:
-            props.append((parts[2], types[parts[1]]))
-        elif parts[:1] == ["comment"] and "0.." in line:
-            try:
-                vmax = float(line.rsplit("0..", 1)[1])
-            except ValueError:
-                vmax = None
-    names = [p[0] for p in props]
-    if "error" not in names:
-        raise StageError(f"{path}: no per-point 'error' property")
-    rec = np.frombuffer(data, dtype=np.dtype(props), count=n, offset=end + len(b"end_header\n"))
-    pts = np.stack([rec["x"], rec["y"], rec["z"]], 1).astype(np.float64)
-    return pts, rec["error"].astype(np.float64), vmax
 
 
 # ----------------------------------------------------------------------------------------------- figures
@@ -198,7 +160,7 @@ def render_mesh_views(
         # faces drawn earlier (behind) would show as a faint ghost
         coll = Poly3DCollection(tri[front], facecolors=colors, edgecolors=colors, linewidths=0.6)
         ax.add_collection3d(coll)
-        _set_equal(ax, P, pad=0.0, zoom=1.25)
+        set_equal_axes(ax, P, pad=0.0, zoom=1.25)
         ax.set_proj_type("ortho")
         ax.view_init(elev=elev, azim=azim)
         ax.set_axis_off()
@@ -211,117 +173,6 @@ def render_mesh_views(
         cb.set_label(value_label, fontsize=8)
         cb.ax.tick_params(labelsize=7)
     fig.subplots_adjust(left=0, right=1, top=0.92, bottom=0.12 if face_values is not None else 0, wspace=0)
-    return figure_png(fig)
-
-
-def camera_figure(
-    poses: np.ndarray | None,
-    Ks: np.ndarray | None,
-    frame: ViewFrame,
-    *,
-    points: np.ndarray | None = None,
-    point_colors: np.ndarray | None = None,
-    box: tuple[np.ndarray, np.ndarray] | None = None,
-    hull: np.ndarray | None = None,
-    plane: tuple[np.ndarray, float] | None = None,
-    plane_inliers: np.ndarray | None = None,
-) -> bytes:
-    """Two 3D panels: the whole scene (cameras as frusta, sparse points, object box) and the object (box,
-    visual-hull surface voxels, the sparse points inside the box). Inputs in world coordinates. ``plane``
-    (unit normal, offset: normal @ x + offset = 0) is the support plane, drawn as a translucent square
-    under the object box in both panels, with ``plane_inliers`` (points, world) in orange."""
-    from matplotlib.figure import Figure
-    from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
-
-    fig = Figure(figsize=(12, 5.6), dpi=100)
-    box_edges = frame.apply(_box_edges(*box).reshape(-1, 3)).reshape(-1, 2, 3) if box is not None else None
-    cams = frame.apply(poses[:, :3, 3]) if poses is not None else np.zeros((0, 3))
-    pts = frame.apply(points) if points is not None and len(points) else np.zeros((0, 3))
-    extent = [cams, box_edges.reshape(-1, 3) if box_edges is not None else np.zeros((0, 3))]
-    extent = np.concatenate(extent) if sum(len(e) for e in extent) else (pts if len(pts) else np.zeros((1, 3)))
-
-    ax = fig.add_subplot(1, 2, 1, projection="3d")
-    size = float(np.ptp(extent, axis=0).max()) if len(extent) > 1 else 1.0
-    if len(pts):
-        lo, hi = extent.min(0) - 0.1 * size, extent.max(0) + 0.1 * size
-        inside = ((pts >= lo) & (pts <= hi)).all(1)
-        ax.scatter(
-            *pts[inside].T,
-            s=0.6,
-            c=point_colors[inside] if point_colors is not None else "0.4",
-            depthshade=False,
-            linewidths=0,
-        )
-    if poses is not None:
-        depth = 0.08 * size
-        w, h = 2 * Ks[:, 0, 2], 2 * Ks[:, 1, 2]  # principal point near the image centre
-        lines = []
-        for pose, K, wi, hi_ in zip(poses, Ks, w, h):
-            corners = np.array([[0, 0, 1], [wi, 0, 1], [wi, hi_, 1], [0, hi_, 1]], dtype=np.float64)
-            rays = (np.linalg.inv(K) @ corners.T).T * depth
-            world = rays @ pose[:3, :3].T + pose[:3, 3]
-            c = pose[:3, 3]
-            q = frame.apply(np.vstack([c, world]))
-            lines += [[q[0], q[k]] for k in range(1, 5)] + [[q[k], q[k % 4 + 1]] for k in range(1, 5)]
-        ax.add_collection3d(Line3DCollection(lines, colors="tab:blue", linewidths=0.6))
-        ax.scatter(*cams.T, s=6, c="tab:blue", depthshade=False)
-        ax.text(*cams[0], " 0", fontsize=7, color="tab:blue")
-    if box_edges is not None:
-        ax.add_collection3d(Line3DCollection(box_edges, colors="tab:red", linewidths=1.0))
-    square = None
-    if plane is not None:
-        n, off = np.asarray(plane[0], dtype=np.float64), float(plane[1])
-        mid = (box[0] + box[1]) / 2 if box is not None else (poses[:, :3, 3].mean(0) if poses is not None else 0 * n)
-        foot = mid - (n @ mid + off) * n  # the box centre dropped onto the plane
-        half = 0.75 * (float(np.linalg.norm(box[1] - box[0])) if box is not None else size / 4)
-        a = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 else [0.0, 1.0, 0.0])
-        a /= np.linalg.norm(a)
-        b = np.cross(n, a)
-        square = frame.apply(
-            np.array([foot + half * (sa * a + sb * b) for sa, sb in ((-1, -1), (1, -1), (1, 1), (-1, 1))])
-        )
-        ax.add_collection3d(Poly3DCollection([square], facecolors=(1.0, 0.55, 0.0, 0.25), edgecolors="tab:orange"))
-        if plane_inliers is not None and len(plane_inliers):
-            ax.scatter(*frame.apply(plane_inliers).T, s=0.8, c="tab:orange", depthshade=False, linewidths=0)
-    _set_equal(ax, extent)
-    ax.set_title(
-        "cameras (blue), sparse points, object box (red)"
-        + (", support plane and its points (orange)" if plane is not None else ""),
-        fontsize=9,
-    )
-    ax.tick_params(labelsize=6)
-
-    ax2 = fig.add_subplot(1, 2, 2, projection="3d")
-    inner = []
-    if hull is not None and len(hull):
-        hp = frame.apply(hull)
-        ax2.scatter(*hp.T, s=3, c=hp[:, 2], cmap="copper", depthshade=True, linewidths=0, alpha=0.8)
-        inner.append(hp)
-    if box_edges is not None:
-        ax2.add_collection3d(Line3DCollection(box_edges, colors="tab:red", linewidths=1.2))
-        inner.append(box_edges.reshape(-1, 3))
-        if len(pts):
-            lo, hi = box_edges.reshape(-1, 3).min(0), box_edges.reshape(-1, 3).max(0)
-            inside = ((pts >= lo) & (pts <= hi)).all(1)
-            ax2.scatter(*pts[inside].T, s=2, c="tab:green", depthshade=False, linewidths=0)
-    if square is not None:  # a tighter, fainter square: matplotlib draws it over the hull whatever the depth
-        mid2 = square.mean(0)
-        ax2.add_collection3d(
-            Poly3DCollection(
-                [mid2 + 0.6 * (square - mid2)],
-                facecolors=(1.0, 0.55, 0.0, 0.1),
-                edgecolors="tab:orange",
-                linewidths=1.2,
-            )
-        )
-    _set_equal(ax2, np.concatenate(inner) if inner else extent)
-    ax2.set_title(
-        "object: visual hull surface, box (red), sparse points in the box (green)"
-        + (", support plane (orange)" if square is not None else ""),
-        fontsize=9,
-    )
-    ax2.tick_params(labelsize=6)
-    fig.subplots_adjust(left=0, right=1, top=0.93, bottom=0.02, wspace=0.05)
     return figure_png(fig)
 
 

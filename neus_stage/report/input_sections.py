@@ -8,8 +8,9 @@ import numpy as np
 
 from ..artifacts.box import read_bbox_record, read_hull_file
 from ..artifacts.reports import read_report, read_report_if_any
+from .camera_plot import camera_figure
 from .context import ReportContext, SceneFiles
-from .figures import camera_figure, contact_sheet, hull_surface_points, read_sparse_points
+from .figures import contact_sheet, hull_surface_points, read_sparse_points
 from .html import Missing, esc, fmt, img_tag, kv_table, missing_note
 
 

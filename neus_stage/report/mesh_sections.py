@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..artifacts.evaluation import read_error_cloud
 from ..artifacts.meshes import read_mesh_decimated
 from ..artifacts.reports import read_report, read_report_if_any
 from .context import ReportContext
-from .figures import ViewFrame, read_error_cloud, render_mesh_views
+from .figures import ViewFrame, render_mesh_views
 from .html import Missing, df_table, esc, fmt, img_tag, kv_table, missing_note
 
 

@@ -86,6 +86,76 @@ def check_cameras(
         )
 
 
+def _view_files(root: Path, require_masks: bool) -> tuple[list[Path], list[Path]]:
+    """The dataset's images and masks (sorted, the same stems; no masks where there are none)."""
+    image_paths = _glob_images(root / "image")
+    if not image_paths:
+        raise StageError(
+            f"{root / 'image'}: no images; the dataset folder must hold image/, mask/ and cameras_sphere.npz"
+        )
+    mask_paths = _glob_images(root / "mask")
+    if mask_paths and [p.stem for p in mask_paths] != [p.stem for p in image_paths]:
+        raise StageError(f"{root}: image/ and mask/ names differ; each image needs a mask of the same stem")
+    if require_masks and not mask_paths:
+        raise StageError(f"{root / 'mask'}: no masks; give masks or train with use_mask=false")
+    return image_paths, mask_paths
+
+
+def _require_memory(root: Path, image_paths: list[Path], downscale: int, device: torch.device) -> None:
+    """A StageError, before anything is loaded, when the views would not fit on ``device``."""
+    with Image.open(image_paths[0]) as first:
+        w, h = first.size
+    n = len(image_paths)
+    memory.require(
+        memory.image_bytes(n, w // max(downscale, 1), h // max(downscale, 1)),
+        f"{root / 'image'}: {n} views of {w}x{h} (downscale {downscale}) on the {device.type}",
+        f"raise train.image_downscale (now {downscale}) or lower images.max_size and re-run the "
+        "workflow from the sfm stage",
+        device=str(device),
+    )
+
+
+def _read_checked_cameras(path: Path, n_views: int) -> tuple[np.ndarray, np.ndarray]:
+    """World matrices and scale matrix of ``cameras_sphere.npz``, refused when they are not finite."""
+    world_mats, scale_mat = read_cameras_sphere(path, n_views=n_views)
+    if not (np.isfinite(world_mats).all() and np.isfinite(scale_mat).all()):
+        raise StageError(f"{path}: holds NaN or infinite values; fix or rebuild the camera file")
+    return world_mats, scale_mat
+
+
+def _read_views(
+    root: Path, image_paths: list[Path], mask_paths: list[Path], downscale: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images (N,H,W,3) uint8 and masks (N,H,W) bool (None without masks), box-downscaled by ``downscale``."""
+    imgs, masks = [], []
+    for i, p in enumerate(image_paths):
+        im = _read_rgb(p)
+        if downscale > 1:
+            im = _box_downscale(im, downscale)
+        imgs.append(np.asarray(im))
+        if mask_paths:
+            m = Image.fromarray(read_mask(mask_paths[i]).astype(np.uint8) * 255)
+            if downscale > 1:  # a downscaled pixel is foreground where most of its pixels are
+                m = _box_downscale(m, downscale)
+            masks.append(np.asarray(m) > MASK_LEVEL)
+    shapes = {im.shape for im in imgs}
+    if len(shapes) != 1:
+        raise StageError(f"{root / 'image'}: images have different sizes {sorted(shapes)}")
+    if masks and masks[0].shape != imgs[0].shape[:2]:
+        raise StageError(f"{root / 'mask'}: masks are not the size of the images; rebuild the dataset")
+    return np.stack(imgs), np.stack(masks) if masks else None
+
+
+def _split_views(n: int, holdout_every: int) -> tuple[list[int], list[int]]:
+    """(held-out, training) view indices: every ``holdout_every``-th view held out; otherwise view 0 validates
+    and every view trains."""
+    ids = np.arange(n)
+    if holdout_every > 0:
+        val_ids = ids[::holdout_every].tolist()
+        return val_ids, [i for i in ids.tolist() if i not in val_ids]
+    return [0], ids.tolist()
+
+
 class NeusScene:
     """All views of a scene on ``device``: images (N,H,W,3) uint8, masks (N,H,W) bool, inverse intrinsics and
     poses in the normalised frame. ``train_ids`` / ``val_ids`` split the views (holdout_every)."""
@@ -101,53 +171,18 @@ class NeusScene:
     ):
         root = Path(root)
         device = torch.device(device)
-        image_paths = _glob_images(root / "image")
-        if not image_paths:
-            raise StageError(
-                f"{root / 'image'}: no images; the dataset folder must hold image/, mask/ and cameras_sphere.npz"
-            )
-        mask_paths = _glob_images(root / "mask")
-        if mask_paths and [p.stem for p in mask_paths] != [p.stem for p in image_paths]:
-            raise StageError(f"{root}: image/ and mask/ names differ; each image needs a mask of the same stem")
-        if require_masks and not mask_paths:
-            raise StageError(f"{root / 'mask'}: no masks; give masks or train with use_mask=false")
-        with Image.open(image_paths[0]) as first:
-            w, h = first.size
-        n = len(image_paths)
-        memory.require(
-            memory.image_bytes(n, w // max(downscale, 1), h // max(downscale, 1)),
-            f"{root / 'image'}: {n} views of {w}x{h} (downscale {downscale}) on the {device.type}",
-            f"raise train.image_downscale (now {downscale}) or lower images.max_size and re-run the "
-            "workflow from the sfm stage",
-            device=str(device),
-        )
+        image_paths, mask_paths = _view_files(root, require_masks)
+        _require_memory(root, image_paths, downscale, device)
         self.cameras_path = root / "cameras_sphere.npz"
-        world_mats, scale_mat = read_cameras_sphere(self.cameras_path, n_views=len(image_paths))
-        if not (np.isfinite(world_mats).all() and np.isfinite(scale_mat).all()):
-            raise StageError(f"{self.cameras_path}: holds NaN or infinite values; fix or rebuild the camera file")
+        world_mats, scale_mat = _read_checked_cameras(self.cameras_path, len(image_paths))
         K, poses = neus_cameras(world_mats, scale_mat)
         self.names = [p.stem for p in image_paths]
         self.scale_mat = scale_mat
-        imgs, masks = [], []
-        for i, p in enumerate(image_paths):
-            im = _read_rgb(p)
-            if downscale > 1:
-                im = _box_downscale(im, downscale)
-            imgs.append(np.asarray(im))
-            if mask_paths:
-                m = Image.fromarray(read_mask(mask_paths[i]).astype(np.uint8) * 255)
-                if downscale > 1:  # a downscaled pixel is foreground where most of its pixels are
-                    m = _box_downscale(m, downscale)
-                masks.append(np.asarray(m) > MASK_LEVEL)
-        shapes = {im.shape for im in imgs}
-        if len(shapes) != 1:
-            raise StageError(f"{root / 'image'}: images have different sizes {sorted(shapes)}")
-        if masks and masks[0].shape != imgs[0].shape[:2]:
-            raise StageError(f"{root / 'mask'}: masks are not the size of the images; rebuild the dataset")
+        imgs, masks = _read_views(root, image_paths, mask_paths, downscale)
         self.device = device
-        self.images = torch.from_numpy(np.stack(imgs)).to(device)
-        if masks:
-            self.masks = torch.from_numpy(np.stack(masks)).to(device)
+        self.images = torch.from_numpy(imgs).to(device)
+        if masks is not None:
+            self.masks = torch.from_numpy(masks).to(device)
         else:
             self.masks = torch.ones(self.images.shape[:3], dtype=torch.bool, device=device)
         self.has_masks = bool(mask_paths)
@@ -157,12 +192,7 @@ class NeusScene:
         self.K_inv = torch.from_numpy(np.linalg.inv(K)).float().to(device)
         self.poses = torch.from_numpy(poses).float().to(device)
         self.n, self.h, self.w = self.images.shape[:3]
-        ids = np.arange(self.n)
-        if holdout_every > 0:
-            self.val_ids = ids[::holdout_every].tolist()
-            self.train_ids = [i for i in ids.tolist() if i not in self.val_ids]
-        else:
-            self.val_ids, self.train_ids = [0], ids.tolist()
+        self.val_ids, self.train_ids = _split_views(self.n, holdout_every)
         self._train = torch.tensor(self.train_ids, device=device)
         self._fg = self._foreground_pixels()
         log.info(
