@@ -10,8 +10,6 @@ covered by the projection of the cut hull.
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .cameras import pixel_index, project
 
@@ -27,14 +25,22 @@ def splat(projection: np.ndarray, points: np.ndarray, radius: int, height: int, 
     ``radius`` pixels (half side)."""
     uv, z = project(projection, points)
     u, v, inside = pixel_index(uv[z > 1e-12], width, height)
-    img = np.zeros((height, width), dtype=np.float32)
-    img[v[inside], u[inside]] = 1.0
-    if radius > 0:
-        t = torch.from_numpy(img)[None, None]
-        t = F.max_pool2d(t, (1, 2 * radius + 1), stride=1, padding=(0, radius))
-        t = F.max_pool2d(t, (2 * radius + 1, 1), stride=1, padding=(radius, 0))
-        img = t[0, 0].numpy()
-    return img > 0
+    img = np.zeros((height, width), dtype=bool)
+    img[v[inside], u[inside]] = True
+    return dilate_square(img, radius)
+
+
+def dilate_square(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` (H,W; non-zero = set) dilated by a square of half side ``radius`` px, pixels beyond the border
+    counting as unset: bool (H,W). OpenCV's separable morphology, whose cost barely grows with the radius (a 2 MP
+    mask: 3-6 ms, against 50-470 ms for a pair of max-pools)."""
+    mask = np.asarray(mask) > 0
+    if radius <= 0:
+        return mask
+    import cv2
+
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
 
 
 def _view_radius(P: np.ndarray, box_min: np.ndarray, box_max: np.ndarray, shape: tuple[int, ...]) -> int:

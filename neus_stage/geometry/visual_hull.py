@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .cameras import pixel_index, project
 from .carving import View, vote
 from .halfspace import voxel_centers
+from .silhouette import dilate_square
 
 
 def mask_view(P: np.ndarray, mask: np.ndarray, voxel: float, center: np.ndarray) -> View:
@@ -26,11 +26,7 @@ def mask_view(P: np.ndarray, mask: np.ndarray, voxel: float, center: np.ndarray)
     depth = float(P[2] @ center / np.linalg.norm(P[2, :3]))
     r = min(int(np.ceil(0.5 * focal * voxel / max(depth, 1e-9))), max(h, w) // 8)
     Pt = torch.from_numpy(P).float()
-    m = torch.from_numpy(mask).float()[None, None]
-    if r > 0:  # separable square dilation
-        m = F.max_pool2d(m, (1, 2 * r + 1), stride=1, padding=(0, r))
-        m = F.max_pool2d(m, (2 * r + 1, 1), stride=1, padding=(r, 0))
-    flat = (m[0, 0] > 0).flatten()
+    flat = torch.from_numpy(dilate_square(mask, r)).flatten()
 
     def look(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         uv, z = project(Pt, torch.from_numpy(points))
