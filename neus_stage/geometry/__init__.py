@@ -1,4 +1,5 @@
-"""Pure geometry: arrays (and callables) in, arrays out; no files, no stage logic.
+"""Pure geometry: arrays (and callables) in, arrays out; no files, no stage logic. Import the modules themselves:
+the package imports nothing, so that a stage that needs no torch does not load it.
 
 - :mod:`.cameras`: the one camera type, the one projection (``project``, ``pixel_index``) and NeuS's camera
   convention.
@@ -24,23 +25,3 @@
   baked atlas of the export; :mod:`.upright`: the upright frame;
   :mod:`.retrieval`: image pairs for matching large photo sets.
 """
-
-from .halfspace import cut_occupancy, cut_sdf, cut_sdf_grid
-from .silhouette import lowest_safe_cut, silhouette_loss
-from .support import SupportPlane, SupportSearch, find_support, fit_support_plane, up_prior
-from .visibility import observed_faces, visibility_cull
-
-__all__ = [
-    "SupportPlane",
-    "SupportSearch",
-    "cut_occupancy",
-    "cut_sdf",
-    "cut_sdf_grid",
-    "find_support",
-    "fit_support_plane",
-    "lowest_safe_cut",
-    "observed_faces",
-    "silhouette_loss",
-    "up_prior",
-    "visibility_cull",
-]
