@@ -33,7 +33,8 @@ from .artifacts.reports import write_report
 from .artifacts.textured import png_bytes, read_colored_mesh, write_glb, write_obj, write_preview
 from .errors import StageError
 from .export_sources import ExportViews, network_colors
-from .geometry.texture import View, masked_psnr, render_textured, vertex_normals
+from .geometry.mesh_tools import vertex_normals
+from .geometry.texture import View, masked_psnr, render_textured
 from .geometry.textured_mesh import atlas_texels, bake_texture, decimate, unwrap
 from .progress import Progress
 from .timing import StageTimer

@@ -38,6 +38,7 @@ def edge_stats(faces: np.ndarray) -> dict:
 
 def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals (V,3)."""
+    verts, faces = np.asarray(verts, dtype=np.float64), np.asarray(faces, dtype=np.int64)
     t = verts[faces]
     fn = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
     idx = faces.reshape(-1)

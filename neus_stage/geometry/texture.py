@@ -83,17 +83,6 @@ def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int, chunk: int = 1 <<
     return face_id.reshape(size, size), bary.reshape(size, size, 3)
 
 
-def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (V, 3)."""
-    v = np.asarray(verts, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    cross = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    vn = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(vn, f[:, k], cross)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-30)
-
-
 def interpolate(values: np.ndarray, faces: np.ndarray, face_id: np.ndarray, bary: np.ndarray) -> np.ndarray:
     """Per-vertex ``values`` (V, C) interpolated at points given by face ids (N,) and barycentrics (N, 3)."""
     f = np.asarray(faces, dtype=np.int64)[face_id]

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StageError
-from .texture import View, bake_colors, fill_texture, interpolate, rasterize_uv, vertex_normals
+from .mesh_tools import vertex_normals
+from .texture import View, bake_colors, fill_texture, interpolate, rasterize_uv
 
 log = logging.getLogger(__name__)
 
