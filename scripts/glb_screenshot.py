@@ -150,34 +150,36 @@ def screenshot(
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
-        proc = subprocess.Popen(
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--hide-scrollbars",
-                "--use-angle=swiftshader",
-                "--enable-unsafe-swiftshader",
-                "--ignore-gpu-blocklist",
-                f"--window-size={width},{height}",
-                f"--user-data-dir={Path(tmp) / 'profile'}",
-                url,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        log = Path(tmp) / "chromium.log"  # a file, not a pipe: nobody reads a pipe while the page loads
+        with log.open("w") as log_file:
+            proc = subprocess.Popen(
+                [
+                    browser,
+                    "--headless",
+                    "--no-sandbox",
+                    "--hide-scrollbars",
+                    "--use-angle=swiftshader",
+                    "--enable-unsafe-swiftshader",
+                    "--ignore-gpu-blocklist",
+                    f"--window-size={width},{height}",
+                    f"--user-data-dir={Path(tmp) / 'profile'}",
+                    url,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
         try:
             done.wait(timeout_s)
         finally:
             proc.terminate()
             try:
-                _, stderr = proc.communicate(timeout=30)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                _, stderr = proc.communicate()
+                proc.wait()
             server.shutdown()
             server.server_close()
+        stderr = log.read_text(errors="replace")
     if "error" in posted:
         raise SystemExit(f"glb_screenshot: three.js could not load {glb}: {posted['error'].decode(errors='replace')}")
     if "shot" not in posted:
