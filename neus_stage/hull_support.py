@@ -58,10 +58,11 @@ def _camera_frames(world_mats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def support_points(
     dataset_dir: Path, stems: list[str], world_mats: np.ndarray, sparse_dir: Path | None
-) -> tuple[np.ndarray, dict]:
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """World points to find the support plane in: the SfM model's (``sparse_dir``, mapped from the SfM frame
-    into the dataset's world by meta.json's similarity) or, for reference cameras, points triangulated from
-    the dataset's images with its cameras held fixed."""
+    into the dataset's world by meta.json's similarity; with which of the views ``stems`` observe each, (N, V)
+    bool) or, for reference cameras, points triangulated from the dataset's images with its cameras held
+    fixed (no views)."""
     if sparse_dir is not None:
         from .artifacts.sfm import read_sfm_points
         from .frames import sfm_to_world
@@ -69,17 +70,26 @@ def support_points(
         sparse_dir = Path(sparse_dir)
         if not sparse_dir.is_dir():
             raise StageError(f"{sparse_dir}: SfM model not found; run the sfm stage or leave out --sparse")
-        pts = sfm_to_world(dataset_dir).apply(read_sfm_points(sparse_dir).xyz)
-        return pts, {"kind": "sfm points", "path": str(sparse_dir), "points": int(len(pts))}
+        sfm = read_sfm_points(sparse_dir)
+        pts = sfm_to_world(dataset_dir).apply(sfm.xyz)
+        index = {s: i for i, s in enumerate(stems)}
+        views = np.zeros((len(pts), len(stems)), dtype=bool)
+        for i, observing in enumerate(sfm.views):
+            views[i, [index[s] for s in observing if s in index]] = True
+        return pts, views, {"kind": "sfm points", "path": str(sparse_dir), "points": int(len(pts))}
     from .triangulate import triangulate_known_cameras
 
     pts, stats = triangulate_known_cameras(Path(dataset_dir) / "image", [f"{s}.png" for s in stems], world_mats)
-    return pts, {
-        "kind": "triangulated with the dataset's cameras held fixed",
-        "path": str(Path(dataset_dir) / "image"),
-        "points": int(len(pts)),
-        **stats,
-    }
+    return (
+        pts,
+        None,
+        {
+            "kind": "triangulated with the dataset's cameras held fixed",
+            "path": str(Path(dataset_dir) / "image"),
+            "points": int(len(pts)),
+            **stats,
+        },
+    )
 
 
 def _search(
@@ -89,7 +99,7 @@ def _search(
     triangulation: the run goes on). ``rec`` receives the points' source and the search, ``points_out`` the
     points and the found plane's inliers."""
     try:
-        pts, source = support_points(dataset_dir, stems, world_mats, sparse_dir)
+        pts, views, source = support_points(dataset_dir, stems, world_mats, sparse_dir)
     except StageError as exc:
         rec.update(reason="no points", message=f"no points to find a support plane in: {exc}")
         return None
@@ -97,6 +107,8 @@ def _search(
     centres, ups = _camera_frames(world_mats)
     search = find_support(pts, centres, ups)
     points_out["support_points"] = pts.astype(np.float32)
+    if views is not None:
+        points_out["support_views"] = views
     points_out["support_inliers"] = search.plane.inliers if search.plane is not None else np.zeros(len(pts), dtype=bool)
     rec["search"] = search.to_json()
     rec.update(reason=search.reason, message=search.message)

@@ -1,6 +1,7 @@
 """Quality without ground truth: what a user can trust of a finished scene when nothing is known to compare.
 
-Two checks, neither of which uses what training fitted:
+Two checks, neither of which uses what training fitted (with the surface-point term, ``point_weight``,
+training fits the same points, so the geometry check then measures only the points it held out):
 
 - **geometry**: the SfM points of the object (the sparse model's points that lie inside the visual hull,
   which COLMAP triangulated from the photos independently of the trained surface) against the mesh: the
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts.box import read_hull, read_hull_file, read_world_box
+from .artifacts.box import held_out_points, read_hull, read_hull_file, read_world_box
 from .artifacts.reports import read_report_if_any, write_report
 from .errors import StageError
 
@@ -66,6 +67,21 @@ def inside_hull(points: np.ndarray, hull_npz: Path, scale_mat: np.ndarray, dilat
     return ok & occ[idx[:, 0], idx[:, 1], idx[:, 2]]
 
 
+def untrained_points(scene_dir: Path, n: int) -> tuple[np.ndarray, str]:
+    """Which of the scene's ``n`` points (hull.npz's order, the SfM model's) the training did not fit, and how
+    they were chosen: all where training ran without the surface-point term (neus/config.yaml's
+    point_weight 0), else the held-out ones (``held_out_points``); none where it fitted every point."""
+    import yaml
+
+    cfg = yaml.safe_load(p.read_text()) if (p := Path(scene_dir) / "neus" / "config.yaml").is_file() else None
+    if not cfg or float(cfg.get("point_weight", 0.0)) <= 0:
+        return np.ones(n, dtype=bool), ""
+    every = int(cfg.get("holdout_every", 0))
+    if every <= 0:
+        return np.zeros(n, dtype=bool), "training fitted every scene point (point_weight > 0, holdout_every 0)"
+    return held_out_points(n, every), f"every {every}th point, held out from training's surface-point term"
+
+
 def object_points(scene_dir: Path) -> tuple[np.ndarray, list[list[str]] | None, dict]:
     """The object's points (world, (N,3)), the photos that observe each (SfM points; None for triangulated
     ones) and where they came from; (empty, None, reason) where there are none."""
@@ -92,25 +108,18 @@ def object_points(scene_dir: Path) -> tuple[np.ndarray, list[list[str]] | None, 
         sfm_points = read_sfm_points(sparse)
         views = sfm_points.views
         pts = sfm_to_world(scene_dir / "dataset").apply(sfm_points.xyz)
-        keep = inside_hull(pts, hull, scale_mat)
-        return (
-            pts[keep],
-            [v for v, k in zip(views, keep) if k],
-            {"kind": "SfM points inside the visual hull", "path": str(sparse), "points_total": int(len(pts))},
-        )
-    pts = read_hull_file(hull).support_points
-    if pts is None:
-        return np.zeros((0, 3)), None, {"reason": "no SfM model and no triangulated points in hull.npz"}
-    keep = inside_hull(pts, hull, scale_mat)
-    return (
-        pts[keep],
-        None,
-        {
-            "kind": "points triangulated with the reference cameras, inside the visual hull",
-            "path": str(hull),
-            "points_total": int(len(pts)),
-        },
-    )
+        kind, path = "SfM points inside the visual hull", sparse
+    else:
+        pts, views = read_hull_file(hull).support_points, None
+        if pts is None:
+            return np.zeros((0, 3)), None, {"reason": "no SfM model and no triangulated points in hull.npz"}
+        kind, path = "points triangulated with the reference cameras, inside the visual hull", hull
+    untrained, how = untrained_points(scene_dir, len(pts))
+    if not untrained.any():
+        return np.zeros((0, 3)), None, {"reason": f"no points independent of the training: {how}"}
+    keep = inside_hull(pts, hull, scale_mat) & untrained
+    src = {"kind": f"{kind}; {how}" if how else kind, "path": str(path), "points_total": int(len(pts))}
+    return pts[keep], None if views is None else [v for v, k in zip(views, keep) if k], src
 
 
 def geometry_check(scene_dir: Path, mesh_path: Path) -> dict:

@@ -4,7 +4,8 @@
 (``world.min/max``), whether the hull was carved (``carved``: false for a scene without masks) and the
 support-plane decision (``support``). ``hull.npz`` holds the occupancy grid (``occupancy``, bool R^3) over
 ``bounds_min .. bounds_max`` (normalised frame), the dataset's ``scale_mat`` and, where a support plane was
-searched, the points searched (``support_points``, world) and its inliers (``support_inliers``).
+searched, the points searched (``support_points``, world), its inliers (``support_inliers``) and, for SfM
+points, which dataset views observe each (``support_views``, bool (N, V), from the tracks).
 
 The visual-hull stage writes both (atomically: a reader sees the old file or the new one); training, the
 mesh, quality and report stages read them only through this module, so a malformed file is one error that
@@ -122,6 +123,7 @@ class Hull:
     scale_mat: np.ndarray | None = None  # (4, 4): normalised -> world
     support_points: np.ndarray | None = None  # (N, 3) world: the points the support search used
     support_inliers: np.ndarray | None = None  # (N,) bool: the support plane's inliers among them
+    support_views: np.ndarray | None = None  # (N, V) bool: which dataset views observe each point (SfM tracks)
 
     def voxel(self) -> np.ndarray:
         return (self.bounds_max - self.bounds_min) / np.array(self.occupancy.shape)
@@ -136,7 +138,7 @@ def write_hull(
     **extra: np.ndarray,
 ) -> None:
     """Write a hull.npz atomically (all or nothing: training and meshing read it). ``extra``: further arrays
-    (``background_votes``, ``support_points``, ``support_inliers``, ``carved``)."""
+    (``background_votes``, ``support_points``, ``support_inliers``, ``support_views``, ``carved``)."""
     occupancy = np.asarray(occupancy, dtype=bool)
     if occupancy.ndim != 3:
         raise ValueError(f"hull occupancy must be a 3-D grid, got shape {occupancy.shape}")
@@ -164,6 +166,7 @@ def read_hull_file(path: Path) -> Hull:
             scale = data["scale_mat"].astype(np.float64) if "scale_mat" in data.files else None
             pts = data["support_points"].astype(np.float64) if "support_points" in data.files else None
             inl = data["support_inliers"].astype(bool) if "support_inliers" in data.files else None
+            views = data["support_views"].astype(bool) if "support_views" in data.files else None
     except (OSError, ValueError, KeyError) as exc:
         raise StageError(f"{path}: not a hull.npz with occupancy, bounds_min, bounds_max ({exc}); {REBUILD}") from exc
     if occ.ndim != 3 or not (np.isfinite(lo).all() and np.isfinite(hi).all() and (hi > lo).all()):
@@ -171,7 +174,19 @@ def read_hull_file(path: Path) -> Hull:
             f"{path}: occupancy must be a 3-D grid over a valid box (shape {occ.shape}, box "
             f"{lo.tolist()} .. {hi.tolist()}); {REBUILD}"
         )
-    return Hull(occ, lo, hi, scale, pts, inl)
+    if views is not None and (pts is None or views.ndim != 2 or len(views) != len(pts)):
+        raise StageError(f"{path}: support_views does not match support_points; {REBUILD}")
+    return Hull(occ, lo, hi, scale, pts, inl, views)
+
+
+def held_out_points(n: int, every: int) -> np.ndarray:
+    """Which of a hull's ``n`` scene points (``support_points``, in their order) training leaves out of its
+    surface-point term when it holds out every ``every``-th view: every ``every``-th point, so the quality
+    check can measure the mesh on points the training never fitted (all False for ``every`` <= 0)."""
+    out = np.zeros(n, dtype=bool)
+    if every > 0:
+        out[::every] = True
+    return out
 
 
 def read_hull(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -182,6 +197,7 @@ def read_hull(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 __all__ = [
     "Hull",
+    "held_out_points",
     "read_bbox",
     "read_bbox_record",
     "read_hull",
