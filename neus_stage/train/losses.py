@@ -13,11 +13,16 @@ from .schedule import StepValues
 
 
 def loss_terms(
-    out: dict, batch: dict[str, torch.Tensor], cfg: TrainConfig, eik_box: torch.Tensor | None
+    out: dict,
+    batch: dict[str, torch.Tensor],
+    cfg: TrainConfig,
+    eik_box: torch.Tensor | None,
+    at_points: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The named loss terms (unweighted). Colour: NeuS's L1 summed over the channels and divided by the
     mask's pixel count (the whole batch without masks); mask: BCE of the opacity; eikonal over the
-    rendered samples and the random box points together."""
+    rendered samples and the random box points together; points: mean |sdf| at the surface points drawn,
+    free_space: mean relu(-sdf) on their lines of sight (``at_points``, see scene_points.py; zero without)."""
     if cfg.use_mask:
         mask = batch["mask"]
         color = ((out["rgb"] - batch["rgb"]).abs().sum(-1) * mask).sum() / (mask.sum() + 1e-5)
@@ -31,7 +36,16 @@ def loss_terms(
     eikonal, n = out["eikonal"], out["n_eval"]
     if eik_box is not None and len(eik_box):
         eikonal = (eikonal * n + eik_box.sum()) / (n + len(eik_box))
-    return {"color": color, "mask": mask_loss, "eikonal": eikonal, "curvature": out["curvature"]}
+    zero = torch.zeros_like(color)
+    surface, sight = at_points if at_points is not None else (zero[None], zero[None])
+    return {
+        "color": color,
+        "mask": mask_loss,
+        "eikonal": eikonal,
+        "curvature": out["curvature"],
+        "points": surface.abs().mean() if len(surface) else zero,
+        "free_space": F.relu(-sight).mean() if len(sight) else zero,
+    }
 
 
 def total_loss(terms: dict[str, torch.Tensor], cfg: TrainConfig, v: StepValues) -> torch.Tensor:
@@ -41,6 +55,7 @@ def total_loss(terms: dict[str, torch.Tensor], cfg: TrainConfig, v: StepValues) 
         + (cfg.mask_weight * terms["mask"] if cfg.use_mask else 0.0)
         + cfg.eikonal_weight * terms["eikonal"]
         + v.curvature_weight * terms["curvature"]
+        + cfg.point_weight * (terms["points"] + terms["free_space"])
     )
 
 

@@ -3,6 +3,7 @@ the occupancy grid, the optimiser, the resumed state, config.yaml; held together
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,11 @@ from .device import autocast_dtype, pick_device
 from .fields import NeuSModel
 from .hull_grid import hull_prior_grid
 from .renderer import OccupancyGrid
+from .scene_points import ScenePoints, scene_points
 from .schedule import Schedule
 from .train_log import TrainLog
+
+log = logging.getLogger(__name__)
 
 
 def training_box(hull_path: Path | None, bbox_path: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -143,6 +147,7 @@ class TrainingRun:
     t0: float
     total_samples: int = 0
     total_rays: int = 0
+    points: ScenePoints | None = None
 
     def checkpoint_payload(self, step: int) -> dict:
         """What checkpoint.pt and the resumable ckpt/last.pt hold after ``step`` steps."""
@@ -256,4 +261,5 @@ def prepare_run(
         outside=outside,
         dropped=dropped,
         t0=time.time(),
+        points=scene_points(cfg, hull_path, hull, box_min, box_max, scene.poses_np[:, :3, 3], scene.train_ids, device),
     )

@@ -26,6 +26,8 @@ LOG_COLUMNS = [
     "samples",
     "seconds",
     "curvature",
+    "points",
+    "free_space",
 ]
 
 
@@ -68,6 +70,8 @@ class TrainLog:
                 terms["eikonal"].detach(),
                 terms["curvature"].detach(),
                 model.inv_s().detach(),
+                terms["points"].detach(),
+                terms["free_space"].detach(),
             ]
         )
         finite = torch.isfinite(out["rgb"]).all() & torch.isfinite(out["opacity"]).all()
@@ -88,11 +92,13 @@ class TrainLog:
             samples=out["n_eval"],
             seconds=seconds,
             curvature=values[4],
+            points=values[6],
+            free_space=values[7],
         )
         self.csv.writerow([row[c] for c in LOG_COLUMNS])
         self.file.flush()
         if self.writer is not None:
-            for name in LOG_COLUMNS[1:9] + ["curvature"]:
+            for name in LOG_COLUMNS[1:9] + ["curvature", "points", "free_space"]:
                 self.writer.add_scalar(f"train/{name}", row[name], step)
         return {"finite": True, **row}
 

@@ -26,6 +26,7 @@ from .fields import reduced_precision
 from .losses import loss_terms, total_loss
 from .prepare import TrainingRun, precision_name, prepare_run
 from .renderer import eikonal_points, render_rays
+from .scene_points import point_sdf
 from .schedule import StepValues
 from .validation import fill_unseen, validation
 
@@ -127,13 +128,14 @@ def train_step(run: TrainingRun, step: int, v: StepValues) -> tuple[dict, dict, 
             gen=run.gen,
         )
         eik = eikonal_points(run.model, cfg.eikonal_points, cfg, run.gen) if cfg.eikonal_points > 0 else None
+        at_points = point_sdf(run.model, run.points, cfg.point_batch, run.gen)
     n_eval = out["n_eval"]
     if n_eval == 0:  # every sample fell in empty cells: nothing to learn from
         log.warning("step %d: no samples in occupied cells; refreshing the occupancy grid", step)
         if occupancy is not None:
             occupancy.grid = occupancy.base.clone()
         return None
-    terms = loss_terms(out, batch, cfg, eik)
+    terms = loss_terms(out, batch, cfg, eik, at_points)
     loss = total_loss(terms, cfg, v)
     run.opt.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
