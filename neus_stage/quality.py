@@ -54,17 +54,11 @@ PSNR_DROP_DB = 3.0
 def inside_hull(points: np.ndarray, hull_npz: Path, scale_mat: np.ndarray, dilate: int = 1) -> np.ndarray:
     """Which world points (N,3) lie in the visual hull of ``hull_npz`` (occupancy in the normalised frame of
     ``scale_mat``), dilated by ``dilate`` voxels."""
-    from scipy.ndimage import binary_dilation
+    from .geometry.grid_lookup import grow, in_grid
 
     occ, lo, hi = read_hull(hull_npz)
-    if dilate:
-        occ = binary_dilation(occ, structure=np.ones((3, 3, 3), dtype=bool), iterations=dilate)
     r, c = float(scale_mat[0, 0]), scale_mat[:3, 3]
-    x = (np.asarray(points, dtype=np.float64) - c) / r
-    idx = np.floor((x - lo) / (hi - lo) * np.array(occ.shape)).astype(int)
-    ok = ((idx >= 0) & (idx < np.array(occ.shape))).all(1)
-    idx = np.clip(idx, 0, np.array(occ.shape) - 1)
-    return ok & occ[idx[:, 0], idx[:, 1], idx[:, 2]]
+    return in_grid((np.asarray(points, dtype=np.float64) - c) / r, grow(occ, dilate), lo, hi)
 
 
 def untrained_points(scene_dir: Path, n: int) -> tuple[np.ndarray, str]:

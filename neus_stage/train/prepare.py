@@ -3,7 +3,6 @@ the occupancy grid, the optimiser, the resumed state, config.yaml; held together
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,6 @@ from .renderer import OccupancyGrid
 from .scene_points import ScenePoints, scene_points
 from .schedule import Schedule
 from .train_log import TrainLog
-
-log = logging.getLogger(__name__)
 
 
 def training_box(hull_path: Path | None, bbox_path: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

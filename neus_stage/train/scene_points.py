@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..artifacts.box import held_out_points, read_hull_file
+from ..geometry.grid_lookup import grow, in_grid
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -41,16 +41,6 @@ class ScenePoints:
     sight_o: torch.Tensor
     sight_d: torch.Tensor
     sight_len: torch.Tensor
-
-
-def _in_grown_hull(x: np.ndarray, hull: np.ndarray, box_min: np.ndarray, box_max: np.ndarray) -> np.ndarray:
-    """Which normalised points (N,3) lie in the hull occupancy dilated by one voxel."""
-    grown = F.max_pool3d(torch.from_numpy(hull.astype(np.float32))[None, None], 3, stride=1, padding=1)[0, 0] > 0
-    res = np.array(hull.shape)
-    idx = np.floor((x - box_min) / (box_max - box_min) * res).astype(np.int64)
-    ok = ((idx >= 0) & (idx < res)).all(1)
-    idx = np.clip(idx, 0, res - 1)
-    return ok & grown.numpy()[idx[:, 0], idx[:, 1], idx[:, 2]]
 
 
 def _lines_of_sight(
@@ -89,7 +79,7 @@ def scene_points(
         log.info("point_weight: %s holds no scene points; training without the point terms", hull_path)
         return None
     x = (h.support_points - h.scale_mat[:3, 3]) / h.scale_mat[0, 0]
-    ok = _in_grown_hull(x, hull, box_min, box_max)
+    ok = in_grid(x, grow(hull, 1), box_min, box_max)
     if h.support_inliers is not None:
         ok &= ~h.support_inliers
     ok &= ~held_out_points(len(x), cfg.holdout_every)  # kept for the quality check
