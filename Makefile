@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml
 	fi
 	@echo "setup: installing neus-stage and its dependencies into $(VENV)"
 	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@# rembg imports pymatting, whose numba kernels compile on their first import (about a minute on 2
+	@# cores) and are cached beside it: compile them here, not in the first run's masks stage
+	@echo "setup: compiling rembg's numba kernels (once)"
+	@$(BIN)/python -c "import rembg" 2>/dev/null || true
 	@touch $(STAMP)
 
 $(MODEL): scripts/install_models.py | $(STAMP)
