@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,9 +23,10 @@ from .geometry.mask_hull import (
     HULL_OUTLIER_SHARE,
     convergence_point,
     hull_occupancy,
+    hull_surface,
     hull_votes,
     object_region,
-    project_hull,
+    project_surface,
     well_seen,
 )
 from .masks_check import (
@@ -37,6 +39,10 @@ from .masks_check import (
     degenerate,
     repair,
 )
+from .threads import map_views
+
+if TYPE_CHECKING:
+    from .segment import WorkImage
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +124,14 @@ def _rembg_masks(model: str, threshold: float, images: dict[str, Path]) -> dict[
     return {s: p >= threshold * 255 for s, p in probs.items()}
 
 
+def _silhouettes(cams, surface: np.ndarray, voxel: float, shapes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    """The hull (its surface voxels' centres) projected into every view, at each view's image size."""
+    names = list(cams.names)
+    return dict(zip(names, map_views(lambda s: project_surface(cams, s, surface, voxel, shapes[s]), names)))
+
+
 def _refined(
-    views: MaskViews, pictures: dict[str, Path], seeds: dict, priors: dict | None, name: str, rounds: int
+    views: MaskViews, pictures: dict[str, WorkImage], seeds: dict, priors: dict | None, name: str, rounds: int
 ) -> dict[str, np.ndarray]:
     """GrabCut masks from ``seeds`` and ``priors``, refined over ``rounds`` of hull <-> masks: the views' masks
     vote a loose hull, whose projection is the next round's probable object."""
@@ -136,7 +148,7 @@ def _refined(
         loose = hull_occupancy(seen, background, HULL_OUTLIER_SHARE, min_views=well_seen(voters))
         if not loose.any():
             break
-        priors = {s: project_hull(cams, s, loose, X, voxel, masks[s].shape) for s in cams.names}
+        priors = _silhouettes(cams, hull_surface(loose, X), voxel, {s: m.shape for s, m in masks.items()})
         masks = segment_views(pictures, seeds, priors, desc=f"{name} masks, round {r + 2}")
     return masks
 
@@ -150,14 +162,15 @@ def _geometry_candidates(
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict, dict]:
     """Geometry-seeded masks (and, with rembg's, fused ones), each refined over ``rounds`` of hull <-> masks;
     the seeds per view and the SfM points' labels."""
-    from .segment import classify_points, view_seeds
+    from .segment import classify_points, view_seeds, work_images
 
     centre = convergence_point(views.cams)
     if centre is None:
         centre = np.median(views.points, axis=0)
     labels = classify_points(views.cams, views.rec, sizes, centre)
     seeds = view_seeds(views, labels)
-    pictures = {s: images[s] for s in views.names}  # read view by view: memory flat in the photo count
+    # read once at GrabCut's working size (about 0.5 MB a view) for all candidates and rounds
+    pictures = work_images({s: images[s] for s in views.names})
     starts = {"geometry": None}
     if rembg_masks is not None:
         starts["fused"] = {s: rembg_masks[s] for s in views.names}

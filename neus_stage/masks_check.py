@@ -26,13 +26,15 @@ from .geometry.mask_hull import (
     HULL_OUTLIER_SHARE,
     footprint_px,
     hull_occupancy,
+    hull_surface,
     hull_votes,
     iou,
     object_region,
-    project_hull,
+    project_surface,
     well_seen,
 )
-from .progress import track
+from .geometry.silhouette import dilate_cross
+from .threads import map_views
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +178,13 @@ class Consistency:
 def _hull_ious(
     cams: CameraSet, masks: dict[str, np.ndarray], occ: np.ndarray, X: np.ndarray, voxel: float
 ) -> dict[str, float]:
-    return {s: iou(masks[s], project_hull(cams, s, occ, X, voxel, masks[s].shape)) for s in cams.names}
+    P = hull_surface(occ, X)
+
+    def one(s: str) -> float:
+        return iou(masks[s], project_surface(cams, s, P, voxel, masks[s].shape))
+
+    names = list(cams.names)
+    return dict(zip(names, map_views(one, names)))
 
 
 def check_consistency(
@@ -335,19 +343,21 @@ def repair(views: MaskViews, masks: dict[str, np.ndarray], check: Consistency) -
     evidence = _observations_in(views, strict, lo, voxel) if outliers and views.rec is not None else None
     final = dict(masks)
     centre = 0.5 * (lo + hi)
-    for s in track(cams.names, "repairing masks", unit="views"):
+    loose_surface, strict_surface = hull_surface(loose, X), hull_surface(strict, X)
+
+    def repaired(s: str) -> np.ndarray:
         d = footprint_px(cams, s, voxel, centre)
-        own = masks[s] & ndimage.binary_dilation(
-            project_hull(cams, s, loose, X, voxel, masks[s].shape), iterations=2 * d
-        )
+        own = masks[s] & dilate_cross(project_surface(cams, s, loose_surface, voxel, masks[s].shape), 2 * d)
         if s in outliers:
             own |= restore_missing_parts(
                 masks[s],
-                project_hull(cams, s, strict, X, voxel, masks[s].shape),
+                project_surface(cams, s, strict_surface, voxel, masks[s].shape),
                 d,
                 None if evidence is None else evidence.get(s, np.zeros((0, 2))),
             )
-        final[s] = own
+        return own
+
+    final.update(zip(cams.names, map_views(repaired, list(cams.names), "repairing masks")))
     consistency = {
         "n_views": len(cams),
         "hull_resolution": list(strict.shape),

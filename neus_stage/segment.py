@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from .geometry.cameras import CameraSet, pixel_index
-from .progress import Progress
+from .threads import map_views
 
 if TYPE_CHECKING:
     from .masks_check import MaskViews
@@ -161,30 +161,50 @@ def seed_radius(xy: np.ndarray, shape: tuple[int, int]) -> float:
     return float(np.clip(2.0 * np.median(d[:, 1]), 2.0, 0.06 * max(shape)))
 
 
+@dataclass(frozen=True)
+class WorkImage:
+    """A view's image at GrabCut's working size (``small``, long side at most ``WORK_SIZE``), the factor
+    ``scale`` it was reduced by and the full image's ``shape`` (H, W) that the masks come back at."""
+
+    small: np.ndarray
+    scale: float
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, image: np.ndarray, work_size: int = WORK_SIZE) -> WorkImage:
+        import cv2
+
+        h, w = image.shape[:2]
+        s = min(1.0, work_size / max(h, w))
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if s < 1 else image
+        return cls(np.ascontiguousarray(small), s, (h, w))
+
+
 def grabcut(
-    image: np.ndarray,
+    image: np.ndarray | WorkImage,
     fg: np.ndarray,
     bg: np.ndarray,
     prior: np.ndarray | None,
     *,
-    work_size: int = WORK_SIZE,
     iterations: int = 3,
 ) -> np.ndarray:
     """One view's mask from seeds and a prior: GrabCut (OpenCV) on colour at a working size.
 
-    ``fg``/``bg`` (K,2) are pixel positions of object and background seeds (definite labels); ``prior``
-    (H,W) bool marks the probable object (a projected hull, or rembg's mask), else the seeds' own
-    neighbourhood (disks as large as the seeds' spacing, closed) is the probable object."""
+    ``image`` is the full image or its :class:`WorkImage`; ``fg``/``bg`` (K,2) are pixel positions (full
+    size) of object and background seeds (definite labels); ``prior`` (H,W) bool marks the probable object (a
+    projected hull, or rembg's mask), else the seeds' own neighbourhood (disks as large as the seeds' spacing,
+    closed) is the probable object. GrabCut's colour models start from k-means with OpenCV's random
+    generator, seeded here for each view, so a view's mask does not depend on which views (or thread) ran
+    before it."""
     import cv2
 
-    h, w = image.shape[:2]
-    s = min(1.0, work_size / max(h, w))
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if s < 1 else image
-    sh = (size[1], size[0])
+    work = image if isinstance(image, WorkImage) else WorkImage.of(image)
+    s, (h, w), small = work.scale, work.shape, work.small
+    sh = small.shape[:2]
     fg_s, bg_s = fg * s, bg * s
     if prior is not None:
-        probable = cv2.resize(prior.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0 if s < 1 else prior
+        probable = cv2.resize(prior.astype(np.uint8), (sh[1], sh[0]), interpolation=cv2.INTER_NEAREST) > 0
     else:
         rad = seed_radius(fg_s, sh)
         probable = ndimage.binary_closing(_disk_mask(sh, fg_s, rad), iterations=max(1, int(rad)))
@@ -197,6 +217,7 @@ def grabcut(
         out_small = foreground
     else:
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        cv2.setRNGSeed(0)  # the calling thread's generator
         cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), labels, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
         out_small = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
     if s < 1:
@@ -229,24 +250,36 @@ def seed_agreement(masks: dict[str, np.ndarray], seeds: dict[str, tuple[np.ndarr
     }
 
 
+def work_images(images: dict[str, Path], desc: str = "reading views") -> dict[str, WorkImage]:
+    """Each view's image at GrabCut's working size, read once (about 0.5 MB a view, whatever the photos'
+    size): the rounds of :func:`segment_views` reuse them instead of decoding every image again."""
+    from .photos import read_photo
+
+    def one(path: Path) -> WorkImage:
+        return WorkImage.of(read_photo(path))
+
+    return dict(zip(images, map_views(one, list(images.values()), desc)))
+
+
 def segment_views(
-    images: dict[str, Path],
+    images: dict[str, Path | np.ndarray | WorkImage],
     seeds: dict[str, tuple[np.ndarray, np.ndarray]],
     priors: dict[str, np.ndarray] | None = None,
     desc: str = "geometry masks",
 ) -> dict[str, np.ndarray]:
-    """GrabCut every view from its seeds (and prior, where given); the images are read one at a time."""
+    """GrabCut every view from its seeds (and prior, where given), several views at a time (threads); paths
+    are read one view at a time (pass :func:`work_images` to read them once for several rounds)."""
     from .photos import read_photo
 
-    out = {}
-    with Progress(desc, len(images), "views") as bar:
-        for s, path in images.items():
-            img = read_photo(path) if isinstance(path, Path) else path
-            fg, bg = seeds.get(s, (np.zeros((0, 2)), np.zeros((0, 2))))
-            prior = None if priors is None else priors.get(s)
-            if prior is None and len(fg) == 0:
-                out[s] = np.zeros(img.shape[:2], dtype=bool)
-            else:
-                out[s] = grabcut(img, fg, bg, prior)
-            bar.update()
-    return out
+    empty = (np.zeros((0, 2)), np.zeros((0, 2)))
+
+    def one(s: str) -> np.ndarray:
+        img = images[s]
+        img = read_photo(img) if isinstance(img, Path) else img
+        fg, bg = seeds.get(s, empty)
+        prior = None if priors is None else priors.get(s)
+        if prior is None and len(fg) == 0:
+            return np.zeros(img.shape if isinstance(img, WorkImage) else img.shape[:2], dtype=bool)
+        return grabcut(img, fg, bg, prior)
+
+    return dict(zip(images, map_views(one, list(images), desc)))

@@ -196,11 +196,24 @@ def object_region(
     return lo, hi, {"centre_from": how, "reach": reach, "silhouette_radius": radius, "rounds": rounds}
 
 
+def hull_surface(occ: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Centres (K,3) of the occupied voxels (grid ``occ`` of centres ``X``) on the hull's surface: all a
+    silhouette needs. Computed once per hull for :func:`project_surface` in every view."""
+    surface = occ & ~ndimage.binary_erosion(occ, border_value=0)
+    return X[surface.reshape(-1)]
+
+
 def project_hull(
     cams: CameraSet, name: str, occ: np.ndarray, X: np.ndarray, voxel: float, shape: tuple[int, int]
 ) -> np.ndarray:
-    """Silhouette of the occupied voxels (grid ``occ`` of centres ``X``) in view ``name``, drawn at the voxels'
-    own resolution.
+    """Silhouette of the occupied voxels (grid ``occ`` of centres ``X``) in view ``name``: see
+    :func:`project_surface` (for many views, call :func:`hull_surface` once and that)."""
+    return project_surface(cams, name, hull_surface(occ, X), voxel, shape)
+
+
+def project_surface(cams: CameraSet, name: str, P: np.ndarray, voxel: float, shape: tuple[int, int]) -> np.ndarray:
+    """Silhouette in view ``name`` of a hull whose surface voxels (of side ``voxel``) have centres ``P`` (K,3),
+    drawn at the voxels' own resolution.
 
     The surface voxels' centres are splatted into a grid whose cells are as large as the largest voxel
     footprint in this view (so neighbouring voxels leave no gap), closed over diagonal gaps, and the grid is
@@ -210,8 +223,6 @@ def project_hull(
     minutes a view on 2 MP photos of a frame-filling object)."""
     import cv2
 
-    surface = occ & ~ndimage.binary_erosion(occ, border_value=0)
-    P = X[surface.reshape(-1)]
     h, w = shape
     if len(P) == 0:
         return np.zeros(shape, bool)
