@@ -37,12 +37,12 @@ from PIL import Image
 from . import memory
 from . import photos as photos_mod
 from .artifacts.reports import write_report
-from .colmap.features import check_features, extract_features, working_size
+from .colmap.features import FIRST_OCTAVES, check_features, extract_features, working_size
 from .colmap.mapping import map_photos, mapping_model, refine_intrinsics
 from .colmap.matching import check_matches, choose_matcher, match_features, planned_pairs
 from .colmap.runtime import colmap_logs, import_pycolmap
 from .errors import StageError
-from .progress import track
+from .threads import map_views
 from .timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -139,11 +139,14 @@ def _write_upright_images(photos: list[Path], images_dir: Path, size: tuple[int,
     if images_dir.exists():
         shutil.rmtree(images_dir)
     images_dir.mkdir(parents=True)
-    for p in track(photos, "preparing photos", unit="photos"):
+
+    def write(p: Path) -> None:  # decoding, resizing and encoding release the GIL: one photo per core
         img = Image.fromarray(photos_mod.read_photo(p, at_least=size))
         if img.size != size:
             img = img.resize(size, Image.Resampling.LANCZOS)
         img.save(images_dir / f"{p.stem}.png", compress_level=1)
+
+    map_views(write, photos, "preparing photos", unit="photos")
 
 
 def _largest_model(
@@ -281,19 +284,24 @@ def run_sfm(
     max_image_size: int = 3200,
     max_size: int = 1600,
     max_features: int = 4096,
+    first_octave: int = -1,
     threads: int = -1,
 ) -> dict:
     """Pose the photos of ``photos_dir`` and write models, undistorted images and ``report.json`` to ``out_dir``.
 
     ``max_size`` is the pipeline's working image size (long side in pixels, 0: full resolution): larger photos
     are downscaled once, here, and every later stage works on those images. ``max_features``: SIFT features
-    kept per photo (matching costs grow with their square; COLMAP's own default is 8192).
+    kept per photo (matching costs grow with their square; COLMAP's own default is 8192). ``first_octave``: where
+    SIFT's scale space starts (-1: the image doubled, 0: its own scale, faster and less accurate; see
+    :data:`neus_stage.colmap.features.FIRST_OCTAVES`).
 
     Returns the report dictionary. Raises StageError for anything the user can fix (bad photos,
     photos without texture or overlap, too few registered photos).
     """
     photos_dir, out_dir = Path(photos_dir), Path(out_dir)
     timer = StageTimer(digits=2)
+    if first_octave not in FIRST_OCTAVES:
+        raise StageError(f"first_octave {first_octave}: use -1 (the image doubled, the default) or 0 (its own scale)")
     photos = photos_mod.list_photos(photos_dir)
     image_size = photos_mod.check_photos(photos)
     pycolmap = import_pycolmap()
@@ -307,9 +315,10 @@ def run_sfm(
     _write_upright_images(photos, images_dir, plan.working_size)
     t = timer.lap("prepare_s", t)
 
-    log.info("[1/4] extracting SIFT features")
+    sift_size = working_size(*plan.working_size, max_image_size)
+    log.info("[1/4] extracting SIFT features (%dx%d, first octave %d)", *sift_size, first_octave)
     names, model = [f"{s}.png" for s in plan.stems], mapping_model(camera_model)
-    extract_features(pycolmap, db_path, images_dir, names, model, max_image_size, threads, max_features)
+    extract_features(pycolmap, db_path, images_dir, names, model, max_image_size, threads, max_features, first_octave)
     keypoints = check_features(pycolmap, db_path, photos_dir)
     t = timer.lap("features_s", t)
 
@@ -325,6 +334,7 @@ def run_sfm(
     t = timer.lap("refine_s", t)
 
     report = _report(plan, rec, n_models, mapper, pycolmap.has_cuda, refinement, keypoints, partners, timer.timings)
+    report["sift"] = {"size": list(sift_size), "first_octave": first_octave, "max_features": max_features}
     _check_registered(report, min_registered, out_dir / "report.json")
     log.info("[4/4] writing the model and undistorting the images")
     report["undistorted_camera"] = _write_and_undistort(

@@ -275,3 +275,12 @@ def test_retrieval_poses_as_well_as_exhaustive(dtu_scan65, tmp_path):
     retrieval, exhaustive = errors["retrieval"], errors["exhaustive"]
     assert retrieval["rotation_error_deg_mean"] <= exhaustive["rotation_error_deg_mean"] + 0.05
     assert retrieval["centre_error_pct_radius_mean"] <= exhaustive["centre_error_pct_radius_mean"] + 0.1
+
+
+def test_first_octave_is_reported_and_checked(subset_sfm, tmp_path):
+    """sfm.first_octave: the report says where SIFT started; a bad value stops the stage before any work,
+    naming the setting."""
+    _, report = subset_sfm
+    assert report["sift"] == {"size": [800, 600], "first_octave": -1, "max_features": 4096}
+    with pytest.raises(StageError, match="first_octave 1: use -1"):
+        run_sfm(tmp_path, tmp_path / "out", first_octave=1)

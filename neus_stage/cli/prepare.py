@@ -91,6 +91,14 @@ def _add_sfm(sub: argparse._SubParsersAction) -> None:
     _setting(
         p, _SFM, "--max-features", type=int, help="SIFT features kept per photo (matching time grows with their square)"
     )
+    _setting(
+        p,
+        _SFM,
+        "--first-octave",
+        type=int,
+        choices=[-1, 0],
+        help="where SIFT's scale space starts: -1 the image doubled, 0 its own scale (faster, less accurate)",
+    )
     _setting(p, _SFM, "--threads", type=int, help="CPU threads (-1: all)")
     p.set_defaults(func=_run_sfm)
 

@@ -21,6 +21,7 @@ rule sfm:
         min_registered=config["sfm"]["min_registered"],
         max_image_size=config["sfm"]["max_image_size"],
         max_features=config["sfm"]["max_features"],
+        first_octave=config["sfm"]["first_octave"],
         max_size=config["images"]["max_size"],
     shell:
         NEUS_STAGE
@@ -28,4 +29,5 @@ rule sfm:
         " --matcher {params.matcher} --mapper {params.mapper} --camera-model {params.camera_model}"
         " --min-registered {params.min_registered} --max-image-size {params.max_image_size}"
         " --max-size {params.max_size} --max-features {params.max_features}"
+        " --first-octave={params.first_octave}"
         " --threads {threads}"
