@@ -39,6 +39,7 @@ from .masks_candidates import Candidates, chosen_masks, judged_candidates
 from .masks_check import MaskViews, check_consistency, degenerate
 from .masks_user import load_user_masks, refuse_bad_user_masks
 from .photos import list_photos, read_photo
+from .threads import map_views
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,9 @@ def _user_masks(
 # -------------------------------------------------------------------------------------------- outputs
 def _write_candidates(cands: Candidates, candidates_dir: Path) -> None:
     """Every candidate as it was judged (``<candidate>/<stem>.png``), to see why one was chosen."""
-    for name, masks in cands.masks.items():
-        for stem, m in masks.items():
-            write_mask(Path(candidates_dir) / name / f"{stem}.png", m)
+    folder = Path(candidates_dir)
+    jobs = [(folder / name / f"{stem}.png", m) for name, masks in cands.masks.items() for stem, m in masks.items()]
+    map_views(lambda job: write_mask(*job), jobs)  # PNG encoding releases the GIL: one mask per core
 
 
 def _contact_sheet(images: dict[str, Path], masks: dict[str, np.ndarray], path: Path, n_max: int = 16) -> None:
@@ -193,8 +194,7 @@ def _clear_masks(out_dir: Path) -> None:
 
 
 def _write_masks(out_dir: Path, images: dict[str, Path], final: dict[str, np.ndarray]) -> None:
-    for s, m in final.items():
-        write_mask(out_dir / f"{s}.png", m)
+    map_views(lambda item: write_mask(out_dir / f"{item[0]}.png", item[1]), list(final.items()))
     with contextlib.suppress(Exception):  # the contact sheet is a convenience, never a failure
         _contact_sheet(images, final, out_dir / "overlay.jpg")
 
