@@ -52,6 +52,14 @@ def extract_features(
     extraction.num_threads = int(threads)
     device = colmap_device(pycolmap)
     extraction.use_gpu = device == pycolmap.Device.cuda
+    with colmap_logs():
+        # the images first, in name order: extraction writes each photo when its features are done, so with
+        # several threads the database ids (and the matching's pair order, hence its matches) would follow
+        # which photo finished first; registered beforehand, a rerun builds the same database
+        pycolmap.Database.open(db_path).close()  # created empty
+        pycolmap.import_images(
+            db_path, images_dir, camera_mode=pycolmap.CameraMode.SINGLE, image_names=names, options=reader
+        )
     with colmap_logs(), DatabaseProgress(db_path, "keypoints", "SIFT features", len(names), "photos"):
         pycolmap.extract_features(
             db_path,

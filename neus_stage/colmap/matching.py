@@ -113,19 +113,24 @@ def match_features(pycolmap, db_path: Path, matcher: str, threads: int, n_photos
     options = pycolmap.FeatureMatchingOptions()
     options.num_threads = int(threads)
     options.use_gpu = device == pycolmap.Device.cuda
+    # each pair's RANSAC seeded (COLMAP's default draws a random seed): a rerun verifies the same matches,
+    # so the same photos give the same database, model and dataset
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.ransac.random_seed = 0
+    kw = {"matching_options": options, "verification_options": verification, "device": device}
     pairing, total = _pairing(pycolmap, db_path, matcher, n_photos)
     progress = DatabaseProgress(db_path, "matches", f"{matcher} matching", total, "pairs")
     with colmap_logs(), progress:
         if matcher == "exhaustive":
-            pycolmap.match_exhaustive(db_path, matching_options=options, device=device)
+            pycolmap.match_exhaustive(db_path, **kw)
         elif matcher == "retrieval":
-            pycolmap.match_image_pairs(db_path, matching_options=options, pairing_options=pairing, device=device)
+            pycolmap.match_image_pairs(db_path, pairing_options=pairing, **kw)
         elif matcher == "sequential":
-            pycolmap.match_sequential(db_path, matching_options=options, pairing_options=pairing, device=device)
+            pycolmap.match_sequential(db_path, pairing_options=pairing, **kw)
         elif matcher == "spatial":
-            pycolmap.match_spatial(db_path, matching_options=options, device=device)
+            pycolmap.match_spatial(db_path, **kw)
         else:
-            pycolmap.match_vocabtree(db_path, matching_options=options, pairing_options=pairing, device=device)
+            pycolmap.match_vocabtree(db_path, pairing_options=pairing, **kw)
 
 
 def check_matches(pycolmap, db_path: Path, photos_dir: Path) -> dict[str, int]:
