@@ -330,7 +330,7 @@ def run_sfm(
     log.info("[3/4] mapping (%s)", mapper)
     rec, n_models = _largest_model(pycolmap, db_path, images_dir, out_dir, mapper, threads, plan)
     t = timer.lap("mapping_s", t)
-    refinement = refine_intrinsics(pycolmap, rec, requested=camera_model)
+    rec, refinement = refine_intrinsics(pycolmap, rec, requested=camera_model)
     t = timer.lap("refine_s", t)
 
     report = _report(plan, rec, n_models, mapper, pycolmap.has_cuda, refinement, keypoints, partners, timer.timings)
