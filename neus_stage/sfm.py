@@ -42,7 +42,7 @@ from .colmap.mapping import map_photos, mapping_model, refine_intrinsics
 from .colmap.matching import check_matches, choose_matcher, match_features, planned_pairs
 from .colmap.runtime import colmap_logs, import_pycolmap
 from .errors import StageError
-from .threads import map_views
+from .threads import map_views, workers
 from .timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -104,10 +104,39 @@ def _plan(
     return _Plan(photos_dir, photos, image_size, size, matcher_used, from_video)
 
 
-def _log_plan(plan: _Plan, camera_model: str, mapper: str, has_cuda: bool) -> None:
+# A rough cost model of the CPU steps (core-seconds), fitted to scripts/bench_scaling.py on 2 cores (README,
+# scaling section): SIFT and undistortion per photo and megapixel of the working size, matching per pair and
+# megapixel (descriptors grow with the pixels until the cap), mapping and refinement together
+# ~ photos^1.7 x megapixels^0.35 (more points from larger photos).
+_FEATURES_S_PER_MP = 0.8
+_MATCHING_S_PER_PAIR_MP = 0.08
+_UNDISTORT_S_PER_MP = 0.5
+_MAPPING_S = 0.042  # x photos^1.7 x (megapixels / 0.3)^0.35
+
+
+def expected_seconds(n_photos: int, working_size: tuple[int, int], n_pairs: int, cores: int) -> dict[str, float]:
+    """Expected wall seconds of the sfm stage's steps on ``cores`` CPU cores, decoding aside (a rough model:
+    within a factor of 1.4 of the benchmark's runs from 25 photos at 0.3 MP to 200 at 12 MP; photos with little
+    texture match faster, the mapper's cost varies with how the views overlap)."""
+    mp = working_size[0] * working_size[1] / 1e6
+    per_core = {
+        "features": _FEATURES_S_PER_MP * n_photos * mp,
+        "matching": _MATCHING_S_PER_PAIR_MP * n_pairs * mp,
+        "mapping": _MAPPING_S * n_photos**1.7 * (mp / 0.3) ** 0.35,
+        "undistortion": _UNDISTORT_S_PER_MP * n_photos * mp,
+    }
+    return {k: v / max(1, cores) for k, v in per_core.items()}
+
+
+def _log_plan(plan: _Plan, camera_model: str, mapper: str, has_cuda: bool, threads: int) -> dict[str, float]:
+    """Log what the run will do and about how long it takes on the CPU; the expected seconds per step."""
     (width, height), size = plan.image_size, plan.working_size
+    pairs = planned_pairs(plan.matcher, len(plan.photos))
+    cores = workers() if threads <= 0 else threads
+    expected = expected_seconds(len(plan.photos), size, pairs, cores)
+    total = sum(expected.values())
     log.info(
-        "plan: %d photos %dx%d (working size %dx%d) from %s; camera model %s, %s matching (%d pairs), %s mapper, %s",
+        "plan: %d photos %dx%d (working size %dx%d) from %s; camera model %s, %s matching (%d pairs), %s mapper, %s%s",
         len(plan.photos),
         width,
         height,
@@ -116,10 +145,20 @@ def _log_plan(plan: _Plan, camera_model: str, mapper: str, has_cuda: bool) -> No
         plan.photos_dir,
         camera_model,
         plan.matcher,
-        planned_pairs(plan.matcher, len(plan.photos)),
+        pairs,
         mapper,
         "CUDA" if has_cuda else "CPU",
+        ""
+        if has_cuda
+        else f"; expected about {_minutes(total)} on {cores} cores ("
+        + ", ".join(f"{k} {_minutes(v)}" for k, v in expected.items())
+        + "; a rough model)",
     )
+    return expected
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def _clear_outputs(out_dir: Path) -> None:
@@ -307,7 +346,7 @@ def run_sfm(
     pycolmap = import_pycolmap()
     _check_settings(pycolmap, camera_model, min_registered, max_features)
     plan = _plan(photos_dir, photos, image_size, matcher, exhaustive_max, max_size)
-    _log_plan(plan, camera_model, mapper, pycolmap.has_cuda)
+    expected = _log_plan(plan, camera_model, mapper, pycolmap.has_cuda, threads)
 
     _clear_outputs(out_dir)
     images_dir, db_path = out_dir / "images", out_dir / "database.db"
@@ -335,6 +374,7 @@ def run_sfm(
 
     report = _report(plan, rec, n_models, mapper, pycolmap.has_cuda, refinement, keypoints, partners, timer.timings)
     report["sift"] = {"size": list(sift_size), "first_octave": first_octave, "max_features": max_features}
+    report["expected_s"] = {k: round(v, 1) for k, v in expected.items()}
     _check_registered(report, min_registered, out_dir / "report.json")
     log.info("[4/4] writing the model and undistorting the images")
     report["undistorted_camera"] = _write_and_undistort(
