@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .artifacts.dataset import read_cameras_sphere, write_mask
 from .artifacts.reports import write_report
@@ -38,7 +38,7 @@ from .geometry.cameras import CameraSet
 from .masks_candidates import Candidates, chosen_masks, judged_candidates
 from .masks_check import MaskViews, check_consistency, degenerate
 from .masks_user import load_user_masks, refuse_bad_user_masks
-from .photos import list_photos, read_photo
+from .photos import displayed_size, list_photos, read_photo
 from .threads import map_views
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,8 @@ def _checked_mode(
 
 
 def _image_sizes(images: dict[str, Path]) -> dict[str, tuple[int, int]]:
-    """(width, height) of each image as displayed (EXIF orientation applied)."""
-    sizes = {}
-    for s, p in images.items():
-        with Image.open(p) as im:
-            sizes[s] = ImageOps.exif_transpose(im).size
-    return sizes
+    """(width, height) of each image as displayed (EXIF orientation applied), from the headers."""
+    return {s: displayed_size(p) for s, p in images.items()}
 
 
 def _read_views(

@@ -143,6 +143,19 @@ def to_rgb8(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+def _turned(im: Image.Image) -> bool:
+    """Whether the image is stored turned by 90 degrees (EXIF orientation 5-8: width and height swap)."""
+    return im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+
+
+def displayed_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a photo as displayed (EXIF orientation applied), from its header: nothing is decoded
+    (a 12 MP photo: well under a millisecond, against tenths of a second to decode it)."""
+    with Image.open(path) as im:
+        w, h = im.size
+        return (h, w) if _turned(im) else (w, h)
+
+
 def read_photo(path: Path, at_least: tuple[int, int] | None = None) -> np.ndarray:
     """An RGB uint8 (H,W,3) array with the EXIF orientation applied; a clear error for unreadable files.
 
@@ -153,7 +166,7 @@ def read_photo(path: Path, at_least: tuple[int, int] | None = None) -> np.ndarra
         with Image.open(path) as im:
             if at_least is not None and im.format == "JPEG":
                 w, h = at_least
-                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored turned by 90 degrees
+                if _turned(im):
                     w, h = h, w
                 im.draft("RGB", (w, h))
             im = ImageOps.exif_transpose(im)

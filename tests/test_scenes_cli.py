@@ -13,7 +13,7 @@ from PIL import Image
 
 from neus_stage import cli, doctor
 from neus_stage.errors import StageError
-from neus_stage.photos import check_photos, list_photos, read_photo
+from neus_stage.photos import check_photos, displayed_size, list_photos, read_photo
 from neus_stage.scenes import read_scene_table
 
 BIN = Path(sys.executable).parent
@@ -206,6 +206,7 @@ def test_exif_orientation_is_applied(tmp_path):
     assert Image.open(folder / "002.png").size == (24, 32)
     assert np.array_equal(read_photo(folder / "002.png"), upright)
     assert check_photos(list_photos(folder)) == (32, 24)  # sizes compared after orientation
+    assert displayed_size(folder / "002.png") == (32, 24) == displayed_size(folder / "001.png")  # headers only
 
 
 # =================================================================================================== cli
