@@ -9,12 +9,12 @@ arrays by view name, each the size of its image.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import StageError
 from .cameras import CameraSet, pixel_index
 from .carving import vote
 from .halfspace import voxel_centers
+from .silhouette import surface_cells
 
 HULL_RESOLUTION = 128
 # a voxel stays occupied while at most max(1, this share of the views that see it) call it background
@@ -199,16 +199,7 @@ def object_region(
 def hull_surface(occ: np.ndarray, X: np.ndarray) -> np.ndarray:
     """Centres (K,3) of the occupied voxels (grid ``occ`` of centres ``X``) on the hull's surface: all a
     silhouette needs. Computed once per hull for :func:`project_surface` in every view."""
-    surface = occ & ~ndimage.binary_erosion(occ, border_value=0)
-    return X[surface.reshape(-1)]
-
-
-def project_hull(
-    cams: CameraSet, name: str, occ: np.ndarray, X: np.ndarray, voxel: float, shape: tuple[int, int]
-) -> np.ndarray:
-    """Silhouette of the occupied voxels (grid ``occ`` of centres ``X``) in view ``name``: see
-    :func:`project_surface` (for many views, call :func:`hull_surface` once and that)."""
-    return project_surface(cams, name, hull_surface(occ, X), voxel, shape)
+    return X[surface_cells(occ).reshape(-1)]
 
 
 def project_surface(cams: CameraSet, name: str, P: np.ndarray, voxel: float, shape: tuple[int, int]) -> np.ndarray:

@@ -14,7 +14,9 @@ import numpy as np
 from .cameras import pixel_index, project
 
 
-def _surface(occ: np.ndarray) -> np.ndarray:
+def surface_cells(occ: np.ndarray) -> np.ndarray:
+    """The occupied cells of a grid on its surface (with a free 6-neighbour, the grid's border counting as
+    free): bool, the shape of ``occ``."""
     from scipy.ndimage import binary_erosion
 
     return occ & ~binary_erosion(occ, border_value=0)
@@ -90,8 +92,8 @@ def silhouette_loss(
     masks = np.asarray(masks, dtype=bool)
     n, h, w = masks.shape
     centers = voxel_centers(box_min, box_max, occ.shape)
-    full = centers[_surface(np.asarray(occ, dtype=bool))]
-    cuts = [centers[_surface(np.asarray(c, dtype=bool))] for c in occ_cuts]
+    full = centers[surface_cells(np.asarray(occ, dtype=bool))]
+    cuts = [centers[surface_cells(np.asarray(c, dtype=bool))] for c in occ_cuts]
     share = np.zeros((len(cuts), n))
     depth = np.zeros((len(cuts), n))
     for i in range(n):

@@ -94,12 +94,10 @@ def read_sparse_points(sparse_dir: Path, max_points: int = 8000, seed: int = 0) 
 
 def hull_surface_points(hull_npz: Path, max_points: int = 6000, seed: int = 0) -> np.ndarray:
     """World coordinates of the visual hull's surface voxels (occupied with a free 6-neighbour)."""
-    from scipy.ndimage import binary_erosion
+    from ..geometry.silhouette import surface_cells
 
     h = read_hull_file(hull_npz)
-    occ = h.occupancy
-    surface = occ & ~binary_erosion(occ, border_value=0)
-    idx = np.argwhere(surface)
+    idx = np.argwhere(surface_cells(h.occupancy))
     if len(idx) > max_points:
         idx = idx[np.sort(np.random.default_rng(seed).choice(len(idx), max_points, replace=False))]
     norm = h.bounds_min + (idx + 0.5) * h.voxel()
