@@ -106,18 +106,18 @@ def refuse_bad_user_masks(masks: dict[str, np.ndarray], folder: Path) -> None:
 
 
 def undistorter(sfm_dir: Path):
-    """(distorted camera, function mask -> undistorted mask) for the photos' camera in ``sfm_dir/sparse/0``."""
-    import pycolmap
+    """(distorted camera, function mask -> undistorted mask) for the photos' camera in ``sfm_dir/sparse/0``: the
+    undistortion the sfm stage gave the photos (:mod:`neus_stage.colmap.undistort`)."""
+    from .colmap.runtime import import_pycolmap
+    from .colmap.undistort import undistortion
 
+    pycolmap = import_pycolmap()
     rec = pycolmap.Reconstruction(Path(sfm_dir) / "sparse" / "0")
     (camera,) = list(rec.cameras.values())
-    options = pycolmap.UndistortCameraOptions()  # the defaults pycolmap.undistort_images used in the sfm stage
+    und = undistortion(pycolmap, camera)
 
     def undistort(mask: np.ndarray) -> np.ndarray:
-        bitmap = pycolmap.Bitmap.from_array(np.ascontiguousarray(mask.astype(np.uint8) * 255))
-        out, _ = pycolmap.undistort_image(options, bitmap, camera)
-        arr = out.to_array()
-        return (arr[..., 0] if arr.ndim == 3 else arr) > MASK_LEVEL
+        return und.image(np.ascontiguousarray(mask.astype(np.uint8) * 255)) > MASK_LEVEL
 
     return camera, undistort
 

@@ -326,3 +326,32 @@ def test_the_plan_says_about_how_long_the_stage_takes(subset_sfm):
     assert sum(expected_seconds(50, (1600, 1200), 1000, 2).values()) > sum(small.values())
     assert sum(expected_seconds(50, (640, 480), 1000, 8).values()) < sum(small.values())
     assert 600 < sum(expected_seconds(200, (1600, 1200), 2439, 2).values()) < 1200
+
+
+def test_undistortion_is_colmaps(subset_sfm, tmp_path):
+    """The stage's undistorted images and model (neus_stage.colmap.undistort) are what pycolmap's own
+    undistorter makes of the same model and photos: same camera and keypoints; pixels equal within one grey level
+    but at sharp edges, where OpenCV's bilinear weights (steps of 1/32 px) differ from COLMAP's by a few levels."""
+    out, report = subset_sfm
+    ref = tmp_path / "colmap"
+    pycolmap.undistort_images(
+        ref, out / "sparse" / "0", out / "images", image_names=[f"{s}.png" for s in report["registered"]]
+    )
+    ours = pycolmap.Reconstruction(out / "undistorted" / "sparse")
+    theirs = pycolmap.Reconstruction(ref / "sparse")
+    (cam,), (ref_cam,) = ours.cameras.values(), theirs.cameras.values()
+    assert (cam.model_name, cam.width, cam.height) == (ref_cam.model_name, ref_cam.width, ref_cam.height)
+    np.testing.assert_allclose(cam.params, ref_cam.params, atol=1e-9)
+    distorted = next(iter(pycolmap.Reconstruction(out / "sparse" / "0").cameras.values()))
+    assert abs(distorted.params[4]) > 1e-3  # a real lens distortion to undo (k1 of dtu's camera)
+    for image_id, image in ours.images.items():
+        a = np.array([p.xy for p in image.points2D])
+        b = np.array([p.xy for p in theirs.images[image_id].points2D])
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert ours.num_points3D() == theirs.num_points3D()
+    for s in report["registered"]:
+        a = np.asarray(Image.open(out / "undistorted" / "images" / f"{s}.png"), dtype=int)
+        b = np.asarray(Image.open(ref / "images" / f"{s}.png"), dtype=int)
+        assert a.shape == b.shape
+        diff = np.abs(a - b)
+        assert diff.max() <= 8 and (diff > 1).mean() < 1e-3 and diff.mean() < 0.1, (s, diff.max(), diff.mean())
