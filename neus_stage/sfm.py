@@ -108,11 +108,11 @@ def _plan(
 # A rough cost model of the CPU steps (core-seconds), fitted to scripts/bench_scaling.py on 2 cores (README,
 # scaling section): SIFT and undistortion per photo and megapixel of the working size, matching per pair and
 # megapixel (descriptors grow with the pixels until the cap), mapping and refinement together
-# ~ photos^1.7 x megapixels^0.35 (more points from larger photos).
+# ~ photos^1.7 x megapixels^0.6 (more points from larger photos).
 _FEATURES_S_PER_MP = 0.8
 _MATCHING_S_PER_PAIR_MP = 0.08
 _UNDISTORT_S_PER_MP = 0.1  # OpenCV remap and PNG level 1 (pycolmap.undistort_images: 0.5)
-_MAPPING_S = 0.042  # x photos^1.7 x (megapixels / 0.3)^0.35
+_MAPPING_S = 0.014  # x photos^1.7 x (megapixels / 0.3)^0.6 (refitted after the adjustments stopped earlier)
 
 
 def expected_seconds(n_photos: int, working_size: tuple[int, int], n_pairs: int, cores: int) -> dict[str, float]:
@@ -123,7 +123,7 @@ def expected_seconds(n_photos: int, working_size: tuple[int, int], n_pairs: int,
     per_core = {
         "features": _FEATURES_S_PER_MP * n_photos * mp,
         "matching": _MATCHING_S_PER_PAIR_MP * n_pairs * mp,
-        "mapping": _MAPPING_S * n_photos**1.7 * (mp / 0.3) ** 0.35,
+        "mapping": _MAPPING_S * n_photos**1.7 * (mp / 0.3) ** 0.6,
         "undistortion": _UNDISTORT_S_PER_MP * n_photos * mp,
     }
     return {k: v / max(1, cores) for k, v in per_core.items()}
