@@ -43,10 +43,16 @@ class Undistortion:
 
     def points(self, xy: np.ndarray) -> np.ndarray:
         """Pixel positions (n, 2) of the distorted camera in the undistorted one."""
-        if len(xy) == 0:
-            return np.zeros((0, 2))
-        normalised = self.camera.cam_from_img(np.asarray(xy, dtype=np.float64))
-        return self.undistorted.img_from_cam(np.c_[normalised, np.ones(len(normalised))])
+        return _transfer(self.camera, self.undistorted, xy)
+
+
+def _transfer(source, target, xy: np.ndarray) -> np.ndarray:
+    """Pixel positions (n, 2) of camera ``source`` moved to camera ``target`` (same centre and orientation)
+    through their normalised image plane (COLMAP's pixel convention: centres at +0.5)."""
+    if len(xy) == 0:
+        return np.zeros((0, 2))
+    normalised = source.cam_from_img(np.asarray(xy, dtype=np.float64))
+    return target.img_from_cam(np.c_[normalised, np.ones(len(normalised))], check_cheirality=False)
 
 
 def undistortion(pycolmap, camera) -> Undistortion:
@@ -56,8 +62,7 @@ def undistortion(pycolmap, camera) -> Undistortion:
     undistorted.camera_id = camera.camera_id
     w, h = undistorted.width, undistorted.height
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float64) + 0.5, np.arange(h, dtype=np.float64) + 0.5)
-    normalised = undistorted.cam_from_img(np.c_[xs.ravel(), ys.ravel()])
-    source = camera.img_from_cam(np.c_[normalised, np.ones(len(normalised))], check_cheirality=False) - 0.5
+    source = _transfer(undistorted, camera, np.c_[xs.ravel(), ys.ravel()]) - 0.5  # OpenCV's centres: integers
     map_x = source[:, 0].reshape(h, w).astype(np.float32)
     map_y = source[:, 1].reshape(h, w).astype(np.float32)
     return Undistortion(camera, undistorted, cv2.convertMaps(map_x, map_y, cv2.CV_16SC2))
@@ -71,8 +76,6 @@ def undistort_model(pycolmap, rec, undistortions: dict[int, Undistortion]):
         out.cameras[camera_id] = u.undistorted
     for image in out.images.values():
         points = image.points2D
-        if len(points) == 0:
-            continue
         moved = undistortions[image.camera_id].points(np.array([p.xy for p in points]))
         for p, xy in zip(points, moved, strict=True):
             p.xy = xy
