@@ -19,6 +19,14 @@ MATCHERS = ("auto", "exhaustive", "retrieval", "sequential", "spatial", "vocabtr
 RETRIEVAL_K = 20
 # verified matches a pair needs to count as overlapping (the mapper's own minimum)
 MIN_PAIR_MATCHES = 15
+# RANSAC trials of a pair's geometric verification (COLMAP's default: 10000). A pair that does not overlap (a
+# quarter of the retrieval pairs of a capture: similar-looking photos from opposite sides) finds no model and
+# runs every trial, for each of the models it tries; 2000 trials still find a model with 96% probability at a
+# 40% inlier ratio (the 7-point fundamental matrix). Measured on 2 cores: 50 rendered photos at 2 MP, matching
+# 60 -> 30 s, verified pairs 409 -> 391, all 50 registered, rotation error 0.067 -> 0.071 deg (reruns of one
+# setting differ by 0.005), centre error 0.51% -> 0.53% of the radius; dtu_scan24 (49 photos) 465 -> 463 pairs,
+# 0.0870 -> 0.0866 deg, 0.356% -> 0.357%; dtu_scan65 508 pairs either way, the same poses.
+VERIFY_MAX_TRIALS = 2000
 
 
 def planned_pairs(matcher: str, n: int, overlap: int = 10) -> int:
@@ -117,6 +125,7 @@ def match_features(pycolmap, db_path: Path, matcher: str, threads: int, n_photos
     # so the same photos give the same database, model and dataset
     verification = pycolmap.TwoViewGeometryOptions()
     verification.ransac.random_seed = 0
+    verification.ransac.max_num_trials = VERIFY_MAX_TRIALS
     kw = {"matching_options": options, "verification_options": verification, "device": device}
     pairing, total = _pairing(pycolmap, db_path, matcher, n_photos)
     progress = DatabaseProgress(db_path, "matches", f"{matcher} matching", total, "pairs")
