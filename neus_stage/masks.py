@@ -257,8 +257,9 @@ def compute_masks(
     photos are undistorted with the camera of ``sfm_dir``), ``rembg`` (``model``, loaded offline),
     ``geometry`` (seeded by the SfM points, see :mod:`neus_stage.segment`), ``none`` (no masks: training
     models the background), or ``auto``: the user's masks where given, else rembg where its masks are
-    consistent across views and agree with the SfM points, else the more consistent of the geometry-seeded
-    and the fused (rembg + geometry) masks, else none. With ``multiview`` and cameras (``sfm_dir``, or a NeuS
+    consistent across views and agree with the SfM points, else the fused (rembg + geometry) masks where
+    rembg's passed the multi-view check, or the more consistent of those and the geometry-seeded ones where
+    they did not, else none. With ``multiview`` and cameras (``sfm_dir``, or a NeuS
     ``cameras`` file, view i = the i-th sorted image), masks are checked against a voting visual hull of all
     views and repaired. With ``candidates_dir``, every candidate's masks (``rembg``, ``geometry``, ``fused``)
     are also written there as ``<candidate>/<stem>.png``, before any repair. An explicit mode that cannot be
