@@ -207,6 +207,19 @@ def test_exif_orientation_is_applied(tmp_path):
     assert np.array_equal(read_photo(folder / "002.png"), upright)
     assert check_photos(list_photos(folder)) == (32, 24)  # sizes compared after orientation
     assert displayed_size(folder / "002.png") == (32, 24) == displayed_size(folder / "001.png")  # headers only
+    # an eXIf chunk after the image data (allowed; Pillow finds it only by decoding): still turned
+    data = (folder / "002.png").read_bytes()
+    chunks, at = [], 8
+    while at < len(data):
+        n = int.from_bytes(data[at : at + 4], "big")
+        chunks.append(data[at : at + 12 + n])
+        at += 12 + n
+    exif_chunk = next(c for c in chunks if c[4:8] == b"eXIf")
+    rest = [c for c in chunks if c is not exif_chunk]
+    (folder / "002.png").write_bytes(data[:8] + b"".join(rest[:-1]) + exif_chunk + rest[-1])  # before IEND
+    assert "exif" not in Image.open(folder / "002.png").info  # not among the header chunks
+    assert displayed_size(folder / "002.png") == (32, 24)
+    assert np.array_equal(read_photo(folder / "002.png"), upright)
 
 
 # =================================================================================================== cli

@@ -10,11 +10,14 @@ its surface becomes a flat cap at the cut.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .support import SupportPlane
+
+if TYPE_CHECKING:
+    import torch
 
 
 def voxel_centers(box_min: np.ndarray, box_max: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -60,6 +63,8 @@ def cut_sdf(
     sdf_func: Callable[[torch.Tensor], torch.Tensor], plane: SupportPlane, margin: float = 0.0
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The callable ``max(sdf(x), -(height(x) + margin))`` for points (N,3) as torch tensors."""
+    import torch  # here: the masks and hull stages use this module's grids without torch
+
     n = torch.as_tensor(plane.normal, dtype=torch.float32)
     d = float(plane.offset) + float(margin)
 
