@@ -109,10 +109,11 @@ def _plan(
 # scaling section): SIFT and undistortion per photo and megapixel of the working size, matching per pair and
 # megapixel (descriptors grow with the pixels until the cap), mapping and refinement together
 # ~ photos^1.7 x megapixels^0.6 (more points from larger photos).
-_FEATURES_S_PER_MP = 0.8
-_MATCHING_S_PER_PAIR_MP = 0.08
+# Refitted on 12-02 after the verification cap (matching per planned pair, the upper bound the plan line uses).
+_FEATURES_S_PER_MP = 0.6
+_MATCHING_S_PER_PAIR_MP = 0.025
 _UNDISTORT_S_PER_MP = 0.1  # OpenCV remap and PNG level 1 (pycolmap.undistort_images: 0.5)
-_MAPPING_S = 0.014  # x photos^1.7 x (megapixels / 0.3)^0.6 (refitted after the adjustments stopped earlier)
+_MAPPING_S = 0.010  # x photos^1.7 x (megapixels / 0.3)^0.6
 
 
 def expected_seconds(n_photos: int, working_size: tuple[int, int], n_pairs: int, cores: int) -> dict[str, float]:
