@@ -106,10 +106,14 @@ class Candidates:
             self.records.setdefault(name, {})["failed"] = reason
             log.info("%s masks: %s", name, reason)
 
+    def rembg_passed(self) -> bool:
+        """Whether there are rembg masks and they passed their check (not degenerate, consistent across views)."""
+        return "rembg" in self.masks and "rembg" not in self.failures
+
     def rembg_good(self) -> bool:
         """Whether rembg's masks are consistent across views and split few SfM points between object and
         background (the demo, the teapot): then the slower geometry-seeded masks are not needed."""
-        if "rembg" not in self.masks or "rembg" in self.failures:
+        if not self.rembg_passed():
             return False
         if self.views is None:
             return True
@@ -212,9 +216,8 @@ def judged_candidates(
     cands.rembg_trusted = cands.rembg_good()
     if views is not None and views.has_points and (mode == "geometry" or (mode == "auto" and not cands.rembg_trusted)):
         t = time.perf_counter()
-        rembg_consistent = "rembg" in cands.masks and "rembg" not in cands.failures
         geo, cands.seeds, report["points"] = _geometry_candidates(
-            views, images, sizes, cands.masks.get("rembg"), rembg_consistent
+            views, images, sizes, cands.masks.get("rembg"), cands.rembg_passed()
         )
         timings["geometry_s"] = round(time.perf_counter() - t, 2)
         cands.masks.update(geo)
