@@ -153,3 +153,33 @@ def test_held_out_points_are_left_to_the_quality_check(tmp_path):
     assert not keep.any() and "fitted every" in how
     write("point_weight: 0.0\nholdout_every: 8\n")
     assert untrained_points(tmp_path, 5)[0].all()
+
+
+def test_the_sweep_points_join_the_surface_points_with_their_lines_of_sight(tmp_path):
+    occ, normalised = _hull_with_points(tmp_path / "hull.npz")
+    lo, hi = -0.5 * np.ones(3, np.float32), 0.5 * np.ones(3, np.float32)
+    cfg = resolve_config("cpu", {"point_weight": 1.0, "holdout_every": 0})
+    plain = scene_points(cfg, tmp_path / "hull.npz", occ, lo, hi, CENTRES, [0, 1], CPU)
+    dense = (np.array([[0.0, 0.0, -0.39], [0.49, -0.49, 0.49]]), np.array([[True, True], [True, False]]))
+    pts = scene_points(cfg, tmp_path / "hull.npz", occ, lo, hi, CENTRES, [0, 1], CPU, dense)
+    # the first lies in the hull and is trained on with both its views, the second lies outside: dropped
+    np.testing.assert_allclose(pts.xyz.numpy(), np.concatenate([plain.xyz.numpy(), dense[0][:1]]), atol=1e-6)
+    assert len(pts.sight_len) == len(plain.sight_len) + 2
+    np.testing.assert_allclose(pts.sight_d.numpy()[-1], [0, 0, 1], atol=1e-6)  # towards camera 1 (+z)
+
+
+def test_the_sweep_points_train_where_the_hull_holds_no_points_or_no_tracks(tmp_path):
+    occ, normalised = _hull_with_points(tmp_path / "hull.npz")
+    lo, hi = -0.5 * np.ones(3, np.float32), 0.5 * np.ones(3, np.float32)
+    scale_mat = read_hull_file(tmp_path / "hull.npz").scale_mat
+    cfg = resolve_config("cpu", {"point_weight": 1.0, "holdout_every": 0})
+    dense = (np.array([[0.0, 0.0, 0.39]]), np.array([[False, True]]))
+    write_hull(tmp_path / "bare.npz", occ, lo, hi, scale_mat)  # no points
+    pts = scene_points(cfg, tmp_path / "bare.npz", occ, lo, hi, CENTRES, [0, 1], CPU, dense)
+    np.testing.assert_allclose(pts.xyz.numpy(), dense[0], atol=1e-6)
+    assert len(pts.sight_len) == 1
+    # triangulated points without tracks (reference cameras): their surface term, the sweep's lines of sight
+    world = normalised[:3] * 2.0 + scale_mat[:3, 3]
+    write_hull(tmp_path / "untracked.npz", occ, lo, hi, scale_mat, support_points=world)
+    pts = scene_points(cfg, tmp_path / "untracked.npz", occ, lo, hi, CENTRES, [0, 1], CPU, dense)
+    assert len(pts.xyz) == 4 and len(pts.sight_len) == 1

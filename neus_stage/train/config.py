@@ -152,6 +152,15 @@ class TrainConfig:
     check."""
     point_batch: int = 256
     """Surface points and line-of-sight spots drawn per step for the point terms."""
+    sweep_pixels: int = 0
+    """Mask pixels per training view from which a plane sweep over the photos (sweep.py: patch NCC against
+    the nearest training views) adds dense points to the point terms, each with the views that agree on it,
+    so the free-space term clears their lines of sight; 0: the hull's points only. Needs point_weight > 0."""
+    sweep_sources: int = 4
+    """Training views each sweep pixel is matched against (the nearest by viewing direction; the best half
+    of them counts, so an occluded view does not)."""
+    sweep_radius: int = 3
+    """Half the side of the sweep's patch, in training pixels (3: 7x7)."""
     # ---- optimisation
     steps: int = 20000
     """Training steps."""
@@ -239,6 +248,7 @@ PRESETS: dict[str, dict] = {
         eikonal_points=4096,
         point_weight=1.0,
         point_batch=4096,
+        sweep_pixels=2000,
         steps=20000,
         lr=1e-2,
         lr_mlp=1e-2,
@@ -274,6 +284,7 @@ PRESETS: dict[str, dict] = {
         eikonal_points=256,
         point_weight=1.0,
         point_batch=256,
+        sweep_pixels=500,
         steps=2000,
         lr=1e-2,
         lr_mlp=5e-3,

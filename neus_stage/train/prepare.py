@@ -14,6 +14,7 @@ import yaml
 
 from ..artifacts.box import read_bbox, read_hull
 from ..errors import StageError
+from ..geometry.grid_lookup import grow
 from .checkpoint import build_model, resume_training
 from .config import TrainConfig, config_dict, config_hash
 from .data import NeusScene
@@ -23,6 +24,7 @@ from .hull_grid import hull_prior_grid
 from .renderer import OccupancyGrid
 from .scene_points import ScenePoints, scene_points
 from .schedule import Schedule
+from .sweep import sweep_points
 from .train_log import TrainLog
 
 
@@ -233,6 +235,17 @@ def prepare_run(
     )
     write_run_config(out_dir, cfg, chash, dataset_dir, device, amp)
     tlog = TrainLog(out_dir, resume=start > 0)
+    dense = None
+    if cfg.sweep_pixels > 0 and cfg.point_weight > 0:
+        dense = sweep_points(
+            scene,
+            box_min,
+            box_max,
+            grow(hull, 1) if hull is not None else None,
+            pixels=cfg.sweep_pixels,
+            n_sources=cfg.sweep_sources,
+            radius=cfg.sweep_radius,
+        )
     outside = getattr(model.sdf_net, "prior_keep", torch.ones(1)).shape[0] > 1
     dropped = outside and not bool((model.sdf_net.prior_keep > 0).any())
     return TrainingRun(
@@ -258,5 +271,7 @@ def prepare_run(
         outside=outside,
         dropped=dropped,
         t0=time.time(),
-        points=scene_points(cfg, hull_path, hull, box_min, box_max, scene.poses_np[:, :3, 3], scene.train_ids, device),
+        points=scene_points(
+            cfg, hull_path, hull, box_min, box_max, scene.poses_np[:, :3, 3], scene.train_ids, device, dense
+        ),
     )

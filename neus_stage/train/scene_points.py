@@ -3,13 +3,14 @@ before training, pins the SDF where the colour loss alone is slow to carve, such
 that only the high views see (Geo-NeuS's explicit SDF supervision, with free space along the lines of sight).
 
 Two terms on the points of hull.npz that lie in the visual hull and off the support plane (less every
-holdout_every-th, which the quality check measures instead):
+holdout_every-th, which the quality check measures instead), and on the plane sweep's points (sweep.py,
+``sweep_pixels``; all trained on):
 
 - **surface**: |sdf| at the points (their zero level);
-- **free space**: where the hull knows which training views observe a point (SfM tracks), the segment from
-  the point towards each such camera is empty, so ``relu(-sdf)`` at a random spot of it, from a margin in
-  front of the point to where the segment leaves the box (what blocks an observed point's line of sight
-  cannot be there).
+- **free space**: where it is known which training views observe a point (SfM tracks, the sweep's agreeing
+  views), the segment from the point towards each such camera is empty, so ``relu(-sdf)`` at a
+  random spot of it, from a margin in front of the point to where the segment leaves the box (what blocks
+  an observed point's line of sight cannot be there).
 """
 
 from __future__ import annotations
@@ -68,39 +69,55 @@ def scene_points(
     centres: np.ndarray,
     train_ids: list[int],
     device: torch.device,
+    dense: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ScenePoints | None:
     """For point_weight > 0: the points and lines of sight (see the module docstring) of ``hull_path``;
     ``centres`` (V,3): the dataset's camera centres (normalised frame, the views of hull.npz's
-    ``support_views``), of which ``train_ids`` train. None where the hull holds no points."""
+    ``support_views``), of which ``train_ids`` train; ``dense``: more points (normalised frame) and the views
+    observing each (sweep.py), used for training only. None where there are no points."""
     if cfg.point_weight <= 0 or hull_path is None or hull is None:
         return None
     h = read_hull_file(Path(hull_path))
-    if h.support_points is None or h.scale_mat is None or not len(h.support_points):
+    n_dense = len(dense[0]) if dense is not None else 0
+    x, ok, views = np.zeros((0, 3)), np.zeros(0, dtype=bool), None
+    if h.support_points is not None and h.scale_mat is not None and len(h.support_points):
+        x = (h.support_points - h.scale_mat[:3, 3]) / h.scale_mat[0, 0]
+        ok = in_grid(x, grow(hull, 1), box_min, box_max)
+        if h.support_inliers is not None:
+            ok &= ~h.support_inliers
+        ok &= ~held_out_points(len(x), cfg.holdout_every)  # kept for the quality check
+        views = h.support_views
+    elif not n_dense:
         log.info("point_weight: %s holds no scene points; training without the point terms", hull_path)
         return None
-    x = (h.support_points - h.scale_mat[:3, 3]) / h.scale_mat[0, 0]
-    ok = in_grid(x, grow(hull, 1), box_min, box_max)
-    if h.support_inliers is not None:
-        ok &= ~h.support_inliers
-    ok &= ~held_out_points(len(x), cfg.holdout_every)  # kept for the quality check
-    if not ok.any():
-        return None
-    o = d = length = np.zeros((0, 3))
-    views = h.support_views
-    if views is not None and views.shape[1] == len(centres):
-        o, d, length = _lines_of_sight(x[ok], views[ok][:, train_ids], centres[train_ids], box_min, box_max)
-    elif views is not None:
+    if views is not None and views.shape[1] != len(centres):
         log.warning(
-            "%s: support_views has %d views, the dataset %d; no free-space term",
+            "%s: support_views has %d views, the dataset %d; no free-space term for its points",
             hull_path,
             views.shape[1],
             len(centres),
         )
+        views = None
+    n_hull = len(x)
+    if n_dense:
+        inside = in_grid(dense[0], grow(hull, 1), box_min, box_max)
+        known = views if views is not None else np.zeros((len(x), len(centres)), dtype=bool)
+        x = np.concatenate([x, dense[0][inside]])
+        views = np.concatenate([known, dense[1][inside]])
+        ok = np.concatenate([ok, np.ones(int(inside.sum()), dtype=bool)])
+    if not ok.any():
+        return None
+    o = d = length = np.zeros((0, 3))
+    if views is not None:
+        o, d, length = _lines_of_sight(x[ok], views[ok][:, train_ids], centres[train_ids], box_min, box_max)
     log.info(
-        "point terms: %d of the %d scene points (in the visual hull, off the support%s), %d lines of sight",
-        ok.sum(),
-        len(x),
+        "point terms: %d of the %d scene points (in the visual hull, off the support%s) and %d of the %d sweep "
+        "points, %d lines of sight",
+        ok[:n_hull].sum(),
+        n_hull,
         f", every {cfg.holdout_every}th held out" if cfg.holdout_every > 0 else "",
+        ok[n_hull:].sum(),
+        n_dense,
         len(length),
     )
     t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32)).to(device)  # noqa: E731
