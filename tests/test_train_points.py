@@ -14,7 +14,7 @@ from neus_stage.artifacts.box import read_hull_file, write_hull
 from neus_stage.quality import untrained_points
 from neus_stage.train.checkpoint import load_sdf_function
 from neus_stage.train.config import resolve_config
-from neus_stage.train.scene_points import point_sdf, scene_points
+from neus_stage.train.scene_points import CLEARANCE, point_sdf, scene_points
 from neus_stage.train.trainer import train
 
 CPU = torch.device("cpu")
@@ -134,6 +134,22 @@ def test_lines_of_sight_run_from_the_points_to_the_cameras_that_observe_them(tmp
     surface, sight = point_sdf(Ball(), pts, 100, torch.Generator().manual_seed(0))
     assert len(surface) == 3 and len(sight) == 4
     assert (sight.detach() > -0.45).all()
+
+    # ... and what lies closer to a surface than the clearance, half the margin: a zero level just behind
+    # the spots is not free space either
+    assert pts.clearance == pytest.approx(CLEARANCE * margin)
+
+    class Level(torch.nn.Module):
+        def __init__(self, value):
+            super().__init__()
+            self.value = value
+
+        def sdf(self, x):
+            return torch.full(x.shape[:1], self.value)
+
+    gen = torch.Generator().manual_seed(0)
+    assert (point_sdf(Level(0.5 * pts.clearance), pts, 100, gen)[1] < 0).all()
+    assert (point_sdf(Level(2.0 * pts.clearance), pts, 100, gen)[1] > 0).all()
 
 
 def test_held_out_points_are_left_to_the_quality_check(tmp_path):

@@ -22,7 +22,8 @@ def loss_terms(
     """The named loss terms (unweighted). Colour: NeuS's L1 summed over the channels and divided by the
     mask's pixel count (the whole batch without masks); mask: BCE of the opacity; eikonal over the
     rendered samples and the random box points together; points: mean |sdf| at the surface points drawn,
-    free_space: mean relu(-sdf) on their lines of sight (``at_points``, see scene_points.py; zero without)."""
+    free_space: mean relu(-x) of the lines of sight's SDF less its clearance (``at_points``, see scene_points.py;
+    zero without)."""
     if cfg.use_mask:
         mask = batch["mask"]
         color = ((out["rgb"] - batch["rgb"]).abs().sum(-1) * mask).sum() / (mask.sum() + 1e-5)

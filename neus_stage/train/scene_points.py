@@ -8,7 +8,7 @@ holdout_every-th, which the quality check measures instead), and on the plane sw
 
 - **surface**: |sdf| at the points (their zero level);
 - **free space**: where it is known which training views observe a point (SfM tracks, the sweep's agreeing
-  views), the segment from the point towards each such camera is empty, so ``relu(-sdf)`` at a
+  views), the segment from the point towards each such camera is empty, so ``relu(clearance - sdf)`` at a
   random spot of it, from a margin in front of the point to where the segment leaves the box (what blocks
   an observed point's line of sight cannot be there).
 """
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 SIGHT_MARGIN = 0.01
 """Free space starts this share of the box's diagonal in front of the point (its triangulation error and
 the surface's own band stay free of the term)."""
+CLEARANCE = 0.5
+"""... and asks for an SDF of at least this share of that margin on the line (a surface just behind the
+spot is not free space either: a plain sign test lets the zero level settle a hair behind every spot, which
+is where a filled cup's false lid sits)."""
 
 
 @dataclass
@@ -42,6 +46,7 @@ class ScenePoints:
     sight_o: torch.Tensor
     sight_d: torch.Tensor
     sight_len: torch.Tensor
+    clearance: float = 0.0
 
 
 def _lines_of_sight(
@@ -121,14 +126,16 @@ def scene_points(
         len(length),
     )
     t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32)).to(device)  # noqa: E731
-    return ScenePoints(t(x[ok]), t(o).reshape(-1, 3), t(d).reshape(-1, 3), t(length).reshape(-1))
+    clear = CLEARANCE * SIGHT_MARGIN * float(np.linalg.norm(box_max - box_min))
+    return ScenePoints(t(x[ok]), t(o).reshape(-1, 3), t(d).reshape(-1, 3), t(length).reshape(-1), clear)
 
 
 def point_sdf(
     model, points: ScenePoints | None, n: int, gen: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The SDF at ``n`` random surface points and at ``n`` random spots of random lines of sight (all where
-    there are fewer); None without points."""
+    """The SDF at ``n`` random surface points, and at ``n`` random spots of random lines of sight less the
+    clearance they need (all where there are fewer; free space is violated where negative); None without
+    points."""
     if points is None:
         return None
     xyz = points.xyz
@@ -141,5 +148,5 @@ def point_sdf(
         u = torch.rand(len(pick), generator=gen, device=dev)
         free = points.sight_o[pick] + (u * points.sight_len[pick])[:, None] * points.sight_d[pick]
         sdf = model.sdf(torch.cat([xyz, free]))
-        return sdf[: len(xyz)], sdf[len(xyz) :]
+        return sdf[: len(xyz)], sdf[len(xyz) :] - points.clearance
     return model.sdf(xyz), xyz.new_zeros(0)
