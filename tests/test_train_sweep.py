@@ -9,7 +9,7 @@ import torch
 from neus_stage.artifacts.box import read_hull_file
 from neus_stage.geometry.grid_lookup import grow, in_grid
 from neus_stage.train.data import NeusScene
-from neus_stage.train.sweep import best_half, patch_costs, source_views, sweep_points
+from neus_stage.train.sweep import best_half, grey_images, patch_costs, source_views, sweep_points
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_the_patch_cost_is_lowest_at_the_true_depth(mug):
     costs = []
     for shift in (-0.1, 0.0, 0.1):  # normalised units: the mug fits the unit sphere
         X = torch.from_numpy(o + d * (t + shift)[:, None]).float()
-        cost, inside, spread = patch_costs(scene, sources, torch.full_like(y, view), y, x, X, n, 2)
+        cost, inside, spread = patch_costs(scene, grey_images(scene), sources, torch.full_like(y, view), y, x, X, n, 2)
         assert cost.shape == inside.shape == (len(y), 4) and spread.shape == (len(y),)
         costs.append(float(best_half(cost).median()))
     assert costs[1] < 0.75 * min(costs[0], costs[2]), costs

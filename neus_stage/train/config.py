@@ -159,8 +159,8 @@ class TrainConfig:
     sweep_sources: int = 4
     """Training views each sweep pixel is matched against (the nearest by viewing direction; the best half
     of them counts, so an occluded view does not)."""
-    sweep_radius: int = 3
-    """Half the side of the sweep's patch, in training pixels (3: 7x7)."""
+    sweep_radius: int = 2
+    """Half the side of the sweep's patch, in training pixels (2: 5x5)."""
     # ---- optimisation
     steps: int = 20000
     """Training steps."""

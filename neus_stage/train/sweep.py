@@ -41,21 +41,27 @@ def source_views(scene: NeusScene, target: torch.Tensor, k: int) -> torch.Tensor
     return scene._train[cos.topk(k, dim=1).indices]
 
 
-def _grey(scene: NeusScene, view: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Grey levels in [0, 1] at integer pixels (any shape of indices)."""
-    rgb = scene.images[view, y, x].float()
-    return (rgb * rgb.new_tensor([0.299, 0.587, 0.114])).sum(-1) / 255.0
+def grey_images(scene: NeusScene) -> torch.Tensor:
+    """The scene's images as grey levels in [0, 1], (N, H, W) float on its device (looked up many times)."""
+    w = torch.tensor([0.299, 0.587, 0.114], device=scene.device)
+    return torch.stack([(im.float() * w).sum(-1) / 255.0 for im in scene.images])
 
 
-def _bilinear_grey(scene: NeusScene, view: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Grey levels at sub-pixel positions (u: x, v: y; pixel centres at integers), differentiable in u, v;
-    positions must lie inside [0, w-1] x [0, h-1]."""
-    x0 = u.detach().floor().clamp(0, scene.w - 2)
-    y0 = v.detach().floor().clamp(0, scene.h - 2)
+def _lookup(grey: torch.Tensor, view: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Grey levels at integer pixels (any shape of indices), by one flat gather."""
+    _, h, w = grey.shape
+    return grey.view(-1)[(view * h + y) * w + x]
+
+
+def _bilinear(grey: torch.Tensor, view: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Grey levels at sub-pixel positions (u: x, v: y; pixel centres at integers) inside [0, w-1] x [0, h-1]."""
+    _, h, w = grey.shape
+    x0 = u.floor().clamp(0, w - 2)
+    y0 = v.floor().clamp(0, h - 2)
     fx, fy = u - x0, v - y0
     x0, y0 = x0.long(), y0.long()
-    g00, g01 = _grey(scene, view, y0, x0), _grey(scene, view, y0, x0 + 1)
-    g10, g11 = _grey(scene, view, y0 + 1, x0), _grey(scene, view, y0 + 1, x0 + 1)
+    g00, g01 = _lookup(grey, view, y0, x0), _lookup(grey, view, y0, x0 + 1)
+    g10, g11 = _lookup(grey, view, y0 + 1, x0), _lookup(grey, view, y0 + 1, x0 + 1)
     return (g00 * (1 - fx) + g01 * fx) * (1 - fy) + (g10 * (1 - fx) + g11 * fx) * fy
 
 
@@ -68,6 +74,7 @@ def _ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def patch_costs(
     scene: NeusScene,
+    grey: torch.Tensor,
     sources: torch.Tensor,
     view: torch.Tensor,
     y: torch.Tensor,
@@ -76,7 +83,8 @@ def patch_costs(
     n: torch.Tensor,
     radius: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For R reference pixels (view, y, x) and planes through X (R,3) with normals n (R,3): the cost
+    """For R reference pixels (view, y, x) of the grey images ``grey`` (N,H,W; grey_images) and planes
+    through X (R,3) with normals n (R,3): the cost
     (1 - NCC) / 2 (R,k) of each pixel's (2 radius + 1)^2 patch against its warp into each of the view's k
     source views (1 where the warp leaves a source image), whether each warp stayed inside (R,k), the
     reference patch's grey-level spread (R,)."""
@@ -85,7 +93,7 @@ def patch_costs(
     dy, dx = torch.meshgrid(r, r, indexing="ij")
     py = (y[:, None] + dy.reshape(-1)).clamp(0, scene.h - 1)  # (R, P)
     px = (x[:, None] + dx.reshape(-1)).clamp(0, scene.w - 1)
-    ref = _grey(scene, view[:, None], py, px)
+    ref = _lookup(grey, view[:, None], py, px)
     # the patch's rays through the plane (X, n)
     pix = torch.stack([px.float(), py.float(), torch.ones_like(px, dtype=torch.float32)], -1)
     dp = torch.einsum("rij,rpj->rpi", scene.K_inv[view][:, :3, :3], pix)
@@ -101,7 +109,7 @@ def patch_costs(
     u = uvw[..., 0] / z.clamp(min=1e-6)
     v = uvw[..., 1] / z.clamp(min=1e-6)
     inside = ((z > 1e-6) & (u >= 0) & (u <= scene.w - 1) & (v >= 0) & (v <= scene.h - 1)).all(-1)  # (R, k)
-    got = _bilinear_grey(scene, src[..., None].expand_as(u), u.clamp(0, scene.w - 1), v.clamp(0, scene.h - 1))
+    got = _bilinear(grey, src[..., None].expand_as(u), u.clamp(0, scene.w - 1), v.clamp(0, scene.h - 1))
     cost = torch.where(inside, (1.0 - _ncc(ref[:, None].expand_as(got), got)) / 2.0, torch.ones_like(got[..., 0]))
     return cost, inside, ref.std(-1)
 
@@ -156,7 +164,7 @@ def sweep_points(
     *,
     pixels: int,
     n_sources: int = 4,
-    radius: int = 3,
+    radius: int = 2,
     n_depths: int = 32,
     chunk: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +179,7 @@ def sweep_points(
     hi = torch.as_tensor(box_max, dtype=torch.float32, device=dev)
     sources = source_views(scene, (lo + hi) / 2, n_sources)
     grid = torch.from_numpy(np.asarray(hull, dtype=bool)).to(dev) if hull is not None else None
+    grey = grey_images(scene)
     steps = (torch.arange(n_depths, device=dev) + 0.5) / n_depths
     far_j = torch.arange(n_depths, device=dev)
     xyz, seen = [], []
@@ -189,6 +198,7 @@ def sweep_points(
             n = (-scene.poses[view, :3, 2]).expand(R * D, 3)  # planes facing the camera
             cost, inside, spread = patch_costs(
                 scene,
+                grey,
                 sources,
                 v.repeat_interleave(D),
                 yc.repeat_interleave(D),
