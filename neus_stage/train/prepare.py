@@ -236,12 +236,12 @@ def prepare_run(
     write_run_config(out_dir, cfg, chash, dataset_dir, device, amp)
     tlog = TrainLog(out_dir, resume=start > 0)
     dense = None
-    if cfg.sweep_pixels > 0 and cfg.point_weight > 0:
+    if cfg.sweep_pixels > 0 and cfg.point_weight > 0 and hull is not None:  # the point terms need the hull
         dense = sweep_points(
             scene,
             box_min,
             box_max,
-            grow(hull, 1) if hull is not None else None,
+            grow(hull, 1),
             pixels=cfg.sweep_pixels,
             n_sources=cfg.sweep_sources,
             radius=cfg.sweep_radius,

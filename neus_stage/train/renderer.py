@@ -38,6 +38,15 @@ def step_alpha(sdf: torch.Tensor, inv_s: torch.Tensor, step: float) -> torch.Ten
     return ((prev - nxt + 1e-5) / (prev + 1e-5)).clamp(0.0, 1.0)
 
 
+def grid_lookup(grid: torch.Tensor, bmin: torch.Tensor, bmax: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """Whether points (..., 3) fall in an occupied cell of the bool ``grid`` over the box bmin..bmax."""
+    u = (pts - bmin) / (bmax - bmin)
+    inside = ((u >= 0) & (u < 1)).all(-1)  # False for non-finite points (rays that miss the box)
+    res = torch.tensor(grid.shape, device=grid.device)
+    idx = (u.nan_to_num(0.0, 0.0, 0.0).clamp(0, 0.99999) * res).long()
+    return inside & grid[idx[..., 0], idx[..., 1], idx[..., 2]]
+
+
 class OccupancyGrid:
     """Cells over the object box in which samples are evaluated (nerfacc / NeuS2 style).
 
@@ -68,10 +77,7 @@ class OccupancyGrid:
         self.step_size, self.threshold, self.decay = step_size, threshold, decay
 
     def lookup(self, pts: torch.Tensor) -> torch.Tensor:
-        u = (pts - self.bmin) / (self.bmax - self.bmin)
-        inside = ((u >= 0) & (u < 1)).all(-1)  # False for non-finite points (rays that miss the box)
-        idx = (u.nan_to_num(0.0, 0.0, 0.0).clamp(0, 0.99999) * self.res).long()
-        return inside & self.grid[idx[..., 0], idx[..., 1], idx[..., 2]]
+        return grid_lookup(self.grid, self.bmin, self.bmax, pts)
 
     @torch.no_grad()
     def update(

@@ -83,11 +83,12 @@ def scene_points(
     if cfg.point_weight <= 0 or hull_path is None or hull is None:
         return None
     h = read_hull_file(Path(hull_path))
+    grown = grow(hull, 1)
     n_dense = len(dense[0]) if dense is not None else 0
     x, ok, views = np.zeros((0, 3)), np.zeros(0, dtype=bool), None
     if h.support_points is not None and h.scale_mat is not None and len(h.support_points):
         x = (h.support_points - h.scale_mat[:3, 3]) / h.scale_mat[0, 0]
-        ok = in_grid(x, grow(hull, 1), box_min, box_max)
+        ok = in_grid(x, grown, box_min, box_max)
         if h.support_inliers is not None:
             ok &= ~h.support_inliers
         ok &= ~held_out_points(len(x), cfg.holdout_every)  # kept for the quality check
@@ -105,7 +106,7 @@ def scene_points(
         views = None
     n_hull = len(x)
     if n_dense:
-        inside = in_grid(dense[0], grow(hull, 1), box_min, box_max)
+        inside = in_grid(dense[0], grown, box_min, box_max)
         known = views if views is not None else np.zeros((len(x), len(centres)), dtype=bool)
         x = np.concatenate([x, dense[0][inside]])
         views = np.concatenate([known, dense[1][inside]])

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import NeusScene
-from .renderer import ray_box
+from .renderer import grid_lookup, ray_box
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +142,8 @@ def _hull_span(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where each ray is in the hull grid (``hull`` (X,Y,Z) bool over the box lo..hi): the first and last
     in-hull depth of ``n`` steps through the box, a step wider either side, and whether it meets the hull."""
-    res = torch.tensor(hull.shape, device=o.device)
     t = near[:, None] + (far - near)[:, None] * (torch.arange(n, device=o.device) + 0.5) / n
-    idx = ((o[:, None] + d[:, None] * t[..., None] - lo) / (hi - lo) * res).long()
-    ok = ((idx >= 0) & (idx < res)).all(-1)
-    idx = torch.minimum(idx.clamp(min=0), res - 1)
-    occ = ok & hull[idx[..., 0], idx[..., 1], idx[..., 2]]
+    occ = grid_lookup(hull, lo, hi, o[:, None] + d[:, None] * t[..., None])
     step = (far - near) / n
     first = torch.where(occ.any(1), occ.float().argmax(1), torch.zeros_like(near, dtype=torch.long))
     last = n - 1 - occ.flip(1).float().argmax(1)
